@@ -1,0 +1,22 @@
+//! fkd-core: the vocabulary every other fkd crate speaks, with no heavy dependencies.
+//!
+//! - [`geometry`]: [`PixelPoint`] (pixels of some image) and [`NormPoint`] (fractions of that
+//!   image's width and height) are distinct types, converted only through an [`ImageSize`];
+//!   [`FaceBox`] is an axis-aligned face rectangle in pixels.
+//! - [`layout`]: the two landmark layouts fkd knows, [`Layout::IMM58`] and [`Layout::IBUG68`],
+//!   with their paths (contours), connectivity, left/right mirror permutation and the named points
+//!   the write-up and the metrics use (nose tip, eye corners).
+//!
+//! # Coordinate convention
+//! All pixel coordinates in fkd are *continuous*: pixel `(c, r)` covers `[c, c+1) × [r, r+1)`,
+//! so its centre is `(c + 0.5, r + 0.5)`. With this convention resizing an image by `s` maps a
+//! point by `x' = s·x`, a horizontal flip of a `W`-wide image maps `x' = W − x`, and a normalised
+//! coordinate is simply `x / W`. Annotations given in other conventions (IMM's relative
+//! coordinates, dlib's integer pixels) are taken as they are: the half-pixel difference is far
+//! below annotation noise, and the same convention is used everywhere after loading.
+
+pub mod geometry;
+pub mod layout;
+
+pub use geometry::{FaceBox, ImageSize, NormPoint, PixelPoint};
+pub use layout::{Layout, Ocular, Path};

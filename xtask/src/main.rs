@@ -1,0 +1,2 @@
+//! xtask: the fkd command line.
+fn main() {}
