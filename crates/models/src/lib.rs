@@ -1,6 +1,25 @@
-//! fkd-models: the Candle networks of the four parts.
+//! fkd-models: the Candle networks of the write-up's parts, their summaries and checkpoints.
 //!
-//! Will own (issues "Parts 1 and 2" and later): `NoseNet` (4 conv + 2 FC, 1×60×80 in, 2 out),
-//! `FaceNet` (6 conv + 2 FC, 1×120×160 in, 116 out), a 1-channel ResNet-18 with 136 outputs,
-//! and a fully convolutional heatmap net; architecture summaries; safetensors save/load; and
-//! fast conv/pool ops with their backward passes.
+//! - [`ConvRegressor`] with [`ConvRegressorConfig::nose`] (Part 1, "NoseNet": 1×60×80 → 2) and
+//!   [`ConvRegressorConfig::face`] (Part 2, "FaceNet": 1×120×160 → 116), layer for layer the
+//!   PyTorch peer's `Net`.
+//! - [`ResNet18`] (Part 3): torchvision's resnet18 with a 1-channel stem and 136 outputs, under
+//!   torchvision's var names.
+//! - [`Summarize`] / [`format_summary`]: per-layer output shapes and parameter counts.
+//! - [`save_varmap`] / [`load_varmap`]: atomic safetensors checkpoints with checked loading.
+//! - [`pool::max_pool2d`]: a padded max-pool whose backward is correct, which Candle 0.11's is
+//!   not for kernel ≠ stride or odd input sizes.
+
+pub mod checkpoint;
+pub mod conv_regressor;
+pub mod error;
+pub mod init;
+pub mod pool;
+pub mod resnet;
+pub mod summary;
+
+pub use checkpoint::{load_varmap, save_varmap};
+pub use conv_regressor::{ConvRegressor, ConvRegressorConfig};
+pub use error::{ModelError, Result};
+pub use resnet::{ResNet18, ResNet18Config};
+pub use summary::{LayerInfo, Summarize, format_summary};

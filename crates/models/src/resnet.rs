@@ -1,0 +1,501 @@
+//! Part 3's network: torchvision's `resnet18` topology with a configurable input-channel count
+//! (1 for grey faces) and a regression head of `out` outputs (136 = iBUG's 68 points × 2).
+//!
+//! conv1 7×7/2 pad 3 (no bias) → bn1 → ReLU → max-pool 3×3/2 pad 1 → layer1..layer4 (two
+//! BasicBlocks each, 64/128/256/512 channels, the first block of layers 2–4 striding by 2 with a
+//! conv1×1/2 + BN `downsample` shortcut) → global average pool → fc.
+//!
+//! Var names are exactly torchvision's state-dict keys (`conv1.weight`,
+//! `bn1.{weight,bias,running_mean,running_var}`, `layer1.0.conv1.weight`,
+//! `layer2.0.downsample.0.weight`, `layer2.0.downsample.1.*`, `fc.{weight,bias}`), so
+//! torchvision weights converted to safetensors load by name (their `num_batches_tracked`
+//! entries are simply not read). Initialisation follows torchvision: convs N(0, 2/fan_out),
+//! batch-norm weight 1 and bias 0, fc PyTorch's default.
+//!
+//! Training: `forward_t(x, true)` normalises with batch statistics and updates the running
+//! statistics in place (momentum 0.1, eps 1e-5, as PyTorch). The running statistics live in the
+//! `VarMap` (so checkpoints carry them) but never receive a gradient, so optimisers built from
+//! `VarMap::all_vars()` leave them alone. Backward works end to end, including through the
+//! stem's 3×3/2 padded max-pool, which uses [`crate::pool::max_pool2d`] because Candle 0.11's
+//! own max-pool refuses to differentiate when kernel ≠ stride.
+
+use candle_core::{Module, ModuleT, Tensor};
+use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+use crate::init::{conv2d_resnet, linear_torch};
+use crate::pool::{global_avg_pool, max_pool2d};
+use crate::summary::{LayerInfo, Summarize, Trace};
+
+/// Configuration of a [`ResNet18`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResNet18Config {
+    /// Input channels of the stem (1 for grey images, 3 for torchvision's RGB).
+    pub in_channels: usize,
+    /// Number of outputs of the final linear layer.
+    pub out: usize,
+    /// Nominal input size (height, width). The network accepts any size that survives the five
+    /// stride-2 stages; this one is used for [`Summarize::summary`].
+    pub input: (usize, usize),
+}
+
+impl ResNet18Config {
+    /// Part 3: 1-channel 224×224 face crops, 136 outputs (iBUG's 68 points).
+    pub fn part3() -> Self {
+        Self {
+            in_channels: 1,
+            out: 2 * fkd_core::Layout::IBUG68.n_points,
+            input: (224, 224),
+        }
+    }
+
+    /// Spatial size (height, width) of layer4's output for an input of `input`: each of the
+    /// five stride-2 stages (conv1, max-pool, layer2, layer3, layer4) maps n to ⌊(n−1)/2⌋+1.
+    /// 224 → 112 → 56 → 28 → 14 → 7. `None` for an empty input.
+    pub fn feature_hw(input: (usize, usize)) -> Option<(usize, usize)> {
+        let (mut h, mut w) = input;
+        if h == 0 || w == 0 {
+            return None;
+        }
+        for _ in 0..5 {
+            (h, w) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+        }
+        Some((h, w))
+    }
+}
+
+fn bn(channels: usize, vb: VarBuilder<'_>) -> candle_core::Result<BatchNorm> {
+    let cfg = BatchNormConfig {
+        eps: 1e-5,
+        remove_mean: true,
+        affine: true,
+        momentum: 0.1,
+    };
+    candle_nn::batch_norm(channels, cfg, vb)
+}
+
+fn conv(
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    vb: VarBuilder<'_>,
+) -> candle_core::Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding: k / 2,
+        stride,
+        ..Default::default()
+    };
+    conv2d_resnet(c_in, c_out, k, cfg, vb)
+}
+
+fn conv_params(c: &Conv2d) -> usize {
+    c.weight().elem_count() + c.bias().map_or(0, Tensor::elem_count)
+}
+
+fn bn_params(b: &BatchNorm) -> usize {
+    b.weight_and_bias()
+        .map_or(0, |(w, b)| w.elem_count() + b.elem_count())
+}
+
+/// torchvision's BasicBlock: conv3×3/s → BN → ReLU → conv3×3 → BN, plus the (downsampled)
+/// input, → ReLU.
+#[derive(Clone, Debug)]
+struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        vb: VarBuilder<'_>,
+    ) -> candle_core::Result<Self> {
+        let downsample = if stride != 1 || c_in != c_out {
+            let vbd = vb.pp("downsample");
+            Some((
+                conv(c_in, c_out, 1, stride, vbd.pp("0"))?,
+                bn(c_out, vbd.pp("1"))?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: conv(c_in, c_out, 3, stride, vb.pp("conv1"))?,
+            bn1: bn(c_out, vb.pp("bn1"))?,
+            conv2: conv(c_out, c_out, 3, 1, vb.pp("conv2"))?,
+            bn2: bn(c_out, vb.pp("bn2"))?,
+            downsample,
+        })
+    }
+
+    fn params(&self) -> usize {
+        conv_params(&self.conv1)
+            + bn_params(&self.bn1)
+            + conv_params(&self.conv2)
+            + bn_params(&self.bn2)
+            + self
+                .downsample
+                .as_ref()
+                .map_or(0, |(c, b)| conv_params(c) + bn_params(b))
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let y = self.conv1.forward(x)?.apply_t(&self.bn1, train)?.relu()?;
+        let y = self.conv2.forward(&y)?.apply_t(&self.bn2, train)?;
+        let shortcut = match &self.downsample {
+            Some((c, b)) => c.forward(x)?.apply_t(b, train)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+/// torchvision's ResNet-18 with a configurable stem and head; see the module docs.
+#[derive(Clone, Debug)]
+pub struct ResNet18 {
+    cfg: ResNet18Config,
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    /// `(name, block)` in order: layer1.0, layer1.1, …, layer4.1.
+    blocks: Vec<(String, BasicBlock)>,
+    fc: Linear,
+}
+
+impl ResNet18 {
+    /// Builds the network, creating (or reading) its vars under torchvision's names. Errors on
+    /// zero channels or outputs, or mis-shaped vars.
+    pub fn new(cfg: &ResNet18Config, vb: VarBuilder<'_>) -> Result<Self> {
+        if cfg.in_channels == 0 || cfg.out == 0 {
+            return Err(ModelError::Config(format!(
+                "resnet18 needs in_channels and out ≥ 1, got {} and {}",
+                cfg.in_channels, cfg.out
+            )));
+        }
+        if ResNet18Config::feature_hw(cfg.input).is_none() {
+            return Err(ModelError::Config(format!(
+                "input size {:?} is empty",
+                cfg.input
+            )));
+        }
+        let conv1 = conv(cfg.in_channels, 64, 7, 2, vb.pp("conv1"))?;
+        let bn1 = bn(64, vb.pp("bn1"))?;
+        let mut blocks = Vec::with_capacity(8);
+        let mut c_in = 64;
+        for (l, c_out) in [64, 128, 256, 512].into_iter().enumerate() {
+            for b in 0..2 {
+                let stride = if l > 0 && b == 0 { 2 } else { 1 };
+                let name = format!("layer{}.{b}", l + 1);
+                let block = BasicBlock::new(c_in, c_out, stride, vb.pp(&name))?;
+                blocks.push((name, block));
+                c_in = c_out;
+            }
+        }
+        let fc = linear_torch(512, cfg.out, vb.pp("fc"))?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            conv1,
+            bn1,
+            blocks,
+            fc,
+        })
+    }
+
+    /// The configuration this network was built from.
+    pub fn config(&self) -> &ResNet18Config {
+        &self.cfg
+    }
+
+    /// The stem's weights, (64, in_channels, 7, 7).
+    pub fn conv1_weights(&self) -> &Tensor {
+        self.conv1.weight()
+    }
+
+    fn run(&self, x: &Tensor, train: bool, mut trace: Trace<'_>) -> candle_core::Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if c != self.cfg.in_channels {
+            candle_core::bail!(
+                "resnet18 expects (batch, {}, H, W) input, got {:?}",
+                self.cfg.in_channels,
+                x.dims()
+            );
+        }
+        // PyTorch refuses to train batch-norm on one value per channel ("Expected more than 1
+        // value per channel when training"); Candle would divide by zero instead. layer4's
+        // output is the smallest map a batch-norm sees.
+        let small = ResNet18Config::feature_hw((h, w)).is_none_or(|(fh, fw)| n * fh * fw < 2);
+        if train && small {
+            candle_core::bail!(
+                "resnet18 cannot train on {:?}: batch × layer4 height × width must be ≥ 2",
+                x.dims()
+            );
+        }
+        let x = self.conv1.forward(x)?;
+        trace.record(|| "conv1".into(), &x, conv_params(&self.conv1));
+        let x = x.apply_t(&self.bn1, train)?;
+        trace.record(|| "bn1".into(), &x, bn_params(&self.bn1));
+        let x = x.relu()?;
+        trace.record(|| "relu".into(), &x, 0);
+        let mut x = max_pool2d(&x, 3, 2, 1)?;
+        trace.record(|| "maxpool".into(), &x, 0);
+        for (name, block) in &self.blocks {
+            x = block.forward_t(&x, train)?;
+            trace.record(|| name.clone(), &x, block.params());
+        }
+        let x = global_avg_pool(&x)?;
+        trace.record(|| "avgpool".into(), &x, 0);
+        let x = self.fc.forward(&x)?;
+        let fc_params =
+            self.fc.weight().elem_count() + self.fc.bias().map_or(0, Tensor::elem_count);
+        trace.record(|| "fc".into(), &x, fc_params);
+        Ok(x)
+    }
+}
+
+impl ModuleT for ResNet18 {
+    /// (B, in_channels, H, W) → (B, out). With `train`, batch-norm uses batch statistics and
+    /// updates its running statistics.
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, train, Trace(None))
+    }
+}
+
+impl Summarize for ResNet18 {
+    fn summary(&self) -> Result<Vec<LayerInfo>> {
+        let wt = self.conv1.weight();
+        let (h, w) = self.cfg.input;
+        let x = Tensor::zeros((1, self.cfg.in_channels, h, w), wt.dtype(), wt.device())?;
+        let mut rows = Vec::new();
+        self.run(&x, false, Trace(Some(&mut rows)))?;
+        Ok(rows)
+    }
+
+    fn num_params(&self) -> usize {
+        conv_params(&self.conv1)
+            + bn_params(&self.bn1)
+            + self.blocks.iter().map(|(_, b)| b.params()).sum::<usize>()
+            + self.fc.weight().elem_count()
+            + self.fc.bias().map_or(0, Tensor::elem_count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn small(out: usize) -> ResNet18Config {
+        ResNet18Config {
+            in_channels: 1,
+            out,
+            input: (64, 64),
+        }
+    }
+
+    fn build(cfg: &ResNet18Config) -> (VarMap, ResNet18) {
+        let vm = VarMap::new();
+        let net =
+            ResNet18::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        (vm, net)
+    }
+
+    fn stat(vm: &VarMap, name: &str) -> Vec<f32> {
+        vm.data().lock().unwrap()[name]
+            .as_tensor()
+            .to_vec1()
+            .unwrap()
+    }
+
+    #[test]
+    fn parameter_counts_match_torchvision() {
+        // torchvision resnet18 (3-channel stem, 1000 classes): 11,689,512 parameters.
+        let (_, rgb) = build(&ResNet18Config {
+            in_channels: 3,
+            out: 1000,
+            input: (224, 224),
+        });
+        assert_eq!(rgb.num_params(), 11_689_512);
+        // Part 3: the stem loses 64·2·49 = 6,272 weights (3 → 1 channel) and the head
+        // 512·864 + 864 = 443,232 (1000 → 136 outputs): 11,689,512 − 6,272 − 443,232.
+        let cfg = ResNet18Config::part3();
+        assert_eq!(cfg.out, 136);
+        let (vm, net) = build(&cfg);
+        assert_eq!(net.num_params(), 11_240_008);
+        // torchvision's state dict has 122 keys, 20 of them num_batches_tracked.
+        let names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+        assert_eq!(names.len(), 102);
+        for name in [
+            "conv1.weight",
+            "bn1.weight",
+            "bn1.bias",
+            "bn1.running_mean",
+            "bn1.running_var",
+            "layer1.0.conv1.weight",
+            "layer1.1.bn2.running_var",
+            "layer2.0.downsample.0.weight",
+            "layer2.0.downsample.1.weight",
+            "layer2.0.downsample.1.running_mean",
+            "layer4.1.conv2.weight",
+            "fc.weight",
+            "fc.bias",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing");
+        }
+        assert!(
+            !names
+                .iter()
+                .any(|n| n == "conv1.bias" || n == "layer1.0.downsample.0.weight")
+        );
+        assert_eq!(net.conv1_weights().dims(), &[64, 1, 7, 7]);
+    }
+
+    #[test]
+    fn forward_shapes_and_summary_at_64() {
+        let (_, net) = build(&small(136));
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 64, 64), &Device::Cpu).unwrap();
+        assert_eq!(net.forward_t(&x, false).unwrap().dims(), &[2, 136]);
+        assert_eq!(net.forward_t(&x, true).unwrap().dims(), &[2, 136]);
+        let rows = net.summary().unwrap();
+        let got: Vec<(&str, &[usize])> = rows
+            .iter()
+            .map(|r| (r.name.as_str(), r.output_shape.as_slice()))
+            .collect();
+        let want: Vec<(&str, &[usize])> = vec![
+            ("conv1", &[64, 32, 32]),
+            ("bn1", &[64, 32, 32]),
+            ("relu", &[64, 32, 32]),
+            ("maxpool", &[64, 16, 16]),
+            ("layer1.0", &[64, 16, 16]),
+            ("layer1.1", &[64, 16, 16]),
+            ("layer2.0", &[128, 8, 8]),
+            ("layer2.1", &[128, 8, 8]),
+            ("layer3.0", &[256, 4, 4]),
+            ("layer3.1", &[256, 4, 4]),
+            ("layer4.0", &[512, 2, 2]),
+            ("layer4.1", &[512, 2, 2]),
+            ("avgpool", &[512]),
+            ("fc", &[136]),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(
+            rows.iter().map(|r| r.params).sum::<usize>(),
+            net.num_params()
+        );
+        // Per block: layer1.0 = 2 convs 64·64·9 + 2 BN·128 = 73,984; layer2.0 adds the
+        // 1×1 downsample 128·64 + BN 256.
+        assert_eq!(rows[4].params, 73_984);
+        assert_eq!(
+            rows[6].params,
+            128 * 64 * 9 + 128 * 128 * 9 + 2 * 256 + 128 * 64 + 256
+        );
+        assert_eq!(ResNet18Config::feature_hw((64, 64)), Some((2, 2)));
+    }
+
+    #[test]
+    fn shape_arithmetic_at_224_and_odd_sizes() {
+        assert_eq!(ResNet18Config::feature_hw((224, 224)), Some((7, 7)));
+        assert_eq!(ResNet18Config::feature_hw((0, 5)), None);
+        // The arithmetic agrees with a real (eval) forward at odd sizes.
+        let (_, net) = build(&ResNet18Config {
+            in_channels: 1,
+            out: 3,
+            input: (45, 37),
+        });
+        let rows = net.summary().unwrap();
+        assert_eq!(rows[11].output_shape, vec![512, 2, 2]);
+        assert_eq!(ResNet18Config::feature_hw((45, 37)), Some((2, 2)));
+        assert_eq!(rows[3].output_shape, vec![64, 12, 10]);
+    }
+
+    #[test]
+    fn backward_reaches_the_stem_with_finite_gradients() {
+        let (vm, net) = build(&small(4));
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 64, 64), &Device::Cpu).unwrap();
+        let y = Tensor::randn(0f32, 1.0, (2, 4), &Device::Cpu).unwrap();
+        let loss = candle_nn::loss::mse(&net.forward_t(&x, true).unwrap(), &y).unwrap();
+        let grads = loss.backward().unwrap();
+        let g = grads
+            .get(net.conv1_weights())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(g.len(), 64 * 49);
+        assert!(g.iter().all(|v| v.is_finite()));
+        assert!(g.iter().any(|&v| v != 0.0));
+        // Running statistics take no gradient, so optimisers skip them.
+        let data = vm.data().lock().unwrap();
+        assert!(grads.get(data["bn1.running_mean"].as_tensor()).is_none());
+        assert!(grads.get(data["bn1.weight"].as_tensor()).is_some());
+    }
+
+    #[test]
+    fn train_mode_updates_running_stats_and_eval_does_not() {
+        let (vm, net) = build(&small(4));
+        let x = (Tensor::randn(0f32, 1.0, (2, 1, 64, 64), &Device::Cpu).unwrap() + 3.0).unwrap();
+        net.forward_t(&x, false).unwrap();
+        assert_eq!(stat(&vm, "bn1.running_mean"), vec![0.0; 64]);
+        assert_eq!(stat(&vm, "layer4.1.bn2.running_var"), vec![1.0; 512]);
+        net.forward_t(&x, true).unwrap();
+        assert!(stat(&vm, "bn1.running_mean").iter().any(|&v| v != 0.0));
+        assert!(
+            stat(&vm, "layer4.1.bn2.running_var")
+                .iter()
+                .any(|&v| v != 1.0)
+        );
+    }
+
+    #[test]
+    fn bad_inputs_and_configs_are_errors() {
+        let (_, net) = build(&ResNet18Config {
+            in_channels: 1,
+            out: 2,
+            input: (32, 32),
+        });
+        // 32×32 leaves layer4 at 1×1: one value per channel for a batch of one.
+        let one = Tensor::zeros((1, 1, 32, 32), DType::F32, &Device::Cpu).unwrap();
+        assert!(net.forward_t(&one, true).is_err());
+        assert_eq!(net.forward_t(&one, false).unwrap().dims(), &[1, 2]);
+        let rgb = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+        assert!(
+            net.forward_t(&rgb, false)
+                .unwrap_err()
+                .to_string()
+                .contains("(batch, 1, H, W)")
+        );
+
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        for cfg in [
+            ResNet18Config {
+                in_channels: 0,
+                out: 2,
+                input: (32, 32),
+            },
+            ResNet18Config {
+                in_channels: 1,
+                out: 0,
+                input: (32, 32),
+            },
+            ResNet18Config {
+                in_channels: 1,
+                out: 2,
+                input: (0, 32),
+            },
+        ] {
+            assert!(
+                matches!(ResNet18::new(&cfg, vb.clone()), Err(ModelError::Config(_))),
+                "{cfg:?}"
+            );
+        }
+    }
+}
