@@ -156,10 +156,7 @@ impl FaceBox {
 
     /// Centre of the box.
     pub fn center(&self) -> PixelPoint {
-        PixelPoint::new(
-            self.left + self.width / 2.0,
-            self.top + self.height / 2.0,
-        )
+        PixelPoint::new(self.left + self.width / 2.0, self.top + self.height / 2.0)
     }
 
     /// The square box with the same centre whose side is `factor × max(width, height)`.

@@ -194,13 +194,18 @@ impl Layout {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn check_layout(layout: &Layout) {
         // Paths tile 0..n_points in order.
         let mut next = 0;
         for p in layout.paths {
-            assert_eq!(p.start, next, "{}: path {} starts late", layout.name, p.name);
+            assert_eq!(
+                p.start, next,
+                "{}: path {} starts late",
+                layout.name, p.name
+            );
             next += p.len;
         }
         assert_eq!(next, layout.n_points);
@@ -208,7 +213,11 @@ mod tests {
         // the same size.
         assert_eq!(layout.mirror.len(), layout.n_points);
         for (i, &m) in layout.mirror.iter().enumerate() {
-            assert_eq!(layout.mirror[m], i, "{}: mirror not an involution at {i}", layout.name);
+            assert_eq!(
+                layout.mirror[m], i,
+                "{}: mirror not an involution at {i}",
+                layout.name
+            );
             let (pi, pm) = (layout.path_of(i).unwrap(), layout.path_of(m).unwrap());
             assert_eq!(pi.len, pm.len);
         }
@@ -224,7 +233,10 @@ mod tests {
     fn edge_counts() {
         // IMM: 13+8+8+5+5+8+11 points; open paths give len-1 edges, closed len.
         assert_eq!(Layout::IMM58.edges().count(), 12 + 8 + 8 + 4 + 4 + 8 + 10);
-        assert_eq!(Layout::IBUG68.edges().count(), 16 + 4 + 4 + 3 + 4 + 6 + 6 + 12 + 8);
+        assert_eq!(
+            Layout::IBUG68.edges().count(),
+            16 + 4 + 4 + 3 + 4 + 6 + 6 + 12 + 8
+        );
         assert!(Layout::IMM58.edges().any(|e| e == (20, 13)));
     }
 
@@ -249,12 +261,8 @@ mod tests {
         assert_eq!(Layout::IBUG68.interocular(&pts[..10]), None);
 
         let mut imm = vec![PixelPoint::default(); 58];
-        for i in 13..21 {
-            imm[i] = PixelPoint::new(100.0, 7.0);
-        }
-        for i in 21..29 {
-            imm[i] = PixelPoint::new(40.0, 7.0);
-        }
+        imm[13..21].fill(PixelPoint::new(100.0, 7.0));
+        imm[21..29].fill(PixelPoint::new(40.0, 7.0));
         assert_eq!(Layout::IMM58.interocular(&imm), Some(60.0));
     }
 }

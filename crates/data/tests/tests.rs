@@ -1,5 +1,6 @@
 //! Integration tests of fkd-data over the real data in `$FKD_DATA` and the project's fixtures.
 //! One test binary for the crate; each topic is a module.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
@@ -10,7 +11,8 @@ pub fn data_root() -> Option<PathBuf> {
     match root {
         Some(root) if root.is_dir() => Some(root),
         other => {
-            let msg = format!("real data not found (FKD_DATA={other:?}); set FKD_DATA to shared/data");
+            let msg =
+                format!("real data not found (FKD_DATA={other:?}); set FKD_DATA to shared/data");
             assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
             eprintln!("note: {msg}; skipping");
             None
@@ -23,8 +25,8 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
-mod parsers;
-mod images;
+mod datasets;
 #[cfg(feature = "fetch")]
 mod fetch;
-mod datasets;
+mod images;
+mod parsers;
