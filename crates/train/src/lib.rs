@@ -1,5 +1,29 @@
 //! fkd-train: one training loop for every part.
 //!
-//! Will own (issue "Parts 1 and 2"): Adam/AdamW, MSE/L1/Wing losses, lr schedules, seeded epochs,
-//! per-epoch train/validation loss, history as JSON and CSV, atomic last/best checkpoints,
-//! resume, and a clear stop when the loss turns NaN or explodes.
+//! - [`config`]: [`TrainConfig`] (serde), with the [`Loss`] (MSE, L1, Wing) and learning-rate
+//!   [`Schedule`] (constant, step, cosine).
+//! - [`loss`]: the losses on `(prediction, target)` tensors.
+//! - [`optim`]: [`Adam`] with decoupled weight decay (AdamW), whose state can be saved and
+//!   loaded so a resumed run continues exactly.
+//! - [`fit()`]: the loop — seeded epochs, per-epoch train and validation loss, a [`History`]
+//!   written as JSON and CSV, atomic `last`/`best` checkpoints ([`checkpoint`]), resume, and a
+//!   clear stop ([`TrainError::Diverged`]) when the loss turns NaN or explodes. Progress is
+//!   reported to an [`Observer`], so a binary can draw a progress bar; logging uses `tracing`.
+//! - [`evaluate_loss`] and [`predict`]: inference over a loader.
+//!
+//! Any candle `Module` or `ModuleT` is a [`Model`].
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod fit;
+pub mod history;
+pub mod loss;
+pub mod optim;
+
+pub use checkpoint::{CheckpointMeta, load_weights, save_weights};
+pub use config::{Loss, Schedule, TrainConfig};
+pub use error::{Result, TrainError};
+pub use fit::{Model, Observer, evaluate_loss, fit, predict};
+pub use history::{EpochRecord, History};
+pub use optim::{Adam, AdamConfig};

@@ -1,0 +1,284 @@
+//! Checkpoint files and how they are written.
+//!
+//! Every file goes to a temporary name in the same folder, is flushed to disk, and is then
+//! renamed over the old one, so a crash or Ctrl-C leaves either the old file or the new one,
+//! never half of one. A run folder holds:
+//!
+//! - `last.safetensors`, `last.optim.safetensors`, `last.json`: the weights, optimiser state
+//!   and description ([`CheckpointMeta`]) of the last finished epoch, written in that order:
+//!   `last.json` is written last and records the optimiser's step count, so a run interrupted
+//!   between the three files is detected on resume instead of continuing from mixed epochs;
+//! - `best.safetensors`: the weights of the epoch with the lowest validation loss;
+//! - `history.json`, `history.csv`: the per-epoch record (see [`crate::History`]).
+
+use crate::{History, Result, TrainConfig, TrainError};
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+/// Weights of the last finished epoch.
+pub const LAST_WEIGHTS: &str = "last.safetensors";
+/// Optimiser state of the last finished epoch.
+pub const LAST_OPTIM: &str = "last.optim.safetensors";
+/// Description of the last finished epoch ([`CheckpointMeta`] as JSON).
+pub const LAST_META: &str = "last.json";
+/// Weights of the epoch with the lowest validation loss.
+pub const BEST_WEIGHTS: &str = "best.safetensors";
+/// The history as JSON.
+pub const HISTORY_JSON: &str = "history.json";
+/// The history as CSV.
+pub const HISTORY_CSV: &str = "history.csv";
+
+/// Format version of [`CheckpointMeta`]; bumped when a field changes meaning.
+pub const META_VERSION: u32 = 1;
+
+/// What `last.json` records: enough to continue the run exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// [`META_VERSION`] when written.
+    pub version: u32,
+    /// The last finished epoch (0-based).
+    pub epoch: usize,
+    /// Optimiser steps taken by then; must match `last.optim.safetensors`.
+    pub step: u64,
+    /// The loss of the run's first batch, the reference for divergence checks.
+    pub reference_loss: f64,
+    /// The lowest validation loss so far.
+    pub best_valid: Option<f64>,
+    /// Training samples, to refuse a resume on another data set.
+    pub train_samples: usize,
+    /// Training batches per epoch, to refuse a resume with another batching.
+    pub train_batches: usize,
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// The history up to and including `epoch`.
+    pub history: History,
+}
+
+impl CheckpointMeta {
+    /// Reads `last.json`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = fs::read(path).map_err(|e| TrainError::io(path, e))?;
+        let meta: Self = serde_json::from_slice(&text).map_err(|source| TrainError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if meta.version != META_VERSION {
+            return Err(TrainError::checkpoint(
+                path,
+                format!(
+                    "checkpoint format {} is not the supported {META_VERSION}",
+                    meta.version
+                ),
+            ));
+        }
+        Ok(meta)
+    }
+
+    /// Writes `last.json` atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_json_atomic(path, self)
+    }
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| TrainError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_bytes_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path`, atomically.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |tmp| {
+        let mut f = File::create(tmp).map_err(|e| TrainError::io(tmp, e))?;
+        f.write_all(bytes).map_err(|e| TrainError::io(tmp, e))
+    })
+}
+
+/// Replaces `path` atomically by what `write` puts in the temporary file it is given (in the
+/// same folder, so the final rename cannot cross file systems). On failure the temporary file
+/// is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        TrainError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+        )
+    })?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let result = write(&tmp).and_then(|()| {
+        // Opened for writing because Windows refuses to flush a read-only handle.
+        OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| TrainError::io(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    });
+    if result.is_err() {
+        // The temporary file is garbage either way; failing to delete it changes nothing.
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Makes the rename itself durable. Best effort: some platforms and file systems cannot open
+/// or sync a folder, and the data is already safe under one name or the other.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// The variables of `varmap` by name.
+fn named_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+    let data = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Saves every variable of `varmap` to a safetensors file, atomically.
+pub fn save_weights(varmap: &VarMap, path: &Path) -> Result<()> {
+    let tensors: HashMap<String, Tensor> = named_vars(varmap)
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().clone()))
+        .collect();
+    write_atomic(path, |tmp| {
+        candle_core::safetensors::save(&tensors, tmp)
+            .map_err(|e| TrainError::checkpoint(tmp, format!("cannot write weights: {e}")))
+    })
+}
+
+/// Loads weights saved by [`save_weights`] into `varmap`. The file must hold exactly the
+/// variables of `varmap` with their shapes and dtypes; otherwise nothing is changed and the
+/// error names the first difference (a checkpoint of another model).
+pub fn load_weights(varmap: &VarMap, path: &Path) -> Result<()> {
+    let mut saved = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| TrainError::checkpoint(path, format!("cannot read weights: {e}")))?;
+    let mut vars = named_vars(varmap);
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut values = Vec::with_capacity(vars.len());
+    for (name, var) in &vars {
+        let t = saved.remove(name).ok_or_else(|| {
+            TrainError::checkpoint(
+                path,
+                format!("no tensor {name}: the checkpoint belongs to another model"),
+            )
+        })?;
+        let want = var.as_tensor();
+        if t.dims() != want.dims() || t.dtype() != want.dtype() {
+            return Err(TrainError::checkpoint(
+                path,
+                format!(
+                    "{name} is {:?} {:?} in the checkpoint but {:?} {:?} in the model: the checkpoint belongs to another model",
+                    t.dtype(),
+                    t.dims(),
+                    want.dtype(),
+                    want.dims()
+                ),
+            ));
+        }
+        values.push(t.to_device(want.device())?);
+    }
+    if !saved.is_empty() {
+        let mut extra: Vec<&String> = saved.keys().collect();
+        extra.sort();
+        return Err(TrainError::checkpoint(
+            path,
+            format!("tensors the model lacks ({extra:?}): the checkpoint belongs to another model"),
+        ));
+    }
+    for ((_, var), value) in vars.iter().zip(values) {
+        var.set(&value)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::DType;
+    use candle_nn::Init;
+
+    #[test]
+    fn failed_write_keeps_the_old_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_bytes_atomic(&path, b"old").unwrap();
+        let err = write_atomic(&path, |tmp| {
+            fs::write(tmp, b"half").unwrap();
+            Err(TrainError::Config("interrupted".into()))
+        });
+        assert!(err.is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["a.json"]);
+        write_bytes_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+    }
+
+    fn varmap(shape: usize, name: &str, value: f32) -> VarMap {
+        let vm = VarMap::new();
+        vm.get(
+            shape,
+            name,
+            Init::Const(value.into()),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        vm
+    }
+
+    #[test]
+    fn weights_round_trip_and_other_models_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        save_weights(&varmap(3, "fc.weight", 1.5), &path).unwrap();
+        let target = varmap(3, "fc.weight", 0.0);
+        load_weights(&target, &path).unwrap();
+        let loaded = target.all_vars()[0].as_tensor().to_vec1::<f32>().unwrap();
+        assert_eq!(loaded, [1.5, 1.5, 1.5]);
+
+        let err = load_weights(&varmap(4, "fc.weight", 0.0), &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fc.weight is F32 [3] in the checkpoint but F32 [4] in the model"),
+            "{err}"
+        );
+        let err = load_weights(&varmap(3, "fc.bias", 0.0), &path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no tensor fc.bias"), "{err}");
+        let err = load_weights(&target, &dir.path().join("missing.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing.safetensors: cannot read weights"),
+            "{err}"
+        );
+    }
+}

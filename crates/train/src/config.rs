@@ -1,0 +1,385 @@
+//! What a training run is: [`TrainConfig`], with its [`Loss`] and learning-rate [`Schedule`].
+//!
+//! The configuration is saved in every checkpoint, so a resumed run can refuse to continue
+//! under settings that would make it a different run.
+
+use crate::{Result, TrainError};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Default Wing width `w` in normalised coordinates. Feng et al. use `w = 10` pixels for faces
+/// of a few hundred pixels; fkd's targets are fractions of the crop, and 0.05 of a 224-pixel
+/// crop is 11 pixels, so the log region covers the same few-pixel errors.
+pub const WING_W: f64 = 0.05;
+/// Default Wing curvature `eps` in normalised coordinates (Feng et al.: 2 pixels, about 0.01
+/// of a 224-pixel crop).
+pub const WING_EPS: f64 = 0.01;
+
+/// The regression loss, averaged over every element of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Loss {
+    /// Mean squared error.
+    Mse,
+    /// Mean absolute error.
+    L1,
+    /// Wing loss (Feng et al., CVPR 2018): `w·ln(1 + |x|/eps)` below `w`, `|x| − C` above,
+    /// with `C` making it continuous. Amplifies small and medium errors relative to L2.
+    Wing {
+        /// Width of the logarithmic region, in target units (default [`WING_W`]).
+        #[serde(default = "default_wing_w")]
+        w: f64,
+        /// Curvature of the logarithmic region, in target units (default [`WING_EPS`]).
+        #[serde(default = "default_wing_eps")]
+        eps: f64,
+    },
+}
+
+fn default_wing_w() -> f64 {
+    WING_W
+}
+
+fn default_wing_eps() -> f64 {
+    WING_EPS
+}
+
+impl Loss {
+    /// Wing loss with the defaults for normalised coordinates.
+    pub fn wing() -> Self {
+        Loss::Wing {
+            w: WING_W,
+            eps: WING_EPS,
+        }
+    }
+}
+
+/// How the learning rate changes from epoch to epoch (epochs count from 0).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Schedule {
+    /// The base rate throughout.
+    Constant,
+    /// The base rate times `gamma` every `every` epochs: `lr · gamma^⌊epoch / every⌋`.
+    Step {
+        /// Epochs between decays (at least 1).
+        every: usize,
+        /// Factor applied at each decay.
+        gamma: f64,
+    },
+    /// Cosine annealing from the base rate at epoch 0 towards `min_lr` at epoch `epochs`:
+    /// `min_lr + (lr − min_lr)·(1 + cos(π·epoch/epochs))/2`.
+    Cosine {
+        /// The floor the rate anneals towards.
+        min_lr: f64,
+    },
+}
+
+impl Schedule {
+    /// The learning rate of `epoch` in a run of `epochs` epochs with base rate `base_lr`.
+    pub fn lr_at(&self, base_lr: f64, epoch: usize, epochs: usize) -> f64 {
+        match *self {
+            Schedule::Constant => base_lr,
+            Schedule::Step { every, gamma } => {
+                let decays = epoch / every.max(1);
+                base_lr * gamma.powi(i32::try_from(decays).unwrap_or(i32::MAX))
+            }
+            Schedule::Cosine { min_lr } => {
+                if epochs == 0 {
+                    return base_lr;
+                }
+                let phase = std::f64::consts::PI * epoch as f64 / epochs as f64;
+                min_lr + (base_lr - min_lr) * (1.0 + phase.cos()) / 2.0
+            }
+        }
+    }
+}
+
+/// Everything that defines a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Epochs to train (a resumed run may raise this to train longer).
+    pub epochs: usize,
+    /// Samples per batch. `fit` does not build loaders: build the training loader with this
+    /// size; it is recorded so a resume with another size is refused.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Decoupled (AdamW) weight decay; 0 gives plain Adam.
+    pub weight_decay: f64,
+    /// Adam's `β1, β2`.
+    pub betas: [f64; 2],
+    /// Adam's `ε`.
+    pub eps: f64,
+    /// The loss.
+    pub loss: Loss,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
+    /// The run's seed. `fit` does not draw random numbers itself: pass it to the training
+    /// loader's `shuffled` and to the model's initialisation; it is recorded for resume.
+    pub seed: u64,
+    /// Where history and checkpoints go.
+    pub out_dir: PathBuf,
+    /// Stop when a loss exceeds this factor times its reference (see [`crate::fit()`]).
+    pub diverge_factor: f64,
+    /// Continue the run saved in `out_dir` instead of starting a new one.
+    pub resume: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 16,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            loss: Loss::Mse,
+            schedule: Schedule::Constant,
+            seed: 0,
+            out_dir: PathBuf::from("runs"),
+            diverge_factor: 1e3,
+            resume: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The learning rate of `epoch` under this configuration's schedule.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        self.schedule.lr_at(self.lr, epoch, self.epochs)
+    }
+
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(TrainError::Config(what));
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        if !positive(self.lr) {
+            return bad(format!("lr must be a positive number, not {}", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "weight_decay must be 0 or more, not {}",
+                self.weight_decay
+            ));
+        }
+        for (name, beta) in [("betas[0]", self.betas[0]), ("betas[1]", self.betas[1])] {
+            if !(0.0..1.0).contains(&beta) {
+                return bad(format!("{name} must lie in [0, 1), not {beta}"));
+            }
+        }
+        if !positive(self.eps) {
+            return bad(format!("eps must be a positive number, not {}", self.eps));
+        }
+        if !(self.diverge_factor.is_finite() && self.diverge_factor > 1.0) {
+            return bad(format!(
+                "diverge_factor must be a number above 1, not {}",
+                self.diverge_factor
+            ));
+        }
+        if let Loss::Wing { w, eps } = self.loss
+            && (!positive(w) || !positive(eps))
+        {
+            return bad(format!(
+                "wing loss needs positive w and eps, not w={w}, eps={eps}"
+            ));
+        }
+        match self.schedule {
+            Schedule::Constant => {}
+            Schedule::Step { every, gamma } => {
+                if every == 0 || !positive(gamma) {
+                    return bad(format!(
+                        "step schedule needs every ≥ 1 and a positive gamma, not every={every}, gamma={gamma}"
+                    ));
+                }
+            }
+            Schedule::Cosine { min_lr } => {
+                if !(min_lr.is_finite() && (0.0..=self.lr).contains(&min_lr)) {
+                    return bad(format!(
+                        "cosine min_lr must lie in [0, lr={}], not {min_lr}",
+                        self.lr
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings in which `self` differs from `saved` that make resuming `saved` under
+    /// `self` a different run (everything but `out_dir`, `resume`, `diverge_factor`, and
+    /// `epochs` unless the cosine schedule depends on it), each as `name: saved → now`.
+    pub fn resume_mismatches(&self, saved: &TrainConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |name: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{name}: {a} → {b}"));
+            }
+        };
+        check(
+            "batch_size",
+            saved.batch_size.to_string(),
+            self.batch_size.to_string(),
+        );
+        check("lr", saved.lr.to_string(), self.lr.to_string());
+        check(
+            "weight_decay",
+            saved.weight_decay.to_string(),
+            self.weight_decay.to_string(),
+        );
+        check(
+            "betas",
+            format!("{:?}", saved.betas),
+            format!("{:?}", self.betas),
+        );
+        check("eps", saved.eps.to_string(), self.eps.to_string());
+        check(
+            "loss",
+            format!("{:?}", saved.loss),
+            format!("{:?}", self.loss),
+        );
+        check(
+            "schedule",
+            format!("{:?}", saved.schedule),
+            format!("{:?}", self.schedule),
+        );
+        check("seed", saved.seed.to_string(), self.seed.to_string());
+        if matches!(self.schedule, Schedule::Cosine { .. }) {
+            check(
+                "epochs (the cosine schedule depends on it)",
+                saved.epochs.to_string(),
+                self.epochs.to_string(),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn schedules_give_the_expected_rates() {
+        let step = Schedule::Step {
+            every: 2,
+            gamma: 0.5,
+        };
+        let lrs: Vec<f64> = (0..5).map(|e| step.lr_at(0.1, e, 5)).collect();
+        assert_eq!(lrs, [0.1, 0.1, 0.05, 0.05, 0.025]);
+        assert_eq!(Schedule::Constant.lr_at(0.3, 7, 10), 0.3);
+        let cos = Schedule::Cosine { min_lr: 0.0 };
+        assert_eq!(cos.lr_at(1.0, 0, 4), 1.0);
+        assert!((cos.lr_at(1.0, 2, 4) - 0.5).abs() < 1e-15);
+        // (1 + cos(3π/4))/2 = (1 − √2/2)/2
+        assert!((cos.lr_at(1.0, 3, 4) - (1.0 - 0.5f64.sqrt()) / 2.0).abs() < 1e-15);
+        let floor = Schedule::Cosine { min_lr: 0.2 };
+        assert!((floor.lr_at(1.0, 2, 4) - 0.6).abs() < 1e-15);
+    }
+
+    #[test]
+    fn json_round_trip_with_defaults() {
+        let cfg: TrainConfig =
+            serde_json::from_str(r#"{"epochs": 3, "loss": {"kind": "wing"}, "schedule": {"kind": "step", "every": 5, "gamma": 0.1}}"#)
+                .unwrap();
+        assert_eq!(cfg.epochs, 3);
+        assert_eq!(
+            cfg.loss,
+            Loss::Wing {
+                w: WING_W,
+                eps: WING_EPS
+            }
+        );
+        assert_eq!(
+            cfg.schedule,
+            Schedule::Step {
+                every: 5,
+                gamma: 0.1
+            }
+        );
+        assert_eq!(cfg.betas, [0.9, 0.999]);
+        assert_eq!(cfg.diverge_factor, 1e3);
+        let back: TrainConfig =
+            serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        assert!(
+            serde_json::from_str::<TrainConfig>(r#"{"epoch": 3}"#).is_err(),
+            "typos are refused"
+        );
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let msg = |cfg: TrainConfig| cfg.validate().unwrap_err().to_string();
+        assert!(TrainConfig::default().validate().is_ok());
+        assert!(
+            msg(TrainConfig {
+                lr: -1.0,
+                ..Default::default()
+            })
+            .contains("lr must")
+        );
+        assert!(
+            msg(TrainConfig {
+                betas: [0.9, 1.0],
+                ..Default::default()
+            })
+            .contains("betas[1]")
+        );
+        assert!(
+            msg(TrainConfig {
+                diverge_factor: f64::NAN,
+                ..Default::default()
+            })
+            .contains("diverge_factor")
+        );
+        let step = Schedule::Step {
+            every: 0,
+            gamma: 0.5,
+        };
+        assert!(
+            msg(TrainConfig {
+                schedule: step,
+                ..Default::default()
+            })
+            .contains("every")
+        );
+    }
+
+    #[test]
+    fn resume_mismatches_list_what_changed() {
+        let saved = TrainConfig::default();
+        let longer = TrainConfig {
+            epochs: 50,
+            out_dir: "elsewhere".into(),
+            resume: true,
+            ..saved.clone()
+        };
+        assert!(longer.resume_mismatches(&saved).is_empty());
+        let other = TrainConfig {
+            batch_size: 8,
+            seed: 3,
+            ..saved.clone()
+        };
+        assert_eq!(
+            other.resume_mismatches(&saved),
+            ["batch_size: 16 → 8", "seed: 0 → 3"]
+        );
+        let cos = TrainConfig {
+            schedule: Schedule::Cosine { min_lr: 0.0 },
+            ..saved.clone()
+        };
+        let cos_longer = TrainConfig {
+            epochs: 20,
+            ..cos.clone()
+        };
+        assert_eq!(cos_longer.resume_mismatches(&cos).len(), 1);
+    }
+}

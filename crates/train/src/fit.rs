@@ -1,0 +1,328 @@
+//! The training loop ([`fit`]), and inference over a loader ([`evaluate_loss`], [`predict`]).
+
+use crate::checkpoint::{
+    BEST_WEIGHTS, CheckpointMeta, LAST_META, LAST_OPTIM, LAST_WEIGHTS, META_VERSION, load_weights,
+    save_weights,
+};
+use crate::optim::{Adam, AdamConfig};
+use crate::{EpochRecord, History, Loss, Result, TrainConfig, TrainError};
+use candle_core::{DType, ModuleT, Tensor};
+use candle_nn::VarMap;
+use fkd_data::batch::{Loader, Prepare};
+use std::path::Path;
+use std::time::Instant;
+
+/// A network that maps a batch of inputs to predictions, behaving differently in training
+/// (`train = true`: dropout, batch statistics) and inference. Every candle `Module` and
+/// `ModuleT` is one.
+pub trait Model {
+    /// The predictions for `x`.
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+}
+
+impl<T: ModuleT + ?Sized> Model for T {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        ModuleT::forward_t(self, x, train)
+    }
+}
+
+/// Hears about a run's progress, to draw a progress bar or collect numbers. Every method does
+/// nothing unless overridden; `()` is the observer that ignores everything.
+pub trait Observer {
+    /// An epoch (0-based) of `n_batches` training batches begins.
+    fn epoch_started(&mut self, _epoch: usize, _n_batches: usize) {}
+    /// Training batch `batch` of `epoch` had loss `loss` (before its update).
+    fn batch_done(&mut self, _epoch: usize, _batch: usize, _loss: f64) {}
+    /// An epoch finished, was validated and checkpointed.
+    fn epoch_done(&mut self, _record: &EpochRecord) {}
+}
+
+impl Observer for () {}
+
+/// Where a run stands between epochs.
+#[derive(Debug, Default)]
+struct RunState {
+    next_epoch: usize,
+    history: History,
+    /// The loss of the run's first batch.
+    reference_loss: Option<f64>,
+    best_valid: Option<f64>,
+}
+
+/// Trains the variables of `varmap` (those of `model`) with Adam on `train`, validating on
+/// `valid` after every epoch, as `cfg` says.
+///
+/// For each epoch `e` from 0 (or from the saved epoch + 1 when `cfg.resume`): the learning rate
+/// is `cfg.lr_at(e)`; the batches are `train.epoch(e)`, so a shuffled loader visits a new
+/// seeded order each epoch and a resumed run sees the same orders as an uninterrupted one; then
+/// the validation loss is the mean over `valid`'s samples in inference mode. After the epoch,
+/// `best.safetensors` (if the validation loss improved), `last.*` and `history.*` are written
+/// to `cfg.out_dir`, each atomically (see [`crate::checkpoint`]).
+///
+/// The run stops with [`TrainError::Diverged`] as soon as a batch loss is NaN, infinite or
+/// above `cfg.diverge_factor` × the loss of the run's first batch, or an epoch's training loss
+/// is above `cfg.diverge_factor` × the first epoch's, or a validation loss is not finite.
+/// Nothing of that epoch is saved; `history.*` records why the run stopped, and the variables
+/// in `varmap` are restored to the last good checkpoint when there is one.
+///
+/// A new run refuses an `out_dir` that already holds one (`last.json`); a resumed run refuses
+/// a configuration, training set size, batching or model that differs from the saved one.
+pub fn fit<M: Model + ?Sized, P: Prepare, Q: Prepare>(
+    model: &M,
+    varmap: &VarMap,
+    train: &Loader<P>,
+    valid: &Loader<Q>,
+    cfg: &TrainConfig,
+    observer: &mut dyn Observer,
+) -> Result<History> {
+    cfg.validate()?;
+    if train.n_batches() == 0 {
+        return Err(TrainError::Config(
+            "the training loader has no batches".into(),
+        ));
+    }
+    if valid.n_batches() == 0 {
+        return Err(TrainError::Config(
+            "the validation loader has no batches".into(),
+        ));
+    }
+    if varmap.all_vars().is_empty() {
+        return Err(TrainError::Config(
+            "the model has no variables to train".into(),
+        ));
+    }
+    let dir = cfg.out_dir.as_path();
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let mut opt = Adam::new(varmap, AdamConfig::from(cfg))?;
+    let mut state = if cfg.resume {
+        resume(dir, cfg, varmap, &mut opt, train)?
+    } else {
+        if dir.join(LAST_META).exists() {
+            return Err(TrainError::checkpoint(
+                dir,
+                "this folder already holds a run (last.json): resume it, or choose another out_dir",
+            ));
+        }
+        RunState::default()
+    };
+    if state.next_epoch >= cfg.epochs {
+        tracing::info!(
+            epochs = cfg.epochs,
+            "the saved run already finished every epoch"
+        );
+    }
+
+    for epoch in state.next_epoch..cfg.epochs {
+        let started = Instant::now();
+        let lr = cfg.lr_at(epoch);
+        opt.set_lr(lr);
+        let diverged = |loss: f64| TrainError::Diverged { epoch, lr, loss };
+        observer.epoch_started(epoch, train.n_batches());
+
+        let (mut sum, mut count) = (0.0, 0usize);
+        for (b, batch) in train.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            let pred = model.forward_t(&batch.images, true)?;
+            let loss = cfg.loss.compute(&pred, &batch.targets)?;
+            let value = scalar(&loss)?;
+            let reference = *state.reference_loss.get_or_insert(value);
+            if too_large(value, reference, cfg.diverge_factor) {
+                return Err(stop(dir, varmap, &mut state.history, diverged(value)));
+            }
+            opt.backward_step(&loss)?;
+            let rows = batch.indices.len();
+            sum += value * rows as f64;
+            count += rows;
+            observer.batch_done(epoch, b, value);
+        }
+        let train_loss = sum / count as f64;
+        let first_epoch_loss = state
+            .history
+            .epochs
+            .first()
+            .map_or(train_loss, |r| r.train_loss);
+        if too_large(train_loss, first_epoch_loss, cfg.diverge_factor) {
+            return Err(stop(dir, varmap, &mut state.history, diverged(train_loss)));
+        }
+        let valid_loss = evaluate_loss(model, valid, &cfg.loss)?;
+        if !valid_loss.is_finite() {
+            return Err(stop(dir, varmap, &mut state.history, diverged(valid_loss)));
+        }
+
+        let record = EpochRecord {
+            epoch,
+            lr,
+            train_loss,
+            valid_loss,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        state.history.epochs.push(record.clone());
+        if state.best_valid.is_none_or(|best| valid_loss < best) {
+            state.best_valid = Some(valid_loss);
+            state.history.best_epoch = Some(epoch);
+            save_weights(varmap, &dir.join(BEST_WEIGHTS))?;
+        }
+        // Optimiser, weights, then last.json: see the checkpoint module for why this order.
+        opt.save(&dir.join(LAST_OPTIM))?;
+        save_weights(varmap, &dir.join(LAST_WEIGHTS))?;
+        CheckpointMeta {
+            version: META_VERSION,
+            epoch,
+            step: opt.step_count(),
+            reference_loss: state.reference_loss.unwrap_or(train_loss),
+            best_valid: state.best_valid,
+            train_samples: train.samples().len(),
+            train_batches: train.n_batches(),
+            config: cfg.clone(),
+            history: state.history.clone(),
+        }
+        .write(&dir.join(LAST_META))?;
+        state.history.write(dir)?;
+        tracing::info!(
+            epoch,
+            lr,
+            train_loss,
+            valid_loss,
+            seconds = record.seconds,
+            "epoch done"
+        );
+        observer.epoch_done(&record);
+    }
+    Ok(state.history)
+}
+
+/// Whether `loss` means the run diverged: not finite, or above `factor × reference` (the
+/// relative test is skipped for a zero reference, which any progress would exceed).
+fn too_large(loss: f64, reference: f64, factor: f64) -> bool {
+    !loss.is_finite() || (reference > 0.0 && loss > factor * reference)
+}
+
+/// Ends a diverged run: records why in `history.*`, puts the last good weights back into
+/// `varmap` when this run saved any, and returns the error to report.
+fn stop(dir: &Path, varmap: &VarMap, history: &mut History, err: TrainError) -> TrainError {
+    tracing::warn!("{err}");
+    history.stopped = Some(err.to_string());
+    if let Err(e) = history.write(dir) {
+        tracing::warn!("could not record the divergence in the history: {e}");
+    }
+    if !history.epochs.is_empty()
+        && let Err(e) = load_weights(varmap, &dir.join(LAST_WEIGHTS))
+    {
+        tracing::warn!("could not restore the last good weights: {e}");
+    }
+    err
+}
+
+/// Loads the run saved in `dir` into `varmap` and `opt`, after checking it is the same run.
+fn resume<P: Prepare>(
+    dir: &Path,
+    cfg: &TrainConfig,
+    varmap: &VarMap,
+    opt: &mut Adam,
+    train: &Loader<P>,
+) -> Result<RunState> {
+    let meta_path = dir.join(LAST_META);
+    if !meta_path.exists() {
+        return Err(TrainError::checkpoint(
+            &meta_path,
+            "nothing to resume: no finished epoch was saved here (start without resume)",
+        ));
+    }
+    let meta = CheckpointMeta::read(&meta_path)?;
+    let mismatches = cfg.resume_mismatches(&meta.config);
+    if !mismatches.is_empty() {
+        return Err(TrainError::checkpoint(
+            &meta_path,
+            format!(
+                "cannot resume: the run was saved with other settings ({}); use them, or start a new run in another out_dir",
+                mismatches.join(", ")
+            ),
+        ));
+    }
+    let (samples, batches) = (train.samples().len(), train.n_batches());
+    if (meta.train_samples, meta.train_batches) != (samples, batches) {
+        return Err(TrainError::checkpoint(
+            &meta_path,
+            format!(
+                "cannot resume: the run trained on {} samples in {} batches, this loader has {samples} in {batches}",
+                meta.train_samples, meta.train_batches
+            ),
+        ));
+    }
+    load_weights(varmap, &dir.join(LAST_WEIGHTS))?;
+    opt.load(&dir.join(LAST_OPTIM))?;
+    if opt.step_count() != meta.step {
+        return Err(TrainError::checkpoint(
+            &meta_path,
+            format!(
+                "cannot resume: the optimiser state is at step {} but last.json at step {}; the run was \
+                 interrupted while saving — best.safetensors is intact, the run must start again",
+                opt.step_count(),
+                meta.step
+            ),
+        ));
+    }
+    tracing::info!(epoch = meta.epoch, "resuming after the saved epoch");
+    Ok(RunState {
+        next_epoch: meta.epoch + 1,
+        history: meta.history,
+        reference_loss: Some(meta.reference_loss),
+        best_valid: meta.best_valid,
+    })
+}
+
+/// A scalar tensor's value as `f64`.
+fn scalar(t: &Tensor) -> candle_core::Result<f64> {
+    t.to_dtype(DType::F64)?.to_scalar::<f64>()
+}
+
+/// The mean of `loss` over `loader`'s samples, in inference mode. Batches are weighted by
+/// their size, so a short last batch counts as much per sample as the others.
+pub fn evaluate_loss<M: Model + ?Sized, P: Prepare>(
+    model: &M,
+    loader: &Loader<P>,
+    loss: &Loss,
+) -> Result<f64> {
+    let (mut sum, mut count) = (0.0, 0usize);
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let pred = model.forward_t(&batch.images, false)?;
+        let value = scalar(&loss.compute(&pred, &batch.targets)?)?;
+        let rows = batch.indices.len();
+        sum += value * rows as f64;
+        count += rows;
+    }
+    if count == 0 {
+        return Err(TrainError::Config(
+            "cannot evaluate on a loader without samples".into(),
+        ));
+    }
+    Ok(sum / count as f64)
+}
+
+/// The model's output for every sample of `loader` (inference mode), flattened per sample and
+/// paired with the sample's index in the loader's list, in index order.
+pub fn predict<M: Model + ?Sized, P: Prepare>(
+    model: &M,
+    loader: &Loader<P>,
+) -> Result<Vec<(usize, Vec<f32>)>> {
+    let mut out = Vec::with_capacity(loader.samples().len());
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let pred = model.forward_t(&batch.images, false)?;
+        let rows = pred
+            .flatten_from(1)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        if rows.len() != batch.indices.len() {
+            return Err(TrainError::Config(format!(
+                "the model returned {} rows for a batch of {}",
+                rows.len(),
+                batch.indices.len()
+            )));
+        }
+        out.extend(batch.indices.iter().copied().zip(rows));
+    }
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out)
+}

@@ -1,0 +1,121 @@
+//! The record of a run, epoch by epoch: what the write-up plots (train and validation loss
+//! curves) and what a resumed run continues.
+
+use crate::checkpoint::{HISTORY_CSV, HISTORY_JSON, write_bytes_atomic, write_json_atomic};
+use crate::{Result, TrainError};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One finished epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// The epoch, counted from 0 (the index the training loader shuffled with).
+    pub epoch: usize,
+    /// Its learning rate.
+    pub lr: f64,
+    /// Mean training loss over the epoch's samples (taken during the epoch, in training mode).
+    pub train_loss: f64,
+    /// Mean validation loss over the validation samples after the epoch (inference mode).
+    pub valid_loss: f64,
+    /// Wall-clock seconds for the epoch, validation included.
+    pub seconds: f64,
+}
+
+/// Every finished epoch of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// The finished epochs, in order.
+    pub epochs: Vec<EpochRecord>,
+    /// The epoch with the lowest validation loss (the weights in `best.safetensors`).
+    pub best_epoch: Option<usize>,
+    /// Why the run stopped early, if it did (a divergence); `None` for a run that finished or
+    /// is still going.
+    pub stopped: Option<String>,
+}
+
+/// Header of `history.csv`.
+const CSV_HEADER: &str = "epoch,lr,train_loss,valid_loss,seconds";
+
+impl History {
+    /// The record of the best epoch.
+    pub fn best(&self) -> Option<&EpochRecord> {
+        let best = self.best_epoch?;
+        self.epochs.iter().find(|r| r.epoch == best)
+    }
+
+    /// The history as CSV: a header line, then one line per epoch (numbers in Rust's shortest
+    /// round-trip form).
+    pub fn to_csv(&self) -> String {
+        let mut out = String::with_capacity(64 * (self.epochs.len() + 1));
+        out.push_str(CSV_HEADER);
+        out.push('\n');
+        for r in &self.epochs {
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{}",
+                r.epoch, r.lr, r.train_loss, r.valid_loss, r.seconds
+            );
+        }
+        out
+    }
+
+    /// Writes `history.json` and `history.csv` into `dir`, each atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_json_atomic(&dir.join(HISTORY_JSON), self)?;
+        write_bytes_atomic(&dir.join(HISTORY_CSV), self.to_csv().as_bytes())
+    }
+
+    /// Reads a `history.json`.
+    pub fn read_json(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+        serde_json::from_slice(&bytes).map_err(|source| TrainError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn history() -> History {
+        let rec = |epoch, valid_loss| EpochRecord {
+            epoch,
+            lr: 0.001,
+            train_loss: 0.25,
+            valid_loss,
+            seconds: 1.5,
+        };
+        History {
+            epochs: vec![rec(0, 0.5), rec(1, 0.125)],
+            best_epoch: Some(1),
+            stopped: None,
+        }
+    }
+
+    #[test]
+    fn csv_lines() {
+        assert_eq!(
+            history().to_csv(),
+            "epoch,lr,train_loss,valid_loss,seconds\n0,0.001,0.25,0.5,1.5\n1,0.001,0.25,0.125,1.5\n"
+        );
+        assert_eq!(history().best().unwrap().valid_loss, 0.125);
+        assert!(History::default().best().is_none());
+    }
+
+    #[test]
+    fn files_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        history().write(dir.path()).unwrap();
+        assert_eq!(
+            History::read_json(&dir.path().join(HISTORY_JSON)).unwrap(),
+            history()
+        );
+        let csv = std::fs::read_to_string(dir.path().join(HISTORY_CSV)).unwrap();
+        assert_eq!(csv, history().to_csv());
+    }
+}

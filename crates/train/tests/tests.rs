@@ -1,0 +1,430 @@
+//! Integration tests of `fit`, `evaluate_loss` and `predict` on a linear model learning
+//! `y = 2·x0 + 1` from synthetic samples: convergence, files written, resume, divergence.
+#![allow(clippy::unwrap_used)]
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use fkd_core::{ImageSize, PixelPoint};
+use fkd_data::batch::{Loader, Prepared};
+use fkd_data::dataset::Sample;
+use fkd_data::img::GrayImage;
+use fkd_train::checkpoint::{
+    BEST_WEIGHTS, HISTORY_CSV, HISTORY_JSON, LAST_META, LAST_OPTIM, LAST_WEIGHTS,
+};
+use fkd_train::{
+    CheckpointMeta, EpochRecord, History, Loss, Observer, Schedule, TrainConfig, TrainError,
+    evaluate_loss, fit, load_weights, predict,
+};
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+use std::path::Path;
+
+/// A linear layer on the flattened `(B, 1, 1, 4)` input.
+struct Lin(Linear);
+
+impl Module for Lin {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.forward(&x.flatten_from(1)?)
+    }
+}
+
+/// A model with fixed initial weights, so two runs start from the same point.
+fn model(outputs: usize) -> (Lin, VarMap) {
+    let mut varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let lin = candle_nn::linear(4, outputs, vb.pp("fc")).unwrap();
+    let w: Vec<f32> = (0..4 * outputs).map(|i| 0.1 * i as f32 - 0.15).collect();
+    varmap
+        .set_one(
+            "fc.weight",
+            Tensor::from_vec(w, (outputs, 4), &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+    varmap
+        .set_one(
+            "fc.bias",
+            Tensor::zeros(outputs, DType::F32, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+    (Lin(lin), varmap)
+}
+
+fn samples(range: std::ops::Range<usize>) -> Vec<Sample> {
+    range
+        .map(|i| Sample {
+            image: format!("{i}.png").into(),
+            size: ImageSize::new(4, 1),
+            points: vec![PixelPoint::new(0.0, 0.0)],
+            bbox: None,
+            person: None,
+            id: i.to_string(),
+        })
+        .collect()
+}
+
+/// Input: four numbers in [-0.5, 0.5] drawn from the sample number; target `2·x0 + 1`.
+fn synthetic(sample: &Sample, _rng: &mut ChaCha8Rng) -> fkd_data::Result<Prepared> {
+    let i: f32 = sample.id.parse().unwrap();
+    let x: Vec<f32> = (1..=4)
+        .map(|k| 0.5 * (i * 0.7 * k as f32 + k as f32).sin())
+        .collect();
+    let target = vec![2.0 * x[0] + 1.0];
+    Ok(Prepared {
+        image: GrayImage::new(4, 1, x).unwrap(),
+        target,
+    })
+}
+
+type Synth = fn(&Sample, &mut ChaCha8Rng) -> fkd_data::Result<Prepared>;
+
+fn loaders(cfg: &TrainConfig) -> (Loader<Synth>, Loader<Synth>) {
+    let train = Loader::new(samples(0..60), synthetic as Synth, cfg.batch_size).shuffled(cfg.seed);
+    let valid = Loader::new(samples(60..76), synthetic as Synth, 5);
+    (train, valid)
+}
+
+fn config(dir: &Path, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 8,
+        lr: 0.02,
+        weight_decay: 0.01,
+        schedule: Schedule::Step {
+            every: 1,
+            gamma: 0.9,
+        },
+        seed: 7,
+        out_dir: dir.to_path_buf(),
+        ..TrainConfig::default()
+    }
+}
+
+fn run(cfg: &TrainConfig, observer: &mut dyn Observer) -> (Result<History, TrainError>, VarMap) {
+    let (lin, varmap) = model(1);
+    let (train, valid) = loaders(cfg);
+    (fit(&lin, &varmap, &train, &valid, cfg, observer), varmap)
+}
+
+fn weights(varmap: &VarMap) -> Vec<f32> {
+    let data = varmap.data().lock().unwrap();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .flat_map(|n| {
+            data[n]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn weights_in(path: &Path) -> Vec<f32> {
+    let (_, varmap) = model(1);
+    load_weights(&varmap, path).unwrap();
+    weights(&varmap)
+}
+
+#[derive(Default)]
+struct Recorder {
+    started: Vec<(usize, usize)>,
+    batches: usize,
+    done: Vec<EpochRecord>,
+}
+
+impl Observer for Recorder {
+    fn epoch_started(&mut self, epoch: usize, n_batches: usize) {
+        self.started.push((epoch, n_batches));
+    }
+    fn batch_done(&mut self, _epoch: usize, _batch: usize, loss: f64) {
+        assert!(loss.is_finite());
+        self.batches += 1;
+    }
+    fn epoch_done(&mut self, record: &EpochRecord) {
+        self.done.push(record.clone());
+    }
+}
+
+#[test]
+fn a_linear_model_learns_and_the_run_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        lr: 0.05,
+        schedule: Schedule::Constant,
+        ..config(dir.path(), 30)
+    };
+    let mut rec = Recorder::default();
+    let (history, varmap) = run(&cfg, &mut rec);
+    let history = history.unwrap();
+
+    let first = &history.epochs[0];
+    let last = history.epochs.last().unwrap();
+    assert!(
+        last.train_loss * 10.0 < first.train_loss,
+        "{} → {}",
+        first.train_loss,
+        last.train_loss
+    );
+    assert!(
+        last.valid_loss * 10.0 < first.valid_loss,
+        "{} → {}",
+        first.valid_loss,
+        last.valid_loss
+    );
+    assert_eq!(history.epochs.len(), 30);
+    assert_eq!(
+        history.epochs.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        (0..30).collect::<Vec<_>>()
+    );
+    assert!(history.stopped.is_none());
+
+    // The observer saw every epoch and batch (60 samples in batches of 8: 8 batches).
+    assert_eq!(rec.started, (0..30).map(|e| (e, 8)).collect::<Vec<_>>());
+    assert_eq!(rec.batches, 30 * 8);
+    assert_eq!(rec.done, history.epochs);
+
+    // History files parse back to what fit returned.
+    assert_eq!(
+        History::read_json(&dir.path().join(HISTORY_JSON)).unwrap(),
+        history
+    );
+    let csv = std::fs::read_to_string(dir.path().join(HISTORY_CSV)).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("epoch,lr,train_loss,valid_loss,seconds"));
+    for (line, r) in lines.zip(&history.epochs) {
+        let f: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(f[..4], [r.epoch as f64, r.lr, r.train_loss, r.valid_loss]);
+    }
+    assert_eq!(csv.lines().count(), 31);
+
+    // last = the final weights; best = the weights of the best epoch, whose valid loss it gives.
+    assert_eq!(weights_in(&dir.path().join(LAST_WEIGHTS)), weights(&varmap));
+    let best = history.best().unwrap();
+    assert!(
+        history
+            .epochs
+            .iter()
+            .all(|r| r.valid_loss >= best.valid_loss)
+    );
+    let (lin, best_vars) = model(1);
+    load_weights(&best_vars, &dir.path().join(BEST_WEIGHTS)).unwrap();
+    let (_, valid) = loaders(&cfg);
+    let again = evaluate_loss(&lin, &valid, &cfg.loss).unwrap();
+    assert!(
+        (again - best.valid_loss).abs() <= 1e-6 * best.valid_loss.max(1e-6),
+        "{again} vs {}",
+        best.valid_loss
+    );
+
+    let meta = CheckpointMeta::read(&dir.path().join(LAST_META)).unwrap();
+    assert_eq!(
+        (
+            meta.epoch,
+            meta.step,
+            meta.train_samples,
+            meta.train_batches
+        ),
+        (29, 240, 60, 8)
+    );
+    assert_eq!(meta.config, cfg);
+    assert_eq!(meta.history, history);
+    assert!(dir.path().join(LAST_OPTIM).exists());
+
+    // Predictions: one per validation sample, in order, close to 2·x0 + 1.
+    let preds = predict(&lin, &valid).unwrap();
+    assert_eq!(
+        preds.iter().map(|p| p.0).collect::<Vec<_>>(),
+        (0..16).collect::<Vec<_>>()
+    );
+    for (i, p) in &preds {
+        let prepared = synthetic(&valid.samples()[*i], &mut ChaCha8Rng::seed_from_u64(0)).unwrap();
+        assert_eq!(p.len(), 1);
+        assert!(
+            (p[0] - prepared.target[0]).abs() < 0.2,
+            "{p:?} vs {:?}",
+            prepared.target
+        );
+    }
+}
+
+#[test]
+fn resuming_after_two_epochs_matches_an_uninterrupted_run() {
+    let straight_dir = tempfile::tempdir().unwrap();
+    let (straight, straight_vars) = run(&config(straight_dir.path(), 4), &mut ());
+    let straight = straight.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (first_half, _) = run(&config(dir.path(), 2), &mut ());
+    assert_eq!(first_half.unwrap().epochs.len(), 2);
+    // A fresh process: a new model (with other initial weights) and optimiser.
+    let cfg = TrainConfig {
+        resume: true,
+        ..config(dir.path(), 4)
+    };
+    let (lin, varmap) = model(1);
+    varmap
+        .clone()
+        .set_one("fc.bias", Tensor::new(&[5.0f32], &Device::Cpu).unwrap())
+        .unwrap();
+    let (train, valid) = loaders(&cfg);
+    let mut rec = Recorder::default();
+    let resumed = fit(&lin, &varmap, &train, &valid, &cfg, &mut rec).unwrap();
+
+    assert_eq!(
+        rec.started,
+        [(2, 8), (3, 8)],
+        "only the remaining epochs ran"
+    );
+    assert_eq!(
+        weights(&varmap),
+        weights(&straight_vars),
+        "bitwise the same weights"
+    );
+    let losses = |h: &History| {
+        h.epochs
+            .iter()
+            .map(|r| (r.epoch, r.lr, r.train_loss, r.valid_loss))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&resumed), losses(&straight));
+    assert_eq!(resumed.best_epoch, straight.best_epoch);
+    assert_eq!(
+        weights_in(&dir.path().join(BEST_WEIGHTS)),
+        weights_in(&straight_dir.path().join(BEST_WEIGHTS))
+    );
+}
+
+#[test]
+fn resume_refuses_another_run() {
+    let dir = tempfile::tempdir().unwrap();
+    run(&config(dir.path(), 1), &mut ()).0.unwrap();
+
+    // A new run over it is refused rather than overwriting it.
+    let err = run(&config(dir.path(), 1), &mut ())
+        .0
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already holds a run"), "{err}");
+
+    let resume = |cfg: TrainConfig| TrainConfig {
+        resume: true,
+        ..cfg
+    };
+    let cfg = resume(TrainConfig {
+        batch_size: 4,
+        ..config(dir.path(), 3)
+    });
+    let err = run(&cfg, &mut ()).0.unwrap_err().to_string();
+    assert!(err.contains("other settings (batch_size: 8 → 4)"), "{err}");
+
+    // Another model shape: the weights do not fit.
+    let cfg = resume(config(dir.path(), 3));
+    let (lin, varmap) = model(2);
+    let (train, valid) = loaders(&cfg);
+    let err = fit(&lin, &varmap, &train, &valid, &cfg, &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fc.bias is F32 [1] in the checkpoint but F32 [2] in the model"),
+        "{err}"
+    );
+
+    // Another training set.
+    let train = Loader::new(samples(0..50), synthetic as Synth, 8).shuffled(7);
+    let (lin, varmap) = model(1);
+    let err = fit(&lin, &varmap, &train, &valid, &cfg, &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("60 samples in 8 batches, this loader has 50 in 7"),
+        "{err}"
+    );
+
+    // Nothing to resume.
+    let empty = tempfile::tempdir().unwrap();
+    let err = run(&resume(config(empty.path(), 3)), &mut ())
+        .0
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nothing to resume"), "{err}");
+}
+
+#[test]
+fn a_huge_learning_rate_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    // Two sane epochs at lr 2⁻⁶, then lr 2⁻⁶·2²⁶ = 2²⁰ ≈ 1e6.
+    let cfg_for = |dir: &Path, epochs| TrainConfig {
+        lr: 0.015625,
+        loss: Loss::Mse,
+        schedule: Schedule::Step {
+            every: 2,
+            gamma: 67_108_864.0,
+        },
+        ..config(dir, epochs)
+    };
+    let good_dir = tempfile::tempdir().unwrap();
+    let (good, good_vars) = run(&cfg_for(good_dir.path(), 2), &mut ());
+    good.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = Recorder::default();
+    let (result, varmap) = run(&cfg_for(dir.path(), 4), &mut rec);
+    let err = result.unwrap_err();
+    match err {
+        TrainError::Diverged { epoch, lr, loss } => {
+            assert_eq!((epoch, lr), (2, 1_048_576.0));
+            assert!(loss > 1e3, "{loss}");
+        }
+        ref other => panic!("expected Diverged, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("epoch 2 with lr 1048576"), "{msg}");
+    assert!(msg.contains("last good checkpoint was kept"), "{msg}");
+    assert_eq!(rec.done.len(), 2);
+
+    // last.* still describe epoch 1, with its weights; the history says why the run stopped.
+    let meta = CheckpointMeta::read(&dir.path().join(LAST_META)).unwrap();
+    assert_eq!(meta.epoch, 1);
+    let good_weights = weights(&good_vars);
+    assert_eq!(weights_in(&dir.path().join(LAST_WEIGHTS)), good_weights);
+    let history = History::read_json(&dir.path().join(HISTORY_JSON)).unwrap();
+    assert_eq!(history.epochs.len(), 2);
+    assert_eq!(history.stopped.as_deref(), Some(msg.as_str()));
+    // The model in memory is back at the last good weights.
+    assert_eq!(weights(&varmap), good_weights);
+}
+
+#[test]
+fn nan_targets_stop_in_the_first_epoch() {
+    fn poisoned(sample: &Sample, rng: &mut ChaCha8Rng) -> fkd_data::Result<Prepared> {
+        let mut p = synthetic(sample, rng)?;
+        if sample.id == "13" {
+            p.target[0] = f32::NAN;
+        }
+        Ok(p)
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 3);
+    let (lin, varmap) = model(1);
+    let train = Loader::new(samples(0..60), poisoned as Synth, 8).shuffled(7);
+    let (_, valid) = loaders(&cfg);
+    let before = weights(&varmap);
+    let mut rec = Recorder::default();
+    let err = fit(&lin, &varmap, &train, &valid, &cfg, &mut rec).unwrap_err();
+    assert!(
+        matches!(err, TrainError::Diverged { epoch: 0, loss, .. } if loss.is_nan()),
+        "{err}"
+    );
+    assert!(!dir.path().join(LAST_WEIGHTS).exists());
+    assert!(!dir.path().join(BEST_WEIGHTS).exists());
+    let history = History::read_json(&dir.path().join(HISTORY_JSON)).unwrap();
+    assert!(history.epochs.is_empty() && history.stopped.is_some());
+    // The batches before the poisoned one were applied; the poisoned one was not.
+    let nan_batch = train.order(0).iter().position(|&i| i == 13).unwrap() / 8;
+    assert_eq!(rec.batches, nan_batch);
+    let after = weights(&varmap);
+    assert!(after.iter().all(|w| w.is_finite()));
+    assert_eq!(after != before, nan_batch > 0);
+}
