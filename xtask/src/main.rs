@@ -1,10 +1,14 @@
 //! xtask: fkd's one command line. It only wires the library crates together; every piece of
 //! real work lives in a crate another project could import.
 //!
-//! `cargo xtask data check|fetch` (this file and `data.rs`); the parts and benchmarks join as
-//! their issues land.
+//! `cargo xtask data check|fetch` (`data.rs`), `cargo xtask part1|part2` (`part1.rs`,
+//! `part2.rs`, sharing `imm.rs`).
 
 mod data;
+mod imm;
+mod part1;
+mod part2;
+mod progress;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -22,6 +26,10 @@ enum Command {
     /// Inspect or download the face data sets.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Part 1: nose-tip detection on IMM (4 conv + 2 FC, 80×60, 20 epochs).
+    Part1(imm::ImmArgs),
+    /// Part 2: all 58 IMM points (6 conv + 2 FC, 160×120, 100 epochs, augmentation).
+    Part2(imm::ImmArgs),
 }
 
 /// Where the data sets live: `--data DIR`, else `$FKD_DATA`, else `./data`.
@@ -42,6 +50,22 @@ impl DataRoot {
     }
 }
 
+/// The device the parts train on: the first GPU when fkd was built with `cuda` or `metal`,
+/// else the CPU.
+pub fn device() -> anyhow::Result<candle_core::Device> {
+    if cfg!(feature = "cuda") {
+        return candle_core::Device::new_cuda(0).map_err(|e| {
+            anyhow::anyhow!("built with --features cuda, but no CUDA device found: {e}")
+        });
+    }
+    if cfg!(feature = "metal") {
+        return candle_core::Device::new_metal(0).map_err(|e| {
+            anyhow::anyhow!("built with --features metal, but no Metal device found: {e}")
+        });
+    }
+    Ok(candle_core::Device::Cpu)
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -50,10 +74,13 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(cmd) => data::run(cmd),
+        Command::Part1(args) => part1::run(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Part2(args) => part2::run(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -108,3 +108,150 @@ fn data_check_on_a_missing_folder_says_where_it_looked() {
     );
     assert!(all.contains("nowhere"), "{all}");
 }
+
+/// Epoch records of a run's `history.json`: (epoch, train loss, valid loss).
+fn history(dir: &std::path::Path) -> Vec<(u64, f64, f64)> {
+    let text = std::fs::read_to_string(dir.join("history.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["epoch"].as_u64().unwrap(),
+                e["train_loss"].as_f64().unwrap(),
+                e["valid_loss"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A short Part 1 on the real data: the loss falls, the report and its images exist, the
+/// checkpoint loads into a fresh NoseNet, and `--resume` continues from the saved epoch.
+#[test]
+fn part1_short_run_trains_reports_and_resumes() {
+    let Some(root) = data_root() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p1");
+    let run = |extra: &[&str]| {
+        let o = xtask()
+            .args([
+                "part1",
+                "--offline",
+                "--limit",
+                "24",
+                "--schedule",
+                "constant",
+                "--data",
+            ])
+            .arg(&root)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "{text}");
+        text
+    };
+    run(&["--epochs", "3"]);
+    let h = history(&out);
+    assert_eq!(h.iter().map(|e| e.0).collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(h[2].1 < h[0].1, "training loss did not fall: {h:?}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for img in [
+        "samples.png",
+        "loss.png",
+        "good.png",
+        "bad.png",
+        "filters.png",
+    ] {
+        assert!(html.contains(img), "report lacks {img}");
+        assert!(out.join(img).is_file(), "{img} missing");
+    }
+    assert!(html.contains("mean error (px)"));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["runs"][0]["summary"]["n_faces"], 24);
+
+    // The checkpoint is a NoseNet.
+    let mut vm = candle_nn::VarMap::new();
+    let vb =
+        candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu);
+    fkd_models::ConvRegressor::new(&fkd_models::ConvRegressorConfig::nose(), vb).unwrap();
+    fkd_models::load_varmap(&mut vm, &out.join("last.safetensors")).unwrap();
+
+    // Without --resume or --force an existing run is never overwritten.
+    let o = xtask()
+        .args([
+            "part1",
+            "--offline",
+            "--limit",
+            "24",
+            "--epochs",
+            "3",
+            "--data",
+        ])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+
+    // Resume to 5 epochs: the first 3 are kept as they were, 2 more are trained.
+    run(&["--epochs", "5", "--resume"]);
+    let h2 = history(&out);
+    assert_eq!(h2.len(), 5);
+    assert_eq!(h2[..3], h[..]);
+}
+
+/// A short Part 2 (all 58 points, augmentation, NME) writes its report with the CED curve.
+#[test]
+fn part2_short_run_writes_the_report() {
+    let Some(root) = data_root() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p2");
+    let o = xtask()
+        .args([
+            "part2",
+            "--offline",
+            "--limit",
+            "16",
+            "--epochs",
+            "2",
+            "--data",
+        ])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("NME"), "{text}");
+    assert_eq!(history(&out).len(), 2);
+    for img in ["ced.png", "filters.png", "samples.png"] {
+        assert!(out.join(img).is_file(), "{img} missing");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(metrics["runs"][0]["summary"]["nme_mean"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        metrics["runs"][0]["summary"]["per_point_px"]
+            .as_array()
+            .unwrap()
+            .len(),
+        58
+    );
+}

@@ -16,10 +16,12 @@ pub mod error;
 pub mod init;
 pub mod pool;
 pub mod resnet;
+pub mod seeded;
 pub mod summary;
 
 pub use checkpoint::{load_varmap, save_varmap};
 pub use conv_regressor::{ConvRegressor, ConvRegressorConfig};
 pub use error::{ModelError, Result};
 pub use resnet::{ResNet18, ResNet18Config};
+pub use seeded::seeded_var_builder;
 pub use summary::{LayerInfo, Summarize, format_summary};

@@ -178,7 +178,7 @@ pub fn fit<M: Model + ?Sized, P: Prepare, Q: Prepare>(
         }
         .write(&dir.join(LAST_META))?;
         state.history.write(dir)?;
-        tracing::info!(
+        tracing::debug!(
             epoch,
             lr,
             train_loss,

@@ -1,0 +1,32 @@
+//! Part 1 of the write-up: nose-tip detection. A 4-conv, 2-FC network regresses IMM point 52
+//! from an 80×60 grayscale photo; 20 epochs of Adam at lr 1e-3; loss curves, the two best and
+//! two worst validation faces, and (with `--lr 1e-4,1e-3,1e-2`) the learning-rate study.
+
+use crate::imm::{ImmArgs, Recipe};
+use fkd_augment::AugmentConfig;
+use fkd_core::layout::imm::NOSE_TIP;
+use fkd_models::ConvRegressorConfig;
+use fkd_train::Schedule;
+
+/// The write-up's Part 1, with fkd's defaults for what it left open (augmentation, schedule).
+pub fn recipe() -> Recipe {
+    Recipe {
+        name: "part1",
+        title: "Part 1: nose-tip detection",
+        intro: "A small convolutional network looks at an 80×60 grayscale photo from the IMM face \
+                database and regresses the position of the nose tip (point 52 of the 58 \
+                annotated points) as normalised (x, y).",
+        net: ConvRegressorConfig::nose(),
+        select: Some(vec![NOSE_TIP]),
+        epochs: 20,
+        batch: 8,
+        lr: 1e-3,
+        augment: Some(AugmentConfig::default()),
+        schedule: Schedule::Cosine { min_lr: 0.0 },
+    }
+}
+
+/// `cargo xtask part1`.
+pub fn run(args: &ImmArgs) -> anyhow::Result<()> {
+    crate::imm::run(recipe(), args).map(|_| ())
+}
