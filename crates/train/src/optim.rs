@@ -124,11 +124,15 @@ impl Adam {
             let Some(g) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
-            slot.m = (slot.m.affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?;
-            slot.v = (slot.v.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
+            // Gradients carry the op graph of the backward pass (which holds the forward
+            // activations). Without `detach`, each new moment would link to the previous one
+            // and to that graph, so every step ever taken would stay in memory.
+            let g = g.detach();
+            slot.m = (slot.m.affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?.detach();
+            slot.v = (slot.v.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?.detach();
             let update =
                 (&slot.m / slot.v.sqrt()?.affine(1.0, eps_hat)?)?.affine(step_size, 0.0)?;
-            let theta = slot.var.as_tensor();
+            let theta = &slot.var.as_tensor().detach();
             let next = if self.cfg.weight_decay == 0.0 {
                 (theta - update)?
             } else {
@@ -257,6 +261,22 @@ mod tests {
         eps: 1e-8,
         weight_decay: 0.1,
     };
+
+    /// The moments must not hold on to the autograd graph: a moment that tracked ops would
+    /// chain every step's backward pass (and its activations) into memory forever.
+    #[test]
+    fn moments_keep_no_graph() {
+        let (varmap, theta) = one_param([1.0, -2.0]);
+        let mut opt = Adam::new(&varmap, CFG).unwrap();
+        for _ in 0..3 {
+            // d(Σθ²)/dθ = 2θ is computed from the variable, so the gradient tracks ops.
+            opt.backward_step(&theta.sqr().unwrap().sum_all().unwrap())
+                .unwrap();
+        }
+        for slot in &opt.slots {
+            assert!(!slot.m.track_op() && !slot.v.track_op());
+        }
+    }
 
     #[test]
     fn two_steps_by_hand() {
