@@ -118,21 +118,10 @@ pub fn load_varmap(varmap: &mut VarMap, path: &Path) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::conv_regressor::ConvRegressorConfig;
+    use crate::conv_regressor::tests::tiny;
     use crate::{ConvRegressor, ResNet18, ResNet18Config};
     use candle_core::{DType, Module, ModuleT};
     use candle_nn::VarBuilder;
-
-    fn tiny() -> ConvRegressorConfig {
-        ConvRegressorConfig {
-            input: (12, 16),
-            chans: vec![4, 8],
-            kernels: vec![3, 3],
-            pools: vec![true, false],
-            fc: 16,
-            out: 4,
-        }
-    }
 
     fn build() -> (VarMap, ConvRegressor) {
         let vm = VarMap::new();

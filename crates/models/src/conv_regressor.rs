@@ -257,7 +257,7 @@ impl Summarize for ConvRegressor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use candle_core::{DType, Device};
