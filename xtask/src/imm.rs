@@ -97,7 +97,7 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    fn input(&self) -> ImageSize {
+    pub fn input(&self) -> ImageSize {
         ImageSize::new(self.net.input.1 as u32, self.net.input.0 as u32)
     }
 

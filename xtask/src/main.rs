@@ -2,8 +2,9 @@
 //! real work lives in a crate another project could import.
 //!
 //! `cargo xtask data check|fetch` (`data.rs`), `cargo xtask part1|part2` (`part1.rs`,
-//! `part2.rs`, sharing `imm.rs`), `cargo xtask check-report` (`report_check.rs`).
+//! `part2.rs`, sharing `imm.rs`), `cargo xtask check-report` (`report_check.rs`), `cargo xtask bench` (`bench.rs`).
 
+mod bench;
 mod data;
 mod imm;
 mod part1;
@@ -12,6 +13,12 @@ mod progress;
 mod report_check;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc keeps freed memory for reuse: a training step allocates the same large buffers
+/// every time, and glibc's malloc would hand them back to the kernel and fault them in again
+/// (a third of a FaceNet step, measured with perf).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 /// fkd: facial keypoint detection on Candle.
@@ -31,6 +38,11 @@ enum Command {
     Part1(imm::ImmArgs),
     /// Part 2: all 58 IMM points (6 conv + 2 FC, 160×120, 100 epochs, augmentation).
     Part2(imm::ImmArgs),
+    /// Training and inference speed and memory of the nets against the PyTorch peer.
+    Bench(bench::BenchArgs),
+    /// One benchmark measurement in a fresh process (run by `bench`).
+    #[command(hide = true)]
+    BenchChild(bench::ChildArgs),
     /// Open a part's report.html in headless Chromium and check its table and images.
     CheckReport(report_check::CheckArgs),
 }
@@ -84,6 +96,8 @@ fn main() -> std::process::ExitCode {
         Command::Data(cmd) => data::run(cmd),
         Command::Part1(args) => part1::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Part2(args) => part2::run(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::BenchChild(args) => bench::child(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::CheckReport(args) => {
             report_check::run(&args).map(|()| std::process::ExitCode::SUCCESS)
         }

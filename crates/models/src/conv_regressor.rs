@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::init::{conv2d_torch, linear_torch};
-use crate::pool::{max_pool2d, window_out_len};
+use crate::ops::{conv2d_layer, max_pool2d};
+use crate::pool::window_out_len;
 use crate::summary::{LayerInfo, Summarize, Trace};
 
 /// Architecture of a [`ConvRegressor`]. The three per-layer lists must have the same, non-zero,
@@ -210,7 +211,7 @@ impl ConvRegressor {
         let mut x = x.clone();
         for (i, (conv, &pool)) in self.convs.iter().zip(&self.cfg.pools).enumerate() {
             let n = i + 1;
-            x = conv.forward(&x)?;
+            x = conv2d_layer(conv, &x)?;
             trace.record(|| format!("conv{n}"), &x, conv_params(conv));
             x = x.relu()?;
             trace.record(|| format!("relu{n}"), &x, 0);

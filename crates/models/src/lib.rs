@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod conv_regressor;
 pub mod error;
 pub mod init;
+pub mod ops;
 pub mod pool;
 pub mod resnet;
 pub mod seeded;

@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::init::{conv2d_resnet, linear_torch};
-use crate::pool::{global_avg_pool, max_pool2d};
+use crate::ops::{conv2d_layer, max_pool2d};
+use crate::pool::global_avg_pool;
 use crate::summary::{LayerInfo, Summarize, Trace};
 
 /// Configuration of a [`ResNet18`].
@@ -147,10 +148,12 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = self.conv1.forward(x)?.apply_t(&self.bn1, train)?.relu()?;
-        let y = self.conv2.forward(&y)?.apply_t(&self.bn2, train)?;
+        let y = conv2d_layer(&self.conv1, x)?
+            .apply_t(&self.bn1, train)?
+            .relu()?;
+        let y = conv2d_layer(&self.conv2, &y)?.apply_t(&self.bn2, train)?;
         let shortcut = match &self.downsample {
-            Some((c, b)) => c.forward(x)?.apply_t(b, train)?,
+            Some((c, b)) => conv2d_layer(c, x)?.apply_t(b, train)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
@@ -236,7 +239,7 @@ impl ResNet18 {
                 x.dims()
             );
         }
-        let x = self.conv1.forward(x)?;
+        let x = conv2d_layer(&self.conv1, x)?;
         trace.record(|| "conv1".into(), &x, conv_params(&self.conv1));
         let x = x.apply_t(&self.bn1, train)?;
         trace.record(|| "bn1".into(), &x, bn_params(&self.bn1));

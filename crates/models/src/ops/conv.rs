@@ -1,0 +1,531 @@
+//! 2-D convolution as im2col + one `matmul`, with a backward pass of the same shape (see the
+//! parent module). The bias rides along in the matrix product: the weight matrix gets the bias
+//! as an extra column and the column matrix an extra row of ones, so `∂bias` falls out of the
+//! same product as `∂W`.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, WithDType,
+};
+use rayon::prelude::*;
+
+use super::{contiguous, valid_range, zeros};
+use crate::pool::window_out_len;
+
+/// Sizes of one convolution: input (n, c, h, w), square-or-not kernel (kh, kw), stride,
+/// zero padding, output (ho, wo).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geometry {
+    fn new(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<(Self, usize)> {
+        let (n, c, h, w) = x.dims4()?;
+        let (o, ci, kh, kw) = weight.dims4()?;
+        if ci != c {
+            candle_core::bail!(
+                "conv2d: the input has {c} channels but the kernel {:?} expects {ci}",
+                weight.dims()
+            );
+        }
+        let (Some(ho), Some(wo)) = (
+            window_out_len(h, kh, stride, padding),
+            window_out_len(w, kw, stride, padding),
+        ) else {
+            candle_core::bail!(
+                "conv2d: a {kh}×{kw} kernel (stride {stride}, padding {padding}) does not fit a {h}×{w} input"
+            );
+        };
+        Ok((
+            Self {
+                n,
+                c,
+                h,
+                w,
+                kh,
+                kw,
+                stride,
+                padding,
+                ho,
+                wo,
+            },
+            o,
+        ))
+    }
+
+    /// Rows of the column matrix that come from the input: c·kh·kw.
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Output positions per image: ho·wo.
+    fn l(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Columns of the column matrix: n·ho·wo.
+    fn cols(&self) -> usize {
+        self.n * self.l()
+    }
+}
+
+/// im2col: (n, c, h, w) → (c·kh·kw [+1], n·ho·wo). Row `(ci·kh + ky)·kw + kx` holds, for each
+/// image and output position, the input pixel under kernel tap (ky, kx) of channel ci (0 in
+/// the padding). With `ones_row`, a last row of ones carries the bias.
+struct Im2Col {
+    g: Geometry,
+    ones_row: bool,
+}
+
+fn im2col<T: WithDType>(x: &[T], g: &Geometry, ones_row: bool) -> Vec<T> {
+    let (l, ncols) = (g.l(), g.cols());
+    let rows = g.k() + usize::from(ones_row);
+    let mut cols = zeros(rows * ncols);
+    cols.par_chunks_mut(ncols)
+        .enumerate()
+        .for_each(|(row, out)| {
+            if row == g.k() {
+                out.fill(T::one());
+                return;
+            }
+            let ci = row / (g.kh * g.kw);
+            let (ky, kx) = ((row / g.kw) % g.kh, row % g.kw);
+            let (ylo, yhi) = valid_range(g.h, g.ho, g.stride, ky, g.padding);
+            let (xlo, xhi) = valid_range(g.w, g.wo, g.stride, kx, g.padding);
+            for b in 0..g.n {
+                let plane = &x[(b * g.c + ci) * g.h * g.w..][..g.h * g.w];
+                let dst = &mut out[b * l..][..l];
+                for oy in ylo..yhi {
+                    let iy = oy * g.stride + ky - g.padding;
+                    let src = &plane[iy * g.w..][..g.w];
+                    let drow = &mut dst[oy * g.wo..][..g.wo];
+                    if g.stride == 1 {
+                        let at = xlo + kx - g.padding;
+                        drow[xlo..xhi].copy_from_slice(&src[at..at + (xhi - xlo)]);
+                    } else {
+                        for ox in xlo..xhi {
+                            drow[ox] = src[ox * g.stride + kx - g.padding];
+                        }
+                    }
+                }
+            }
+        });
+    cols
+}
+
+/// col2im, the adjoint of im2col: sums each column-matrix entry back onto the input pixel it
+/// was read from. (c·kh·kw [+1], n·ho·wo) → (n, c, h, w); a ones row is ignored.
+struct Col2Im {
+    g: Geometry,
+}
+
+fn col2im<T: WithDType>(cols: &[T], g: &Geometry) -> Vec<T> {
+    let (l, ncols) = (g.l(), g.cols());
+    let mut dx = zeros(g.n * g.c * g.h * g.w);
+    dx.par_chunks_mut(g.h * g.w)
+        .enumerate()
+        .for_each(|(bc, plane)| {
+            let (b, ci) = (bc / g.c, bc % g.c);
+            for ky in 0..g.kh {
+                let (ylo, yhi) = valid_range(g.h, g.ho, g.stride, ky, g.padding);
+                for kx in 0..g.kw {
+                    let (xlo, xhi) = valid_range(g.w, g.wo, g.stride, kx, g.padding);
+                    let row = (ci * g.kh + ky) * g.kw + kx;
+                    let src = &cols[row * ncols + b * l..][..l];
+                    for oy in ylo..yhi {
+                        let iy = oy * g.stride + ky - g.padding;
+                        let drow = &mut plane[iy * g.w..][..g.w];
+                        let srow = &src[oy * g.wo..][..g.wo];
+                        if g.stride == 1 {
+                            let at = xlo + kx - g.padding;
+                            let dst = &mut drow[at..at + (xhi - xlo)];
+                            for (d, s) in dst.iter_mut().zip(&srow[xlo..xhi]) {
+                                *d += *s;
+                            }
+                        } else {
+                            for ox in xlo..xhi {
+                                drow[ox * g.stride + kx - g.padding] += srow[ox];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    dx
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "fkd-im2col"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = &self.g;
+        let shape = Shape::from((g.k() + usize::from(self.ones_row), g.cols()));
+        let out = match s.dtype() {
+            DType::F32 => CpuStorage::F32(im2col(contiguous(self.name(), s, l)?, g, self.ones_row)),
+            DType::F64 => CpuStorage::F64(im2col(contiguous(self.name(), s, l)?, g, self.ones_row)),
+            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
+        };
+        Ok((out, shape))
+    }
+}
+
+impl CustomOp1 for Col2Im {
+    fn name(&self) -> &'static str {
+        "fkd-col2im"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = &self.g;
+        let shape = Shape::from((g.n, g.c, g.h, g.w));
+        let out = match s.dtype() {
+            DType::F32 => CpuStorage::F32(col2im(contiguous(self.name(), s, l)?, g)),
+            DType::F64 => CpuStorage::F64(col2im(contiguous(self.name(), s, l)?, g)),
+            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
+        };
+        Ok((out, shape))
+    }
+}
+
+/// The autograd node of a convolution: `(x, wb, y2) → y`, where `wb` is the (o, k [+1]) weight
+/// matrix (bias as the last column) and `y2 = wb · cols` the (o, n·ho·wo) product computed
+/// outside the node. The forward only lays `y2` out as (n, o, ho, wo); the backward gives
+/// `∂x` and `∂wb`.
+struct ConvNode {
+    g: Geometry,
+    o: usize,
+    bias: bool,
+}
+
+/// (o, n·l) → (n, o, l).
+fn to_nchw<T: WithDType>(y2: &[T], n: usize, o: usize, l: usize) -> Vec<T> {
+    let mut y = zeros(n * o * l);
+    y.par_chunks_mut(l).enumerate().for_each(|(bo, dst)| {
+        let (b, oc) = (bo / o, bo % o);
+        dst.copy_from_slice(&y2[(oc * n + b) * l..][..l]);
+    });
+    y
+}
+
+impl CustomOp3 for ConvNode {
+    fn name(&self) -> &'static str {
+        "fkd-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        s: &CpuStorage,
+        l: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.g;
+        let shape = Shape::from((g.n, self.o, g.ho, g.wo));
+        let out = match s.dtype() {
+            DType::F32 => {
+                CpuStorage::F32(to_nchw(contiguous(self.name(), s, l)?, g.n, self.o, g.l()))
+            }
+            DType::F64 => {
+                CpuStorage::F64(to_nchw(contiguous(self.name(), s, l)?, g.n, self.o, g.l()))
+            }
+            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wb: &Tensor,
+        _y2: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = self.g;
+        // (n, o, ho, wo) → (o, n·ho·wo), the layout of the forward product.
+        let g2 = grad
+            .detach()
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((self.o, g.cols()))?;
+        let cols = x.detach().contiguous()?.apply_op1_no_bwd(&Im2Col {
+            g,
+            ones_row: self.bias,
+        })?;
+        let grad_wb = g2.matmul(&cols.t()?)?;
+        drop(cols);
+        let grad_x = if x.track_op() {
+            let w = wb.detach().narrow(1, 0, g.k())?;
+            let dcols = w.t()?.matmul(&g2)?;
+            Some(dcols.apply_op1_no_bwd(&Col2Im { g })?)
+        } else {
+            None
+        };
+        Ok((grad_x, Some(grad_wb), None))
+    }
+}
+
+/// 2-D convolution (cross-correlation, as PyTorch's and Candle's `conv2d`) of `x` (n, c, h, w)
+/// with `weight` (o, c, kh, kw), zero `padding` on every side, `stride` in both directions,
+/// plus an optional `bias` (o). Output (n, o, ho, wo) with `ho = (h + 2·padding − kh)/stride + 1`.
+///
+/// On the CPU (f32, f64) it runs as im2col + `matmul` with a backward of the same kind (module
+/// docs); elsewhere it is Candle's `conv2d` and its backward.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let (g, o) = Geometry::new(x, weight, stride, padding)?;
+    let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
+    if !fused {
+        let y = x.conv2d(weight, padding, stride, 1, 1)?;
+        return match bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?),
+            None => Ok(y),
+        };
+    }
+    let w = weight.reshape((o, g.k()))?;
+    let wb = match bias {
+        Some(b) => Tensor::cat(&[&w, &b.reshape((o, 1))?], 1)?,
+        None => w,
+    };
+    // Images per chunk: keep each column matrix near CHUNK_FLOATS, so that it stays in the
+    // allocator's reusable size classes (a 30 MB buffer is mapped fresh and page-faulted in at
+    // every step) and closer to the caches.
+    let per_image = (g.k() + 1) * g.l();
+    let chunk = (CHUNK_FLOATS / per_image).clamp(1, g.n);
+    let x = x.contiguous()?;
+    let mut parts = Vec::with_capacity(g.n.div_ceil(chunk));
+    for start in (0..g.n).step_by(chunk) {
+        let len = chunk.min(g.n - start);
+        let xc = if len == g.n {
+            x.clone()
+        } else {
+            x.narrow(0, start, len)?
+        };
+        let gc = Geometry { n: len, ..g };
+        let cols = xc.detach().contiguous()?.apply_op1_no_bwd(&Im2Col {
+            g: gc,
+            ones_row: bias.is_some(),
+        })?;
+        let y2 = wb.detach().matmul(&cols)?;
+        drop(cols);
+        parts.push(xc.apply_op3(
+            &wb,
+            &y2,
+            ConvNode {
+                g: gc,
+                o,
+                bias: bias.is_some(),
+            },
+        )?);
+    }
+    if parts.len() == 1 {
+        Ok(parts.remove(0))
+    } else {
+        Tensor::cat(&parts, 0)
+    }
+}
+
+/// Target size, in elements, of one column matrix (see [`conv2d`]).
+const CHUNK_FLOATS: usize = 1 << 20;
+
+/// [`conv2d`] with the weights, bias, stride and padding of a candle-nn `Conv2d` layer. Layers
+/// with dilation or groups other than 1 run through Candle's own conv.
+pub fn conv2d_layer(layer: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
+    let cfg = layer.config();
+    if cfg.dilation != 1 || cfg.groups != 1 {
+        return candle_core::Module::forward(layer, x);
+    }
+    conv2d(x, layer.weight(), layer.bias(), cfg.stride, cfg.padding)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::Var;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
+        let n = shape.iter().product();
+        let data: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    /// Random shapes, strides and paddings: forward and every gradient equal Candle's own conv.
+    #[test]
+    fn matches_candle_conv_forward_and_backward() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut compared = 0;
+        for case in 0..40 {
+            let n = rng.random_range(1..4);
+            let c = rng.random_range(1..5);
+            let o = rng.random_range(1..6);
+            let k = [1, 2, 3, 5, 7][case % 5];
+            let stride = 1 + case % 3;
+            let padding = rng.random_range(0..=k / 2);
+            let h = rng.random_range(k..k + 9);
+            let w = rng.random_range(k..k + 9);
+            let x = Var::from_tensor(&random(&[n, c, h, w], &mut rng)).unwrap();
+            let wt = Var::from_tensor(&random(&[o, c, k, k], &mut rng)).unwrap();
+            let b = Var::from_tensor(&random(&[o], &mut rng)).unwrap();
+            let ours = conv2d(&x, &wt, Some(&b), stride, padding).unwrap();
+            let theirs = x
+                .conv2d(&wt, padding, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, o, 1, 1)).unwrap())
+                .unwrap();
+            let ctx = format!("case {case}: n{n} c{c} o{o} k{k} s{stride} p{padding} {h}×{w}");
+            assert!(max_diff(&ours, &theirs) < 1e-10, "{ctx}");
+            let r = random(ours.dims(), &mut rng);
+            let ga = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            // Candle 0.11's conv backward uses the height's output padding for the width too,
+            // so it fails when the two leave different remainders after striding.
+            let uneven = (h + 2 * padding - k) % stride != (w + 2 * padding - k) % stride;
+            let gb = match (&theirs * &r).unwrap().sum_all().unwrap().backward() {
+                Ok(gb) => gb,
+                Err(e) if uneven => {
+                    assert!(e.to_string().contains("shape mismatch"), "{ctx}: {e}");
+                    continue;
+                }
+                Err(e) => panic!("{ctx}: {e}"),
+            };
+            compared += 1;
+            for (name, v) in [("x", &x), ("w", &wt), ("b", &b)] {
+                let (a, b) = (ga.get(v).unwrap(), gb.get(v).unwrap());
+                assert!(max_diff(a, b) < 1e-9, "{ctx}: ∂{name} differs");
+            }
+        }
+        assert!(compared >= 20, "only {compared} cases compared");
+    }
+
+    /// Central finite differences on a few entries of x, w and b, with a stride-2, padded conv
+    /// and no bias (the other form of the bias column).
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for (stride, padding, with_bias) in [(1, 1, true), (2, 1, false), (2, 3, true)] {
+            let (n, c, o, k, h, w) = (2, 3, 4, 7 - 2 * usize::from(padding == 1), 9, 8);
+            let xs = random(&[n, c, h, w], &mut rng);
+            let ws = random(&[o, c, k, k], &mut rng);
+            let bs = random(&[o], &mut rng);
+            let r = random(
+                &[
+                    n,
+                    o,
+                    (h + 2 * padding - k) / stride + 1,
+                    (w + 2 * padding - k) / stride + 1,
+                ],
+                &mut rng,
+            );
+            let loss = |x: &Tensor, wt: &Tensor, b: &Tensor| -> f64 {
+                let y = conv2d(x, wt, with_bias.then_some(b), stride, padding).unwrap();
+                (y * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let (x, wt, b) = (
+                Var::from_tensor(&xs).unwrap(),
+                Var::from_tensor(&ws).unwrap(),
+                Var::from_tensor(&bs).unwrap(),
+            );
+            let y = conv2d(&x, &wt, with_bias.then_some(b.as_tensor()), stride, padding).unwrap();
+            let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let eps = 1e-5;
+            for which in 0..3 {
+                if which == 2 && !with_bias {
+                    assert!(grads.get(&b).is_none());
+                    continue;
+                }
+                let base = [&xs, &ws, &bs][which];
+                let analytic = grads.get([&x, &wt, &b][which]).unwrap();
+                let flat: Vec<f64> = analytic.flatten_all().unwrap().to_vec1().unwrap();
+                let values: Vec<f64> = base.flatten_all().unwrap().to_vec1().unwrap();
+                for _ in 0..6 {
+                    let i = rng.random_range(0..values.len());
+                    let bump = |d: f64| {
+                        let mut v = values.clone();
+                        v[i] += d;
+                        let t = Tensor::from_vec(v, base.dims(), &Device::Cpu).unwrap();
+                        match which {
+                            0 => loss(&t, &ws, &bs),
+                            1 => loss(&xs, &t, &bs),
+                            _ => loss(&xs, &ws, &t),
+                        }
+                    };
+                    let numeric = (bump(eps) - bump(-eps)) / (2.0 * eps);
+                    assert!(
+                        (numeric - flat[i]).abs() < 1e-6 * (1.0 + numeric.abs()),
+                        "s{stride} p{padding} arg {which} index {i}: numeric {numeric} vs {}",
+                        flat[i]
+                    );
+                }
+            }
+        }
+    }
+
+    /// The input image of a net needs no gradient: none is computed for it.
+    #[test]
+    fn no_input_gradient_for_plain_tensors() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let x = random(&[2, 1, 6, 6], &mut rng)
+            .to_dtype(DType::F32)
+            .unwrap();
+        let w = Var::from_tensor(
+            &random(&[3, 1, 3, 3], &mut rng)
+                .to_dtype(DType::F32)
+                .unwrap(),
+        )
+        .unwrap();
+        let y = conv2d(&x, &w, None, 1, 1).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&x).is_none());
+        assert_eq!(grads.get(&w).unwrap().dims(), &[3, 1, 3, 3]);
+    }
+
+    #[test]
+    fn rejects_mismatched_channels_and_oversized_kernels() {
+        let x = Tensor::zeros((1, 2, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let err = conv2d(&x, &w, None, 1, 1).unwrap_err().to_string();
+        assert!(err.contains("2 channels"), "{err}");
+        let w = Tensor::zeros((3, 2, 7, 7), DType::F32, &Device::Cpu).unwrap();
+        let err = conv2d(&x, &w, None, 1, 0).unwrap_err().to_string();
+        assert!(err.contains("does not fit"), "{err}");
+    }
+}

@@ -1,0 +1,95 @@
+//! Fast training ops for the CPU: 2-D convolution and max-pooling whose backward passes run as
+//! im2col/col2im plus one matrix product (Candle's own `matmul`, i.e. the multi-threaded `gemm`
+//! crate), instead of Candle 0.11's single-threaded `conv_transpose2d` loop for the input
+//! gradient and its composed (and, for pooling, wrong) backward ops.
+//!
+//! - [`conv2d`]: `(N, C, H, W) ⊛ (O, C, kh, kw) [+ bias] → (N, O, Ho, Wo)`, any stride and zero
+//!   padding. The forward is `W(O, C·kh·kw) × cols(C·kh·kw, N·Ho·Wo)`; the backward recomputes
+//!   `cols` (so training keeps no column buffers alive between forward and backward) and forms
+//!   `∂W = ∂Y · colsᵀ` and, only when the input needs a gradient, `∂X = col2im(Wᵀ · ∂Y)`.
+//! - [`max_pool2d`]: any square kernel, stride and −∞ padding, floor mode, as
+//!   `torch.nn.MaxPool2d`; the gradient goes to the first maximum of each window, as PyTorch's.
+//!
+//! On CUDA and Metal both fall back to Candle's native conv and to the composed
+//! [`crate::pool::max_pool2d`], so the models run on every device; the fused kernels are CPU
+//! code (f32 and f64). Every op is checked against Candle's reference op and finite differences
+//! in the tests of its module.
+
+mod conv;
+mod pool;
+
+pub use conv::{conv2d, conv2d_layer};
+pub use pool::max_pool2d;
+
+use candle_core::{CpuStorage, Layout, Result, WithDType};
+
+/// The contiguous data that `layout` views in `storage`, or an error naming `op`.
+fn contiguous<'a, T: WithDType>(
+    op: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> Result<&'a [T]> {
+    let data = storage.as_slice::<T>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// A vector of `n` zeros, written by all of rayon's threads: the single-threaded memset that
+/// `vec![0.0; n]` costs on reused memory was a tenth of a FaceNet training step.
+fn zeros<T: WithDType>(n: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(T::zero(), n).with_min_len(1 << 16));
+    v
+}
+
+/// The range `lo..hi` of output positions `o` whose input position `o·stride + offset − padding`
+/// lies in `0..len`.
+fn valid_range(
+    len: usize,
+    out: usize,
+    stride: usize,
+    offset: usize,
+    padding: usize,
+) -> (usize, usize) {
+    let lo = if padding > offset {
+        (padding - offset).div_ceil(stride)
+    } else {
+        0
+    };
+    let hi = if len + padding > offset {
+        ((len - 1 + padding - offset) / stride + 1).min(out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::valid_range;
+
+    #[test]
+    fn valid_range_matches_brute_force() {
+        for len in 1..9 {
+            for stride in 1..4 {
+                for padding in 0..4 {
+                    for offset in 0..7 {
+                        let out = 12;
+                        let want: Vec<usize> = (0..out)
+                            .filter(|&o| {
+                                let i = (o * stride + offset) as isize - padding as isize;
+                                i >= 0 && (i as usize) < len
+                            })
+                            .collect();
+                        let (lo, hi) = valid_range(len, out, stride, offset, padding);
+                        assert_eq!((lo..hi).collect::<Vec<_>>(), want);
+                    }
+                }
+            }
+        }
+    }
+}

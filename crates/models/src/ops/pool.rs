@@ -1,0 +1,307 @@
+//! Max-pooling with any square kernel, stride and −∞ padding (floor mode), forward and backward
+//! as single parallel passes over the (batch, channel) planes. The backward recomputes each
+//! window's argmax from the input instead of storing indices: the first maximum in row-major
+//! order receives the gradient, as in PyTorch; NaN counts as the maximum, as PyTorch's does.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{WithDType, bail};
+use rayon::prelude::*;
+
+use super::{contiguous, zeros};
+use crate::pool::window_out_len;
+
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Window {
+    /// The input rows (or columns) under output row `o`: `lo..hi`, never empty because
+    /// padding ≤ kernel/2.
+    fn span(&self, o: usize, len: usize) -> (usize, usize) {
+        let start = (o * self.stride) as isize - self.padding as isize;
+        let lo = start.max(0) as usize;
+        let hi = ((start + self.k as isize).max(0) as usize).min(len);
+        (lo, hi)
+    }
+
+    /// Calls `f(output index, input index of the window's maximum)` for every output of one
+    /// h×w plane. The first maximum in row-major order wins; a NaN is a maximum (PyTorch's
+    /// rule: `v > max || isnan(v)`).
+    fn for_each_argmax<T: WithDType>(&self, plane: &[T], mut f: impl FnMut(usize, usize)) {
+        let xs: Vec<(usize, usize)> = (0..self.wo).map(|ox| self.span(ox, self.w)).collect();
+        for oy in 0..self.ho {
+            let (ylo, yhi) = self.span(oy, self.h);
+            for (ox, &(xlo, xhi)) in xs.iter().enumerate() {
+                let mut best = ylo * self.w + xlo;
+                let mut max = plane[best];
+                for iy in ylo..yhi {
+                    let row = iy * self.w;
+                    for (j, &v) in plane[row + xlo..row + xhi].iter().enumerate() {
+                        // `v != v` is NaN.
+                        #[allow(clippy::eq_op)]
+                        if v > max || v != v {
+                            max = v;
+                            best = row + xlo + j;
+                        }
+                    }
+                }
+                f(oy * self.wo + ox, best);
+            }
+        }
+    }
+}
+
+fn pool_fwd<T: WithDType>(x: &[T], win: &Window) -> Vec<T> {
+    let (plane_in, plane_out) = (win.h * win.w, win.ho * win.wo);
+    let mut out = zeros(win.n * win.c * plane_out);
+    out.par_chunks_mut(plane_out)
+        .enumerate()
+        .for_each(|(p, dst)| {
+            let plane = &x[p * plane_in..][..plane_in];
+            win.for_each_argmax(plane, |o, i| dst[o] = plane[i]);
+        });
+    out
+}
+
+fn pool_bwd<T: WithDType>(x: &[T], grad: &[T], win: &Window) -> Vec<T> {
+    let (plane_in, plane_out) = (win.h * win.w, win.ho * win.wo);
+    let mut dx = zeros(x.len());
+    dx.par_chunks_mut(plane_in)
+        .enumerate()
+        .for_each(|(p, dst)| {
+            let plane = &x[p * plane_in..][..plane_in];
+            let g = &grad[p * plane_out..][..plane_out];
+            win.for_each_argmax(plane, |o, i| dst[i] += g[o]);
+        });
+    dx
+}
+
+struct MaxPool(Window);
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "fkd-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let win = &self.0;
+        let shape = Shape::from((win.n, win.c, win.ho, win.wo));
+        let out = match s.dtype() {
+            DType::F32 => CpuStorage::F32(pool_fwd(contiguous(self.name(), s, l)?, win)),
+            DType::F64 => CpuStorage::F64(pool_fwd(contiguous(self.name(), s, l)?, win)),
+            dt => bail!("{}: unsupported dtype {dt:?}", self.name()),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.detach().contiguous()?;
+        Ok(Some(
+            x.detach().apply_op2_no_bwd(&grad, &MaxPoolGrad(self.0))?,
+        ))
+    }
+}
+
+/// (x, ∂y) → ∂x.
+struct MaxPoolGrad(Window);
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "fkd-max-pool2d-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let win = &self.0;
+        let shape = Shape::from((win.n, win.c, win.h, win.w));
+        let name = self.name();
+        let out = match (s1.dtype(), s2.dtype()) {
+            (DType::F32, DType::F32) => CpuStorage::F32(pool_bwd(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                win,
+            )),
+            (DType::F64, DType::F64) => CpuStorage::F64(pool_bwd(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                win,
+            )),
+            (a, b) => bail!("{name}: unsupported dtypes {a:?}, {b:?}"),
+        };
+        Ok((out, shape))
+    }
+}
+
+/// Max-pool of an (n, c, h, w) tensor with a square `kernel`, `stride` and −∞ `padding`, output
+/// size by floor mode: `torch.nn.MaxPool2d(kernel, stride, padding)`. On the CPU (f32, f64) a
+/// fused kernel (module docs); elsewhere the composed [`crate::pool::max_pool2d`], whose forward
+/// is the same and whose backward shares the gradient between exactly tied maxima.
+///
+/// Errors when `kernel` or `stride` is 0, `padding > kernel / 2` (PyTorch's rule), or the
+/// padded input is smaller than the kernel.
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
+    if !fused {
+        return crate::pool::max_pool2d(x, kernel, stride, padding);
+    }
+    let (n, c, h, w) = x.dims4()?;
+    if kernel == 0 || stride == 0 || 2 * padding > kernel {
+        bail!(
+            "max_pool2d: need kernel ≥ 1, stride ≥ 1 and padding ≤ kernel/2, got kernel {kernel}, stride {stride}, padding {padding}"
+        );
+    }
+    let (Some(ho), Some(wo)) = (
+        window_out_len(h, kernel, stride, padding),
+        window_out_len(w, kernel, stride, padding),
+    ) else {
+        bail!(
+            "max_pool2d: a {kernel}×{kernel} window (padding {padding}) does not fit a {h}×{w} input"
+        );
+    };
+    let win = Window {
+        n,
+        c,
+        h,
+        w,
+        k: kernel,
+        stride,
+        padding,
+        ho,
+        wo,
+    };
+    x.contiguous()?.apply_op1(MaxPool(win))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::Var;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
+        let n = shape.iter().product();
+        let data: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    /// Random shapes, kernels, strides and paddings: forward and gradient equal the composed
+    /// pool's (random inputs have no ties, where the two may split the gradient differently).
+    #[test]
+    fn matches_composed_pool_forward_and_backward() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for case in 0..30 {
+            let kernel = 1 + case % 4;
+            let stride = 1 + (case / 4) % 3;
+            let padding = rng.random_range(0..=kernel / 2);
+            let (n, c) = (rng.random_range(1..3), rng.random_range(1..4));
+            let h = rng.random_range(kernel..kernel + 8);
+            let w = rng.random_range(kernel..kernel + 8);
+            let x = Var::from_tensor(&random(&[n, c, h, w], &mut rng)).unwrap();
+            let ours = max_pool2d(&x, kernel, stride, padding).unwrap();
+            let theirs = crate::pool::max_pool2d(&x, kernel, stride, padding).unwrap();
+            let ctx = format!("case {case}: k{kernel} s{stride} p{padding} {n}×{c}×{h}×{w}");
+            assert_eq!(max_diff(&ours, &theirs), 0.0, "{ctx}");
+            let r = random(ours.dims(), &mut rng);
+            let ga = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&theirs * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert!(
+                max_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()) < 1e-12,
+                "{ctx}"
+            );
+        }
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let xs = random(&[2, 3, 9, 7], &mut rng);
+        let r = random(&[2, 3, 5, 4], &mut rng);
+        let loss = |x: &Tensor| -> f64 {
+            (max_pool2d(x, 3, 2, 1).unwrap() * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let x = Var::from_tensor(&xs).unwrap();
+        let grads = (max_pool2d(&x, 3, 2, 1).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let analytic: Vec<f64> = grads
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let values: Vec<f64> = xs.flatten_all().unwrap().to_vec1().unwrap();
+        for i in 0..values.len() {
+            let bump = |d: f64| {
+                let mut v = values.clone();
+                v[i] += d;
+                loss(&Tensor::from_vec(v, xs.dims(), &Device::Cpu).unwrap())
+            };
+            let numeric = (bump(1e-6) - bump(-1e-6)) / 2e-6;
+            assert!((numeric - analytic[i]).abs() < 1e-6, "index {i}");
+        }
+    }
+
+    /// Ties go to the first maximum in row-major order, as in PyTorch.
+    #[test]
+    fn tied_maxima_send_the_gradient_to_the_first() {
+        let x = Var::from_tensor(&Tensor::ones((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap())
+            .unwrap();
+        let y = max_pool2d(&x, 2, 2, 0).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let dx: Vec<f32> = g.get(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(dx, vec![1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn rejects_bad_windows() {
+        let x = Tensor::zeros((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        assert!(max_pool2d(&x, 0, 1, 0).is_err());
+        assert!(max_pool2d(&x, 2, 2, 2).is_err());
+        assert!(max_pool2d(&x, 5, 1, 0).is_err());
+    }
+}

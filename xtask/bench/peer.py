@@ -1,0 +1,88 @@
+"""fkd's side of the PyTorch peer comparison (`cargo xtask bench` runs this).
+
+Builds the peer's own nets -- `Net` and `DEFAULTS` from ../shared/bench/torch_imm.py for NoseNet
+(part 1) and FaceNet (part 2), torchvision's resnet18 with a 1-channel stem and 136 outputs as in
+../shared/bench/torch_resnet18.py -- and times them exactly as fkd's child process times its
+own: random data, a training step = forward + MSE + backward + Adam(lr 1e-3), then forward in
+eval mode without gradients; a few warm-up steps, then steps until --seconds have passed.
+
+Usage: python peer.py --peer-dir ../shared/bench --model nose|face|resnet18 --batch 8
+       [--threads 2] [--seconds 3] [--device cpu]
+Prints one JSON line: train_images_per_s, fwd_images_per_s, peak_rss_mb.
+"""
+import argparse, json, resource, sys, time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--peer-dir", required=True)
+ap.add_argument("--model", required=True, choices=["nose", "face", "resnet18"])
+ap.add_argument("--batch", type=int, required=True)
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--seconds", type=float, default=3.0)
+ap.add_argument("--warmup", type=int, default=3)
+ap.add_argument("--device", default="cpu")
+a = ap.parse_args()
+sys.path.insert(0, a.peer_dir)
+
+import torch, torch.nn as nn, torch.nn.functional as F  # noqa: E402
+
+torch.set_num_threads(a.threads)
+torch.manual_seed(0)
+if a.model == "resnet18":
+    import torchvision
+
+    net = torchvision.models.resnet18(num_classes=136)
+    net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    hw, out = (224, 224), 136
+else:
+    from torch_imm import DEFAULTS, Net
+
+    part = 1 if a.model == "nose" else 2
+    hw = (60, 80) if part == 1 else (120, 160)
+    net = Net(DEFAULTS[part], hw)
+    out = DEFAULTS[part]["out"]
+net = net.to(a.device)
+opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+x = torch.rand(a.batch, 1, *hw, device=a.device) - 0.5
+y = torch.rand(a.batch, out, device=a.device)
+
+
+def sync():
+    if a.device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(step):
+    for _ in range(a.warmup):
+        step()
+    sync()
+    n, t = 0, time.perf_counter()
+    while True:
+        step()
+        n += 1
+        sync()
+        dt = time.perf_counter() - t
+        if dt >= a.seconds and n >= 3:
+            return n * a.batch / dt
+
+
+def train_step():
+    loss = F.mse_loss(net(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+net.train()
+train = timed(train_step)
+net.eval()
+with torch.no_grad():
+    fwd = timed(lambda: net(x))
+print(json.dumps({
+    "impl": "pytorch-" + torch.__version__,
+    "model": a.model,
+    "batch": a.batch,
+    "threads": a.threads,
+    "train_images_per_s": train,
+    "fwd_images_per_s": fwd,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+}))

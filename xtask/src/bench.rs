@@ -1,0 +1,452 @@
+//! `cargo xtask bench`: training and inference throughput (images/s) and peak memory of
+//! NoseNet, FaceNet and ResNet-18 at their default batch sizes, side by side with the PyTorch
+//! peer on the same machine, plus the data pipeline alone.
+//!
+//! Each measurement runs in a fresh child process (so its peak RSS is its own): fkd's is this
+//! binary's hidden `bench-child` command, the peer's is `xtask/bench/peer.py`, which builds the
+//! peer's own nets from `shared/bench/`. Both time the same work: random data, a training step
+//! = forward + MSE + backward + Adam, then forward in inference mode, after warm-up steps and for
+//! at least `--seconds`. The two alternate (fkd first in even rounds, the peer first in odd
+//! ones) for `--repeats` rounds; the table shows medians and their ratio fkd/peer.
+
+use anyhow::{Context, bail};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use fkd_models::{ConvRegressor, ConvRegressorConfig, ResNet18, ResNet18Config};
+use fkd_train::Model;
+use fkd_train::optim::{Adam, AdamConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// The nets measured, with the batch size their part trains with.
+const MODELS: [(&str, usize); 3] = [("nose", 8), ("face", 8), ("resnet18", 8)];
+
+/// `cargo xtask bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Device for fkd's nets (the peer uses the same): cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Also write every sample and the medians as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Rounds of (fkd, peer) measurements; the table shows medians.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Minimum timed seconds per measurement (training and inference each).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Threads for both sides (RAYON_NUM_THREADS for fkd, torch.set_num_threads for the peer).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Nets to measure (comma-separated): nose, face, resnet18.
+    #[arg(long, value_delimiter = ',', default_values_t = MODELS.map(|(m, _)| m.to_string()))]
+    models: Vec<String>,
+    /// Python with torch and torchvision for the peer, or `none` to measure fkd alone.
+    #[arg(long, default_value = "/opt/torchpeer/bin/python")]
+    peer_python: String,
+    /// Folder with the peer's scripts (torch_imm.py).
+    #[arg(long, default_value = "../shared/bench")]
+    peer_dir: PathBuf,
+    #[command(flatten)]
+    root: crate::DataRoot,
+}
+
+/// The hidden per-measurement child: `cargo xtask bench-child --model face --batch 8`.
+#[derive(clap::Args, Debug)]
+pub struct ChildArgs {
+    #[arg(long)]
+    model: String,
+    #[arg(long)]
+    batch: usize,
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Skip the inference measurement (for profiling the training step alone).
+    #[arg(long)]
+    train_only: bool,
+}
+
+/// One measurement, as both sides print it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sample {
+    #[serde(rename = "impl")]
+    implementation: String,
+    model: String,
+    batch: usize,
+    train_images_per_s: f64,
+    fwd_images_per_s: f64,
+    peak_rss_mb: f64,
+}
+
+/// Medians of one net's samples.
+#[derive(Debug, Serialize)]
+struct Row {
+    model: String,
+    batch: usize,
+    fkd_train: f64,
+    peer_train: Option<f64>,
+    train_ratio: Option<f64>,
+    fkd_fwd: f64,
+    peer_fwd: Option<f64>,
+    fwd_ratio: Option<f64>,
+    fkd_peak_mb: f64,
+    peer_peak_mb: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: String,
+    threads: usize,
+    repeats: usize,
+    rows: Vec<Row>,
+    pipeline: Option<Pipeline>,
+    samples: Vec<Sample>,
+}
+
+#[derive(Debug, Serialize)]
+struct Pipeline {
+    what: String,
+    images_per_s: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Runs one child and parses the JSON line it prints last.
+fn run_child(mut cmd: Command, what: &str) -> anyhow::Result<Sample> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start the {what} benchmark ({cmd:?})"))?;
+    if !out.status.success() {
+        bail!(
+            "the {what} benchmark failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("the {what} benchmark printed no JSON line:\n{stdout}"))?;
+    serde_json::from_str(line)
+        .with_context(|| format!("bad JSON from the {what} benchmark: {line}"))
+}
+
+/// `cargo xtask bench`.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+    let peer = (args.peer_python != "none").then_some(&args.peer_python);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peer.py");
+    if peer.is_some() && !args.peer_dir.join("torch_imm.py").exists() {
+        bail!(
+            "{} has no torch_imm.py: pass --peer-dir (or --peer-python none to measure fkd alone)",
+            args.peer_dir.display()
+        );
+    }
+    let mut samples = Vec::new();
+    for round in 0..args.repeats {
+        for name in &args.models {
+            let batch = MODELS
+                .iter()
+                .find(|(m, _)| m == name)
+                .map(|&(_, b)| b)
+                .with_context(|| format!("unknown model {name:?}: nose, face or resnet18"))?;
+            let fkd = || {
+                let mut cmd = Command::new(&exe);
+                cmd.args(["bench-child", "--model", name])
+                    .args(["--batch", &batch.to_string()])
+                    .args(["--seconds", &args.seconds.to_string()])
+                    .env("RAYON_NUM_THREADS", args.threads.to_string())
+                    // As `.cargo/config.toml` sets it for every `cargo xtask` run.
+                    .env("MIMALLOC_PURGE_DELAY", "-1")
+                    .env("RUST_LOG", "warn");
+                run_child(cmd, &format!("fkd {name}"))
+            };
+            let torch = |python: &String| {
+                let mut cmd = Command::new(python);
+                cmd.arg(&script)
+                    .arg("--peer-dir")
+                    .arg(&args.peer_dir)
+                    .args(["--model", name, "--batch", &batch.to_string()])
+                    .args(["--threads", &args.threads.to_string()])
+                    .args(["--seconds", &args.seconds.to_string()])
+                    .args(["--device", &args.device]);
+                run_child(cmd, &format!("PyTorch {name}"))
+            };
+            let mut pair = Vec::new();
+            if round % 2 == 1
+                && let Some(p) = peer
+            {
+                pair.push(torch(p)?);
+            }
+            pair.push(fkd()?);
+            if round % 2 == 0
+                && let Some(p) = peer
+            {
+                pair.push(torch(p)?);
+            }
+            for s in &pair {
+                tracing::info!(
+                    round,
+                    model = %s.model,
+                    implementation = %s.implementation,
+                    train = format!("{:.1}", s.train_images_per_s),
+                    fwd = format!("{:.1}", s.fwd_images_per_s),
+                    peak_mb = format!("{:.0}", s.peak_rss_mb),
+                );
+            }
+            samples.extend(pair);
+        }
+    }
+
+    let rows: Vec<Row> = args
+        .models
+        .iter()
+        .map(|name| {
+            let of = |fkd: bool, f: fn(&Sample) -> f64| -> Option<f64> {
+                let v: Vec<f64> = samples
+                    .iter()
+                    .filter(|s| &s.model == name && s.implementation.starts_with("fkd") == fkd)
+                    .map(f)
+                    .collect();
+                (!v.is_empty()).then(|| median(v))
+            };
+            let fkd_train = of(true, |s| s.train_images_per_s).unwrap_or(f64::NAN);
+            let fkd_fwd = of(true, |s| s.fwd_images_per_s).unwrap_or(f64::NAN);
+            let peer_train = of(false, |s| s.train_images_per_s);
+            let peer_fwd = of(false, |s| s.fwd_images_per_s);
+            Row {
+                model: name.clone(),
+                batch: samples
+                    .iter()
+                    .find(|s| &s.model == name)
+                    .map_or(0, |s| s.batch),
+                fkd_train,
+                peer_train,
+                train_ratio: peer_train.map(|p| fkd_train / p),
+                fkd_fwd,
+                peer_fwd,
+                fwd_ratio: peer_fwd.map(|p| fkd_fwd / p),
+                fkd_peak_mb: of(true, |s| s.peak_rss_mb).unwrap_or(f64::NAN),
+                peer_peak_mb: of(false, |s| s.peak_rss_mb),
+            }
+        })
+        .collect();
+
+    let pipeline = pipeline(args)?;
+    print_table(&rows, args, pipeline.as_ref());
+    if let Some(path) = &args.json {
+        let report = Report {
+            machine: format!("{} ({} threads used)", cpu_name(), args.threads),
+            threads: args.threads,
+            repeats: args.repeats,
+            rows,
+            pipeline,
+            samples,
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row], args: &BenchArgs, pipeline: Option<&Pipeline>) {
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
+    println!(
+        "{} · {} threads · median of {} · images/s (ratio = fkd / PyTorch)",
+        cpu_name(),
+        args.threads,
+        args.repeats
+    );
+    println!(
+        "| net | batch | fkd train | PyTorch train | ratio | fkd infer | PyTorch infer | ratio | fkd peak MB | PyTorch peak MB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.1} | {} | {} | {:.1} | {} | {} | {:.0} | {} |",
+            r.model,
+            r.batch,
+            r.fkd_train,
+            opt(r.peer_train, 1),
+            opt(r.train_ratio, 2),
+            r.fkd_fwd,
+            opt(r.peer_fwd, 1),
+            opt(r.fwd_ratio, 2),
+            r.fkd_peak_mb,
+            opt(r.peer_peak_mb, 0),
+        );
+    }
+    if let Some(p) = pipeline {
+        println!("data pipeline: {} — {:.0} images/s", p.what, p.images_per_s);
+    }
+}
+
+/// The data pipeline alone: Part 2's training loader (decode, augment with the default recipe,
+/// resize to 160×120, batch of 8) over the IMM training persons, two epochs. Skipped, with a
+/// note, when the IMM data is not installed.
+fn pipeline(args: &BenchArgs) -> anyhow::Result<Option<Pipeline>> {
+    use fkd_augment::{AugmentedResize, Augmenter};
+    use fkd_data::batch::Loader;
+    use fkd_data::dataset::{DataSet, LoadPolicy};
+
+    let dir = args.root.path().join(fkd_data::fetch::IMM.folder);
+    if !fkd_data::fetch::is_installed(&fkd_data::fetch::IMM, &args.root.path()) {
+        tracing::warn!(
+            "no IMM data under {}: data pipeline not measured",
+            dir.display()
+        );
+        return Ok(None);
+    }
+    let recipe = crate::part2::recipe();
+    let imm = DataSet::imm(&dir, LoadPolicy::Strict)?;
+    let (train, _) = imm.split_imm_persons();
+    let augmenter = recipe
+        .augment
+        .map(|cfg| Augmenter::new(cfg, fkd_core::Layout::IMM58))
+        .transpose()?;
+    let step = AugmentedResize::new(recipe.input(), None, augmenter);
+    let loader = Loader::new(train.samples.clone(), step, recipe.batch).shuffled(0);
+    // Epoch 0 warms the page cache (and any image cache); epochs 1–2 are timed.
+    for b in loader.epoch(0) {
+        b?;
+    }
+    let started = Instant::now();
+    let mut n = 0;
+    for epoch in 1..3 {
+        for b in loader.epoch(epoch) {
+            n += b?.indices.len();
+        }
+    }
+    Ok(Some(Pipeline {
+        what: format!(
+            "Part 2 training loader, IMM, decode + augment + resize to 160×120 + batch, {} threads",
+            rayon::current_num_threads()
+        ),
+        images_per_s: n as f64 / started.elapsed().as_secs_f64(),
+    }))
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Times `step` after `warmup` calls until `seconds` have passed (and at least 3 calls):
+/// images per second.
+fn timed(
+    batch: usize,
+    warmup: usize,
+    seconds: f64,
+    mut step: impl FnMut() -> candle_core::Result<()>,
+) -> anyhow::Result<f64> {
+    for _ in 0..warmup {
+        step()?;
+    }
+    let (started, mut n) = (Instant::now(), 0usize);
+    loop {
+        step()?;
+        n += 1;
+        let dt = started.elapsed().as_secs_f64();
+        if dt >= seconds && n >= 3 {
+            return Ok((n * batch) as f64 / dt);
+        }
+    }
+}
+
+/// `bench-child`: measures one net in this process and prints one JSON line.
+pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
+    let device = crate::device()?;
+    let varmap = VarMap::new();
+    let vb = fkd_models::seeded_var_builder(&varmap, 0, DType::F32, &device);
+    let (net, (h, w), out): (Box<dyn Model>, _, _) = match args.model.as_str() {
+        "nose" | "face" => {
+            let cfg = if args.model == "nose" {
+                ConvRegressorConfig::nose()
+            } else {
+                ConvRegressorConfig::face()
+            };
+            let (input, out) = (cfg.input, cfg.out);
+            (Box::new(ConvRegressor::new(&cfg, vb)?), input, out)
+        }
+        "resnet18" => {
+            let cfg = ResNet18Config::part3();
+            (Box::new(ResNet18::new(&cfg, vb)?), (224, 224), cfg.out)
+        }
+        other => bail!("unknown model {other:?}: nose, face or resnet18"),
+    };
+    let x = (Tensor::rand(0f32, 1f32, (args.batch, 1, h, w), &device)? - 0.5)?;
+    let y = Tensor::rand(0f32, 1f32, (args.batch, out), &device)?;
+    let mut opt = Adam::new(
+        &varmap,
+        AdamConfig {
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+    )?;
+    let sync = |t: &Tensor| -> candle_core::Result<()> {
+        if !matches!(device, Device::Cpu) {
+            t.device().synchronize()?;
+        }
+        Ok(())
+    };
+    let train = timed(args.batch, args.warmup, args.seconds, || {
+        let loss = candle_nn::loss::mse(&net.forward_t(&x, true)?, &y)?;
+        opt.backward_step(&loss)?;
+        sync(&loss)
+    })?;
+    let fwd = if args.train_only {
+        f64::NAN
+    } else {
+        timed(args.batch, args.warmup, args.seconds, || {
+            let p = net.forward_t(&x, false)?;
+            sync(&p)
+        })?
+    };
+    let sample = Sample {
+        implementation: format!("fkd-{}", env!("CARGO_PKG_VERSION")),
+        model: args.model.clone(),
+        batch: args.batch,
+        train_images_per_s: train,
+        fwd_images_per_s: fwd,
+        peak_rss_mb: peak_rss_mb(),
+    };
+    println!("{}", serde_json::to_string(&sample)?);
+    Ok(())
+}
