@@ -5,6 +5,9 @@
 //! input and a regression target, and stacks them into a [`Batch`]. Samples of one batch are
 //! prepared in parallel with rayon; each gets its own RNG derived from (seed, epoch, sample
 //! index), so the result is the same whatever the thread scheduling and batch size.
+//! [`Loader::prefetched`] prepares the next batches on a helper thread while the caller trains
+//! on the current one; the helper hands its work to the same rayon pool that runs the matrix
+//! products, so the two fill each other's idle time instead of competing for extra cores.
 //!
 //! candle-datasets has a `Batcher` that stacks tensors from an iterator; it does not shuffle,
 //! seed, decode in parallel or carry sample indices, and pulls in parquet, tokenizers and
@@ -240,6 +243,38 @@ impl<P: Prepare> Loader<P> {
     }
 }
 
+impl<P: Prepare> Loader<P> {
+    /// Runs `f` over the batches of `epoch`, in the same order and with the same contents as
+    /// [`Loader::epoch`], while a helper thread prepares up to `depth` batches ahead. The helper
+    /// stops at the first error (which `f` receives) or as soon as `f` returns, and is joined
+    /// before this returns. On devices other than the CPU the batches are made on the calling
+    /// thread, as by `epoch`.
+    pub fn prefetched<R>(
+        &self,
+        epoch: u64,
+        depth: usize,
+        f: impl FnOnce(&mut dyn Iterator<Item = Result<Batch>>) -> R,
+    ) -> R {
+        if !self.device.is_cpu() || depth == 0 {
+            return f(&mut self.epoch(epoch));
+        }
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(depth);
+            scope.spawn(move || {
+                for batch in self.epoch(epoch) {
+                    let failed = batch.is_err();
+                    // A send fails once `f` has returned and dropped the receiver.
+                    if tx.send(batch).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            let mut batches = rx.into_iter();
+            f(&mut batches)
+        })
+    }
+}
+
 /// Stacks prepared samples into `(B,1,H,W)` and `(B,T)` tensors; every input must have the
 /// same size and every target the same length.
 fn stack(
@@ -404,6 +439,37 @@ mod tests {
         let l = Loader::new(samples(3), odd, 3);
         let err = l.batch(&[0, 1, 2], 0).unwrap_err();
         assert!(err.to_string().contains("1.png"), "{err}");
+    }
+
+    /// Prefetched batches equal the plain epoch's, in order; an error ends the stream; and `f`
+    /// may stop early without waiting for the rest of the epoch.
+    #[test]
+    fn prefetched_batches_equal_the_epoch() {
+        let loader = Loader::new(samples(10), synthetic, 3).shuffled(4);
+        let rows = |b: Batch| b.images.flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+        let plain: Vec<_> = loader.epoch(2).map(|b| rows(b.unwrap())).collect();
+        for depth in [0, 1, 3] {
+            let ahead: Vec<_> =
+                loader.prefetched(2, depth, |it| it.map(|b| rows(b.unwrap())).collect());
+            assert_eq!(ahead, plain, "depth {depth}");
+        }
+        let first = loader.prefetched(2, 2, |it| it.next().map(|b| rows(b.unwrap())));
+        assert_eq!(first.as_ref(), plain.first());
+
+        let failing = |s: &Sample, r: &mut ChaCha8Rng| -> Result<Prepared> {
+            if s.id == "4" {
+                return Err(DataError::Dataset {
+                    path: s.image.clone(),
+                    reason: "broken".into(),
+                });
+            }
+            synthetic(s, r)
+        };
+        let loader = Loader::new(samples(10), failing, 3);
+        let results: Vec<bool> = loader.prefetched(0, 2, |it| it.map(|b| b.is_ok()).collect());
+        // Batches 0..3 and 3..6 (which holds sample 4): one good batch, then the error, then
+        // nothing more.
+        assert_eq!(results, vec![true, false]);
     }
 
     #[test]

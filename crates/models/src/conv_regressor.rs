@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::init::{conv2d_torch, linear_torch};
-use crate::ops::{conv2d_layer, max_pool2d};
+use crate::ops::{conv2d_relu_layer, max_pool2d};
 use crate::pool::window_out_len;
 use crate::summary::{LayerInfo, Summarize, Trace};
 
@@ -211,9 +211,9 @@ impl ConvRegressor {
         let mut x = x.clone();
         for (i, (conv, &pool)) in self.convs.iter().zip(&self.cfg.pools).enumerate() {
             let n = i + 1;
-            x = conv2d_layer(conv, &x)?;
+            // One fused node; the summary still lists the conv and its ReLU as two layers.
+            x = conv2d_relu_layer(conv, &x)?;
             trace.record(|| format!("conv{n}"), &x, conv_params(conv));
-            x = x.relu()?;
             trace.record(|| format!("relu{n}"), &x, 0);
             if pool {
                 x = max_pool2d(&x, 2, 2, 0)?;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::init::{conv2d_resnet, linear_torch};
-use crate::ops::{conv2d_layer, max_pool2d};
+use crate::ops::{batch_norm2d, conv2d_layer, max_pool2d};
 use crate::pool::global_avg_pool;
 use crate::summary::{LayerInfo, Summarize, Trace};
 
@@ -148,12 +148,10 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = conv2d_layer(&self.conv1, x)?
-            .apply_t(&self.bn1, train)?
-            .relu()?;
-        let y = conv2d_layer(&self.conv2, &y)?.apply_t(&self.bn2, train)?;
+        let y = batch_norm2d(&self.bn1, &conv2d_layer(&self.conv1, x)?, train, true)?;
+        let y = batch_norm2d(&self.bn2, &conv2d_layer(&self.conv2, &y)?, train, false)?;
         let shortcut = match &self.downsample {
-            Some((c, b)) => conv2d_layer(c, x)?.apply_t(b, train)?,
+            Some((c, b)) => batch_norm2d(b, &conv2d_layer(c, x)?, train, false)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
@@ -241,9 +239,9 @@ impl ResNet18 {
         }
         let x = conv2d_layer(&self.conv1, x)?;
         trace.record(|| "conv1".into(), &x, conv_params(&self.conv1));
-        let x = x.apply_t(&self.bn1, train)?;
+        // Batch norm and ReLU run as one node; the summary lists them as two layers.
+        let x = batch_norm2d(&self.bn1, &x, train, true)?;
         trace.record(|| "bn1".into(), &x, bn_params(&self.bn1));
-        let x = x.relu()?;
         trace.record(|| "relu".into(), &x, 0);
         let mut x = max_pool2d(&x, 3, 2, 1)?;
         trace.record(|| "maxpool".into(), &x, 0);

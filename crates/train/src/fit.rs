@@ -119,22 +119,25 @@ pub fn fit<M: Model + ?Sized, P: Prepare, Q: Prepare>(
         let diverged = |loss: f64| TrainError::Diverged { epoch, lr, loss };
         observer.epoch_started(epoch, train.n_batches());
 
-        let (mut sum, mut count) = (0.0, 0usize);
-        for (b, batch) in train.epoch(epoch as u64).enumerate() {
-            let batch = batch?;
-            let pred = model.forward_t(&batch.images, true)?;
-            let loss = cfg.loss.compute(&pred, &batch.targets)?;
-            let value = scalar(&loss)?;
-            let reference = *state.reference_loss.get_or_insert(value);
-            if too_large(value, reference, cfg.diverge_factor) {
-                return Err(stop(dir, varmap, &mut state.history, diverged(value)));
+        let (sum, count) = train.prefetched(epoch as u64, PREFETCH_BATCHES, |batches| {
+            let (mut sum, mut count) = (0.0, 0usize);
+            for (b, batch) in batches.enumerate() {
+                let batch = batch?;
+                let pred = model.forward_t(&batch.images, true)?;
+                let loss = cfg.loss.compute(&pred, &batch.targets)?;
+                let value = scalar(&loss)?;
+                let reference = *state.reference_loss.get_or_insert(value);
+                if too_large(value, reference, cfg.diverge_factor) {
+                    return Err(stop(dir, varmap, &mut state.history, diverged(value)));
+                }
+                opt.backward_step(&loss)?;
+                let rows = batch.indices.len();
+                sum += value * rows as f64;
+                count += rows;
+                observer.batch_done(epoch, b, value);
             }
-            opt.backward_step(&loss)?;
-            let rows = batch.indices.len();
-            sum += value * rows as f64;
-            count += rows;
-            observer.batch_done(epoch, b, value);
-        }
+            Ok((sum, count))
+        })?;
         let train_loss = sum / count as f64;
         let first_epoch_loss = state
             .history
@@ -196,6 +199,9 @@ pub fn fit<M: Model + ?Sized, P: Prepare, Q: Prepare>(
 fn too_large(loss: f64, reference: f64, factor: f64) -> bool {
     !loss.is_finite() || (reference > 0.0 && loss > factor * reference)
 }
+
+/// Training batches prepared ahead of the one being trained on (see `Loader::prefetched`).
+const PREFETCH_BATCHES: usize = 2;
 
 /// Ends a diverged run: records why in `history.*`, puts the last good weights back into
 /// `varmap` when this run saved any, and returns the error to report.

@@ -5,7 +5,8 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, WithDType,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
+    WithDType,
 };
 use rayon::prelude::*;
 
@@ -206,16 +207,81 @@ struct ConvNode {
     g: Geometry,
     o: usize,
     bias: bool,
+    relu: bool,
 }
 
-/// (o, n·l) → (n, o, l).
-fn to_nchw<T: WithDType>(y2: &[T], n: usize, o: usize, l: usize) -> Vec<T> {
+/// (o, n·l) → (n, o, l), through a ReLU when `relu`.
+fn to_nchw<T: WithDType>(y2: &[T], n: usize, o: usize, l: usize, relu: bool) -> Vec<T> {
     let mut y = zeros(n * o * l);
     y.par_chunks_mut(l).enumerate().for_each(|(bo, dst)| {
         let (b, oc) = (bo / o, bo % o);
-        dst.copy_from_slice(&y2[(oc * n + b) * l..][..l]);
+        let src = &y2[(oc * n + b) * l..][..l];
+        if relu {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = if s > T::zero() { s } else { T::zero() };
+            }
+        } else {
+            dst.copy_from_slice(src);
+        }
     });
     y
+}
+
+/// The backward's first step: ∂y (n, o, l) → (o, n·l), zeroed where the ReLU output `y` is not
+/// positive when `relu` (PyTorch's threshold rule: no gradient at exactly 0).
+struct GradToRows {
+    n: usize,
+    o: usize,
+    l: usize,
+    relu: bool,
+}
+
+fn grad_to_rows<T: WithDType>(grad: &[T], y: &[T], s: &GradToRows) -> Vec<T> {
+    let mut g2 = zeros(s.n * s.o * s.l);
+    g2.par_chunks_mut(s.l).enumerate().for_each(|(ob, dst)| {
+        let (oc, b) = (ob / s.n, ob % s.n);
+        let at = (b * s.o + oc) * s.l;
+        let src = &grad[at..][..s.l];
+        if s.relu {
+            for ((d, &g), &y) in dst.iter_mut().zip(src).zip(&y[at..][..s.l]) {
+                *d = if y > T::zero() { g } else { T::zero() };
+            }
+        } else {
+            dst.copy_from_slice(src);
+        }
+    });
+    g2
+}
+
+impl CustomOp2 for GradToRows {
+    fn name(&self) -> &'static str {
+        "fkd-conv2d-grad-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = Shape::from((self.o, self.n * self.l));
+        let name = self.name();
+        let out = match (s1.dtype(), s2.dtype()) {
+            (DType::F32, DType::F32) => CpuStorage::F32(grad_to_rows(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                self,
+            )),
+            (DType::F64, DType::F64) => CpuStorage::F64(grad_to_rows(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                self,
+            )),
+            (a, b) => candle_core::bail!("{name}: unsupported dtypes {a:?}, {b:?}"),
+        };
+        Ok((out, shape))
+    }
 }
 
 impl CustomOp3 for ConvNode {
@@ -235,12 +301,20 @@ impl CustomOp3 for ConvNode {
         let g = &self.g;
         let shape = Shape::from((g.n, self.o, g.ho, g.wo));
         let out = match s.dtype() {
-            DType::F32 => {
-                CpuStorage::F32(to_nchw(contiguous(self.name(), s, l)?, g.n, self.o, g.l()))
-            }
-            DType::F64 => {
-                CpuStorage::F64(to_nchw(contiguous(self.name(), s, l)?, g.n, self.o, g.l()))
-            }
+            DType::F32 => CpuStorage::F32(to_nchw(
+                contiguous(self.name(), s, l)?,
+                g.n,
+                self.o,
+                g.l(),
+                self.relu,
+            )),
+            DType::F64 => CpuStorage::F64(to_nchw(
+                contiguous(self.name(), s, l)?,
+                g.n,
+                self.o,
+                g.l(),
+                self.relu,
+            )),
             dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
         };
         Ok((out, shape))
@@ -251,16 +325,20 @@ impl CustomOp3 for ConvNode {
         x: &Tensor,
         wb: &Tensor,
         _y2: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = self.g;
         // (n, o, ho, wo) → (o, n·ho·wo), the layout of the forward product.
-        let g2 = grad
-            .detach()
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((self.o, g.cols()))?;
+        let g2 = grad.detach().contiguous()?.apply_op2_no_bwd(
+            &y.detach(),
+            &GradToRows {
+                n: g.n,
+                o: self.o,
+                l: g.l(),
+                relu: self.relu,
+            },
+        )?;
         let cols = x.detach().contiguous()?.apply_op1_no_bwd(&Im2Col {
             g,
             ones_row: self.bias,
@@ -291,14 +369,39 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    conv2d_impl(x, weight, bias, stride, padding, false)
+}
+
+/// `relu(conv2d(x, weight, bias, stride, padding))` in one node: on the CPU the ReLU is applied
+/// while the product is laid out and its backward while the gradient is, so it costs no pass of
+/// its own (Candle's ReLU backward takes five). The gradient at exactly 0 is 0, as PyTorch's.
+pub fn conv2d_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    conv2d_impl(x, weight, bias, stride, padding, true)
+}
+
+fn conv2d_impl(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    relu: bool,
+) -> Result<Tensor> {
     let (g, o) = Geometry::new(x, weight, stride, padding)?;
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     if !fused {
         let y = x.conv2d(weight, padding, stride, 1, 1)?;
-        return match bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?),
-            None => Ok(y),
+        let y = match bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?)?,
+            None => y,
         };
+        return if relu { y.relu() } else { Ok(y) };
     }
     let w = weight.reshape((o, g.k()))?;
     let wb = match bias {
@@ -333,6 +436,7 @@ pub fn conv2d(
                 g: gc,
                 o,
                 bias: bias.is_some(),
+                relu,
             },
         )?);
     }
@@ -343,18 +447,35 @@ pub fn conv2d(
     }
 }
 
-/// Target size, in elements, of one column matrix (see [`conv2d`]).
-const CHUNK_FLOATS: usize = 1 << 20;
-
 /// [`conv2d`] with the weights, bias, stride and padding of a candle-nn `Conv2d` layer. Layers
 /// with dilation or groups other than 1 run through Candle's own conv.
 pub fn conv2d_layer(layer: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
+    layer_impl(layer, x, false)
+}
+
+/// [`conv2d_relu`] with a candle-nn `Conv2d` layer's parameters (see [`conv2d_layer`]).
+pub fn conv2d_relu_layer(layer: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
+    layer_impl(layer, x, true)
+}
+
+fn layer_impl(layer: &candle_nn::Conv2d, x: &Tensor, relu: bool) -> Result<Tensor> {
     let cfg = layer.config();
     if cfg.dilation != 1 || cfg.groups != 1 {
-        return candle_core::Module::forward(layer, x);
+        let y = candle_core::Module::forward(layer, x)?;
+        return if relu { y.relu() } else { Ok(y) };
     }
-    conv2d(x, layer.weight(), layer.bias(), cfg.stride, cfg.padding)
+    conv2d_impl(
+        x,
+        layer.weight(),
+        layer.bias(),
+        cfg.stride,
+        cfg.padding,
+        relu,
+    )
 }
+
+/// Target size, in elements, of one column matrix (see [`conv2d`]).
+const CHUNK_FLOATS: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -496,6 +617,53 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The fused ReLU equals conv then ReLU, forward and backward (random data: no output is
+    /// exactly 0, where Candle's ReLU backward would pass the gradient and ours does not).
+    #[test]
+    fn fused_relu_matches_conv_then_relu() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        for (stride, padding, n) in [(1, 2, 3), (2, 1, 10)] {
+            let x = Var::from_tensor(&random(&[n, 2, 11, 9], &mut rng)).unwrap();
+            let w = Var::from_tensor(&random(&[5, 2, 5, 5], &mut rng)).unwrap();
+            let b = Var::from_tensor(&random(&[5], &mut rng)).unwrap();
+            let ours = conv2d_relu(&x, &w, Some(&b), stride, padding).unwrap();
+            let theirs = conv2d(&x, &w, Some(&b), stride, padding)
+                .unwrap()
+                .relu()
+                .unwrap();
+            assert_eq!(max_diff(&ours, &theirs), 0.0);
+            let r = random(ours.dims(), &mut rng);
+            let ga = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&theirs * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for v in [&x, &w, &b] {
+                assert!(max_diff(ga.get(v).unwrap(), gb.get(v).unwrap()) < 1e-10);
+            }
+        }
+    }
+
+    /// A batch split into several chunks gives the same result and gradients as one chunk.
+    #[test]
+    fn chunked_batches_match_whole_batches() {
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        // 1×64×64 images with a 7×7 kernel: (49 + 1) · 4096 elements per image, so CHUNK_FLOATS
+        // holds 5 of them and a batch of 12 runs as 5 + 5 + 2.
+        let x = Var::from_tensor(&random(&[12, 1, 64, 64], &mut rng)).unwrap();
+        let w = Var::from_tensor(&random(&[3, 1, 7, 7], &mut rng)).unwrap();
+        let ours = conv2d(&x, &w, None, 1, 3).unwrap();
+        let theirs = x.conv2d(&w, 3, 1, 1, 1).unwrap();
+        assert!(max_diff(&ours, &theirs) < 1e-10);
+        let ga = ours.sum_all().unwrap().backward().unwrap();
+        let gb = theirs.sum_all().unwrap().backward().unwrap();
+        for v in [&x, &w] {
+            assert!(max_diff(ga.get(v).unwrap(), gb.get(v).unwrap()) < 1e-9);
         }
     }
 

@@ -10,15 +10,20 @@
 //! - [`max_pool2d`]: any square kernel, stride and −∞ padding, floor mode, as
 //!   `torch.nn.MaxPool2d`; the gradient goes to the first maximum of each window, as PyTorch's.
 //!
+//! - [`batch_norm2d`]: a candle-nn `BatchNorm` in training or inference mode, optionally with
+//!   the ReLU that follows it, as one node with an analytic backward.
+//!
 //! On CUDA and Metal both fall back to Candle's native conv and to the composed
 //! [`crate::pool::max_pool2d`], so the models run on every device; the fused kernels are CPU
 //! code (f32 and f64). Every op is checked against Candle's reference op and finite differences
 //! in the tests of its module.
 
 mod conv;
+mod norm;
 mod pool;
 
-pub use conv::{conv2d, conv2d_layer};
+pub use conv::{conv2d, conv2d_layer, conv2d_relu, conv2d_relu_layer};
+pub use norm::batch_norm2d;
 pub use pool::max_pool2d;
 
 use candle_core::{CpuStorage, Layout, Result, WithDType};

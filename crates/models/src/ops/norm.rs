@@ -1,0 +1,494 @@
+//! 2-D batch normalisation (optionally followed by a ReLU) as one node with an analytic
+//! backward, for the CPU. Candle-nn's `BatchNorm` builds training mode from about ten tensor
+//! ops (transpose, mean, sub, sqr, mean, div, mul, add, transpose back), each with its own
+//! backward and gradient buffers; here the forward is two passes over the input (statistics,
+//! then normalise) and the backward two (per-channel sums, then the input gradient):
+//!
+//! `x̂ = (x − μ)·σ⁻¹`, `y = γ·x̂ + β`; with `g = ∂y` (masked by `y > 0` after a ReLU) and `M`
+//! elements per channel: `∂β = Σg`, `∂γ = Σg·x̂`, and in training mode
+//! `∂x = γσ⁻¹/M · (M·g − Σg − x̂·Σg·x̂)`, in inference mode `∂x = γσ⁻¹·g`.
+//!
+//! Running statistics follow PyTorch: `r ← (1 − momentum)·r + momentum·s`, with the unbiased
+//! variance `M/(M − 1)·σ²` for the running variance.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp2, DType, Device, Layout, ModuleT, Result, Shape, Tensor, Var, WithDType,
+};
+use candle_nn::BatchNorm;
+use rayon::prelude::*;
+
+use super::{contiguous, zeros};
+
+/// Per-channel affine map of one call: `y = x·scale + shift` (scale = γσ⁻¹, shift = β − μγσ⁻¹),
+/// with what the backward needs.
+#[derive(Clone, Debug)]
+struct Affine {
+    n: usize,
+    c: usize,
+    hw: usize,
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+    gamma: Vec<f64>,
+    beta: Vec<f64>,
+    relu: bool,
+    /// Training mode: μ and σ came from this batch, so ∂x has the two extra terms.
+    batch_stats: bool,
+}
+
+impl Affine {
+    fn scale_shift(&self, ch: usize) -> (f64, f64) {
+        let scale = self.gamma[ch] * self.inv_std[ch];
+        (scale, self.beta[ch] - self.mean[ch] * scale)
+    }
+}
+
+fn as_f64<T: WithDType>(v: T) -> f64 {
+    v.to_f64()
+}
+
+/// Per-channel mean and biased variance of (n, c, hw) data, accumulated in f64.
+fn channel_stats<T: WithDType>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let m = (n * hw) as f64;
+            let mut sum = 0.0;
+            for b in 0..n {
+                sum += x[(b * c + ch) * hw..][..hw]
+                    .iter()
+                    .map(|&v| as_f64(v))
+                    .sum::<f64>();
+            }
+            let mean = sum / m;
+            let mut sq = 0.0;
+            for b in 0..n {
+                sq += x[(b * c + ch) * hw..][..hw]
+                    .iter()
+                    .map(|&v| {
+                        let d = as_f64(v) - mean;
+                        d * d
+                    })
+                    .sum::<f64>();
+            }
+            (mean, sq / m)
+        })
+        .collect()
+}
+
+struct Stats {
+    n: usize,
+    c: usize,
+    hw: usize,
+}
+
+impl candle_core::CustomOp1 for Stats {
+    fn name(&self) -> &'static str {
+        "fkd-batch-norm-stats"
+    }
+
+    /// (n, c, h, w) → (2, c): means, then biased variances.
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let stats = match s.dtype() {
+            DType::F32 => {
+                channel_stats::<f32>(contiguous(self.name(), s, l)?, self.n, self.c, self.hw)
+            }
+            DType::F64 => {
+                channel_stats::<f64>(contiguous(self.name(), s, l)?, self.n, self.c, self.hw)
+            }
+            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
+        };
+        let mut out: Vec<f64> = stats.iter().map(|s| s.0).collect();
+        out.extend(stats.iter().map(|s| s.1));
+        Ok((CpuStorage::F64(out), Shape::from((2, self.c))))
+    }
+}
+
+fn normalise<T: WithDType>(x: &[T], a: &Affine) -> Vec<T> {
+    let mut y = zeros(x.len());
+    y.par_chunks_mut(a.hw).enumerate().for_each(|(bc, dst)| {
+        let (scale, shift) = a.scale_shift(bc % a.c);
+        let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+        for (d, &v) in dst.iter_mut().zip(&x[bc * a.hw..][..a.hw]) {
+            let out = v * scale + shift;
+            *d = if !a.relu || out > T::zero() {
+                out
+            } else {
+                T::zero()
+            };
+        }
+    });
+    y
+}
+
+/// The node: (x, [γ; β]) → y.
+struct Node(Affine);
+
+impl CustomOp2 for Node {
+    fn name(&self) -> &'static str {
+        "fkd-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = &self.0;
+        let shape = Shape::from(l1.dims());
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(normalise(contiguous(self.name(), s1, l1)?, a)),
+            DType::F64 => CpuStorage::F64(normalise(contiguous(self.name(), s1, l1)?, a)),
+            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let a = &self.0;
+        let needs_grad_x = x.track_op();
+        let x = x.detach();
+        let grad = grad.detach().contiguous()?;
+        // (2, c): Σg·x̂ (∂γ) and Σg (∂β), in f64.
+        let sums = x.apply_op2_no_bwd(&grad, &GradSums(a.clone()))?;
+        let grad_x = if needs_grad_x {
+            let s = sums.to_vec2::<f64>()?;
+            Some(x.apply_op2_no_bwd(
+                &grad,
+                &GradInput {
+                    a: a.clone(),
+                    sum_gx: s[0].clone(),
+                    sum_g: s[1].clone(),
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((grad_x, Some(sums.to_dtype(gb.dtype())?)))
+    }
+}
+
+/// The upstream gradient as the affine map saw it: zero where the ReLU cut the output.
+fn masked<T: WithDType>(a: &Affine, scale: f64, shift: f64, v: T, g: T) -> f64 {
+    if !a.relu || as_f64(v) * scale + shift > 0.0 {
+        as_f64(g)
+    } else {
+        0.0
+    }
+}
+
+struct GradSums(Affine);
+
+fn grad_sums<T: WithDType>(x: &[T], grad: &[T], a: &Affine) -> Vec<f64> {
+    let per: Vec<(f64, f64)> = (0..a.c)
+        .into_par_iter()
+        .map(|ch| {
+            let (scale, shift) = a.scale_shift(ch);
+            let (mean, inv) = (a.mean[ch], a.inv_std[ch]);
+            let (mut sum_gx, mut sum_g) = (0.0, 0.0);
+            for b in 0..a.n {
+                let at = (b * a.c + ch) * a.hw;
+                for (&v, &g) in x[at..][..a.hw].iter().zip(&grad[at..][..a.hw]) {
+                    let g = masked(a, scale, shift, v, g);
+                    sum_g += g;
+                    sum_gx += g * (as_f64(v) - mean) * inv;
+                }
+            }
+            (sum_gx, sum_g)
+        })
+        .collect();
+    let mut out: Vec<f64> = per.iter().map(|p| p.0).collect();
+    out.extend(per.iter().map(|p| p.1));
+    out
+}
+
+impl CustomOp2 for GradSums {
+    fn name(&self) -> &'static str {
+        "fkd-batch-norm-grad-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let out = match (s1.dtype(), s2.dtype()) {
+            (DType::F32, DType::F32) => grad_sums::<f32>(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                &self.0,
+            ),
+            (DType::F64, DType::F64) => grad_sums::<f64>(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                &self.0,
+            ),
+            (a, b) => candle_core::bail!("{name}: unsupported dtypes {a:?}, {b:?}"),
+        };
+        Ok((CpuStorage::F64(out), Shape::from((2, self.0.c))))
+    }
+}
+
+struct GradInput {
+    a: Affine,
+    sum_gx: Vec<f64>,
+    sum_g: Vec<f64>,
+}
+
+fn grad_input<T: WithDType>(x: &[T], grad: &[T], s: &GradInput) -> Vec<T> {
+    let a = &s.a;
+    let m = (a.n * a.hw) as f64;
+    let mut dx = zeros(x.len());
+    dx.par_chunks_mut(a.hw).enumerate().for_each(|(bc, dst)| {
+        let ch = bc % a.c;
+        let (scale, shift) = a.scale_shift(ch);
+        let (mean, inv) = (a.mean[ch], a.inv_std[ch]);
+        let k = a.gamma[ch] * inv;
+        let at = bc * a.hw;
+        for ((d, &v), &g) in dst
+            .iter_mut()
+            .zip(&x[at..][..a.hw])
+            .zip(&grad[at..][..a.hw])
+        {
+            let g = masked(a, scale, shift, v, g);
+            let out = if a.batch_stats {
+                let xhat = (as_f64(v) - mean) * inv;
+                k / m * (m * g - s.sum_g[ch] - xhat * s.sum_gx[ch])
+            } else {
+                k * g
+            };
+            *d = T::from_f64(out);
+        }
+    });
+    dx
+}
+
+impl CustomOp2 for GradInput {
+    fn name(&self) -> &'static str {
+        "fkd-batch-norm-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let shape = Shape::from(l1.dims());
+        let out = match (s1.dtype(), s2.dtype()) {
+            (DType::F32, DType::F32) => CpuStorage::F32(grad_input::<f32>(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                self,
+            )),
+            (DType::F64, DType::F64) => CpuStorage::F64(grad_input::<f64>(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                self,
+            )),
+            (a, b) => candle_core::bail!("{name}: unsupported dtypes {a:?}, {b:?}"),
+        };
+        Ok((out, shape))
+    }
+}
+
+/// A candle-nn `BatchNorm` (affine, mean-removing, as ResNet's) applied to an (n, c, h, w)
+/// tensor, followed by a ReLU when `relu`: `train` normalises with the batch's statistics and
+/// updates the layer's running statistics in place; otherwise it uses the running ones.
+///
+/// On the CPU (f32, f64) this is the fused node of the module docs; elsewhere, or for a layer
+/// without an affine part, it is candle-nn's own `forward_t` (then `relu`).
+pub fn batch_norm2d(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+    let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
+    let (Some((gamma, beta)), true) = (bn.weight_and_bias(), fused) else {
+        let y = bn.forward_t(x, train)?;
+        return if relu { y.relu() } else { Ok(y) };
+    };
+    let (n, c, h, w) = x.dims4()?;
+    if bn.running_mean().dim(0)? != c {
+        candle_core::bail!(
+            "batch-norm over {} channels got an input of shape {:?}",
+            bn.running_mean().dim(0)?,
+            x.dims()
+        );
+    }
+    let hw = h * w;
+    let x = x.contiguous()?;
+    let (mean, var) = if train {
+        let m = n * hw;
+        if m < 2 {
+            candle_core::bail!(
+                "batch-norm needs more than one value per channel to train, got input {:?}",
+                x.dims()
+            );
+        }
+        let s = x
+            .detach()
+            .apply_op1_no_bwd(&Stats { n, c, hw })?
+            .to_vec2::<f64>()?;
+        let (mean, var) = (s[0].clone(), s[1].clone());
+        update_running(bn, &mean, &var, m)?;
+        (mean, var)
+    } else {
+        let f = |t: &Tensor| -> Result<Vec<f64>> { t.to_dtype(DType::F64)?.to_vec1::<f64>() };
+        (f(bn.running_mean())?, f(bn.running_var())?)
+    };
+    let eps = bn.eps();
+    let affine = Affine {
+        n,
+        c,
+        hw,
+        inv_std: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+        mean,
+        gamma: gamma.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+        beta: beta.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+        relu,
+        batch_stats: train,
+    };
+    let gb = Tensor::stack(&[gamma, beta], 0)?;
+    x.apply_op2(&gb, Node(affine))
+}
+
+/// PyTorch's running-statistics update, written into the layer's vars.
+fn update_running(bn: &BatchNorm, mean: &[f64], var: &[f64], m: usize) -> Result<()> {
+    let momentum = bn.momentum();
+    let unbiased = m as f64 / (m as f64 - 1.0);
+    for (stat, batch, factor) in [
+        (bn.running_mean(), mean, 1.0),
+        (bn.running_var(), var, unbiased),
+    ] {
+        let old = stat.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let new: Vec<f64> = old
+            .iter()
+            .zip(batch)
+            .map(|(r, s)| (1.0 - momentum) * r + momentum * factor * s)
+            .collect();
+        let new = Tensor::from_vec(new, old.len(), stat.device())?.to_dtype(stat.dtype())?;
+        // The layer's statistics are VarMap variables: `from_tensor` returns the same var.
+        Var::from_tensor(stat)?.set(&new)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(shape: &[usize], rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> Tensor {
+        let n = shape.iter().product();
+        let data: Vec<f64> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    /// Two layers with the same random γ, β and running statistics, in separate var maps.
+    fn twin_layers(c: usize, rng: &mut ChaCha8Rng) -> [(VarMap, BatchNorm); 2] {
+        let gamma = random(&[c], rng, 0.5, 1.5);
+        let beta = random(&[c], rng, -0.5, 0.5);
+        let rm = random(&[c], rng, -0.2, 0.2);
+        let rv = random(&[c], rng, 0.5, 2.0);
+        std::array::from_fn(|_| {
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+            let cfg = BatchNormConfig {
+                eps: 1e-5,
+                remove_mean: true,
+                affine: true,
+                momentum: 0.1,
+            };
+            let bn = candle_nn::batch_norm(c, cfg, vb).unwrap();
+            let data = vm.data().lock().unwrap();
+            data["weight"].set(&gamma).unwrap();
+            data["bias"].set(&beta).unwrap();
+            data["running_mean"].set(&rm).unwrap();
+            data["running_var"].set(&rv).unwrap();
+            drop(data);
+            (vm, bn)
+        })
+    }
+
+    /// Training and inference mode, with and without the ReLU: outputs, running statistics and
+    /// the gradients of x, γ and β equal candle-nn's BatchNorm (then `relu`).
+    #[test]
+    fn matches_candle_batch_norm() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        for (train, relu, shape) in [
+            (true, false, [4, 3, 5, 6]),
+            (true, true, [2, 5, 3, 3]),
+            (false, true, [3, 2, 4, 4]),
+            (false, false, [1, 4, 2, 7]),
+        ] {
+            let [(vm_a, bn_a), (vm_b, bn_b)] = twin_layers(shape[1], &mut rng);
+            let x = Var::from_tensor(&random(&shape, &mut rng, -2.0, 2.0)).unwrap();
+            let ours = batch_norm2d(&bn_a, &x, train, relu).unwrap();
+            let theirs = bn_b.forward_t(&x, train).unwrap();
+            let theirs = if relu { theirs.relu().unwrap() } else { theirs };
+            let ctx = format!("train {train} relu {relu}");
+            assert!(max_diff(&ours, &theirs) < 1e-10, "{ctx}");
+            for name in ["running_mean", "running_var"] {
+                let a = vm_a.data().lock().unwrap()[name].as_tensor().clone();
+                let b = vm_b.data().lock().unwrap()[name].as_tensor().clone();
+                assert!(max_diff(&a, &b) < 1e-12, "{ctx}: {name}");
+            }
+            let r = random(ours.dims(), &mut rng, -1.0, 1.0);
+            let ga = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&theirs * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert!(
+                max_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()) < 1e-9,
+                "{ctx}: ∂x"
+            );
+            for name in ["weight", "bias"] {
+                let va = vm_a.data().lock().unwrap()[name].clone();
+                let vb = vm_b.data().lock().unwrap()[name].clone();
+                assert!(
+                    max_diff(ga.get(&va).unwrap(), gb.get(&vb).unwrap()) < 1e-9,
+                    "{ctx}: ∂{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn training_needs_two_values_per_channel() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let [(_, bn), _] = twin_layers(3, &mut rng);
+        let x = random(&[1, 3, 1, 1], &mut rng, -1.0, 1.0);
+        let err = batch_norm2d(&bn, &x, true, false).unwrap_err().to_string();
+        assert!(err.contains("more than one value"), "{err}");
+        assert!(batch_norm2d(&bn, &x, false, false).is_ok());
+    }
+}
