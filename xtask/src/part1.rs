@@ -5,7 +5,7 @@
 use crate::imm::{ImmArgs, Recipe};
 use fkd_core::layout::imm::NOSE_TIP;
 use fkd_models::ConvRegressorConfig;
-use fkd_train::Schedule;
+use fkd_train::{Loss, Schedule};
 
 /// The write-up's Part 1, with fkd's defaults for what it left open (augmentation, schedule).
 pub fn recipe() -> Recipe {
@@ -25,6 +25,7 @@ pub fn recipe() -> Recipe {
         // near the mean face after 20 epochs. Augmentation stays available for longer runs.
         augment: None,
         schedule: Schedule::Constant,
+        loss: Loss::Mse,
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::imm::{ImmArgs, Recipe};
 use fkd_augment::AugmentConfig;
 use fkd_models::ConvRegressorConfig;
-use fkd_train::Schedule;
+use fkd_train::{Loss, Schedule};
 
 /// The write-up's Part 2, with fkd's defaults for what it left open.
 pub fn recipe() -> Recipe {
@@ -22,6 +22,7 @@ pub fn recipe() -> Recipe {
         lr: 1e-3,
         augment: Some(AugmentConfig::default().with_stretch()),
         schedule: Schedule::Cosine { min_lr: 0.0 },
+        loss: Loss::Mse,
     }
 }
 

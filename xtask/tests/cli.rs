@@ -255,3 +255,60 @@ fn part2_short_run_writes_the_report() {
         58
     );
 }
+
+/// `bench` without the peer: one short round of NoseNet writes a JSON report whose medians are
+/// positive, and the data pipeline is measured on the real IMM data.
+#[test]
+fn bench_writes_json_for_fkd_alone() {
+    let Some(root) = data_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = xtask()
+        .args(["bench", "--peer-python", "none", "--models", "nose"])
+        .args(["--repeats", "1", "--seconds", "0.2", "--json"])
+        .arg(&json)
+        .arg("--data")
+        .arg(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| nose | 8 |"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let row = &report["rows"][0];
+    assert_eq!(row["model"], "nose");
+    for key in ["fkd_train", "fkd_fwd", "fkd_peak_mb"] {
+        assert!(row[key].as_f64().unwrap() > 0.0, "{key}: {row}");
+    }
+    assert!(row["peer_train"].is_null());
+    assert!(report["pipeline"]["images_per_s"].as_f64().unwrap() > 0.0);
+}
+
+/// A peer that cannot run is an error that says which benchmark failed, not a panic.
+#[test]
+fn bench_reports_a_broken_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("torch_imm.py"), "").unwrap();
+    let out = xtask()
+        .args([
+            "bench",
+            "--models",
+            "nose",
+            "--repeats",
+            "1",
+            "--seconds",
+            "0.1",
+        ])
+        .args(["--peer-python", "/nonexistent/python", "--peer-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PyTorch nose"), "{stderr}");
+}

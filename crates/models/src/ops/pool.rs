@@ -38,6 +38,26 @@ impl Window {
     /// h×w plane. The first maximum in row-major order wins; a NaN is a maximum (PyTorch's
     /// rule: `v > max || isnan(v)`).
     fn for_each_argmax<T: WithDType>(&self, plane: &[T], mut f: impl FnMut(usize, usize)) {
+        if (self.k, self.stride, self.padding) == (2, 2, 0) {
+            // The nets' own pool, without the general path's window bookkeeping.
+            for oy in 0..self.ho {
+                let (r0, r1) = (2 * oy * self.w, (2 * oy + 1) * self.w);
+                for ox in 0..self.wo {
+                    let c = 2 * ox;
+                    let (mut best, mut max) = (r0 + c, plane[r0 + c]);
+                    for i in [r0 + c + 1, r1 + c, r1 + c + 1] {
+                        let v = plane[i];
+                        #[allow(clippy::eq_op)]
+                        if v > max || v != v {
+                            max = v;
+                            best = i;
+                        }
+                    }
+                    f(oy * self.wo + ox, best);
+                }
+            }
+            return;
+        }
         let xs: Vec<(usize, usize)> = (0..self.wo).map(|ox| self.span(ox, self.w)).collect();
         for oy in 0..self.ho {
             let (ylo, yhi) = self.span(oy, self.h);
@@ -244,6 +264,21 @@ mod tests {
                 max_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()) < 1e-12,
                 "{ctx}"
             );
+        }
+    }
+
+    /// The 2×2/2 fast path on odd sizes (the nets' 15×20 and 7×10 maps) equals the composed pool.
+    #[test]
+    fn two_by_two_fast_path_on_odd_sizes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for (h, w) in [(15, 20), (7, 9), (2, 2), (3, 5)] {
+            let x = Var::from_tensor(&random(&[2, 3, h, w], &mut rng)).unwrap();
+            let ours = max_pool2d(&x, 2, 2, 0).unwrap();
+            let theirs = crate::pool::max_pool2d(&x, 2, 2, 0).unwrap();
+            assert_eq!(max_diff(&ours, &theirs), 0.0);
+            let ga = ours.sum_all().unwrap().backward().unwrap();
+            let gb = theirs.sum_all().unwrap().backward().unwrap();
+            assert_eq!(max_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()), 0.0);
         }
     }
 
