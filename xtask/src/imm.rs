@@ -60,9 +60,14 @@ pub struct ImmArgs {
     /// Learning-rate schedule [default: the part's: constant for Part 1, cosine for Part 2].
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
-    /// Training loss [default: the part's, MSE]; validation MSE is always reported too.
+    /// Training loss [default: the part's: MSE for Part 1, Wing for Part 2]; the validation
+    /// MSE and pixel errors are reported whatever the loss.
     #[arg(long, value_enum)]
     pub loss: Option<LossArg>,
+    /// Score each validation face by its prediction alone, without averaging in the prediction
+    /// for its mirror image (the flip test, on by default when training flips faces).
+    #[arg(long)]
+    pub no_flip_test: bool,
     /// Use only the first N training and N validation faces (smoke tests).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -167,6 +172,7 @@ struct Metrics<'a> {
     seed: u64,
     batch: usize,
     augment: bool,
+    flip_test: bool,
     train_faces: usize,
     valid_faces: usize,
     params: usize,
@@ -257,18 +263,20 @@ pub fn run(recipe: Recipe, args: &ImmArgs) -> anyhow::Result<PathBuf> {
 
     // Draw and report.
     let model = &main.model;
-    let figures = Figures::draw(&recipe, &runs, main, &valid, model, &out)?;
+    let loss_label = loss_name(&loss(&recipe, args));
+    let figures = Figures::draw(&recipe, &runs, main, &valid, model, &out, &loss_label)?;
     let metrics = Metrics {
         part: recipe.name,
         seed: args.seed,
         batch,
         augment: augment.is_some(),
+        flip_test: flip_test(&recipe, args),
         train_faces: train.len(),
         valid_faces: valid.len(),
         params: model.num_params(),
         main_lr: main.lr,
         schedule: format!("{:?}", schedule(&recipe, args)),
-        loss: format!("{:?}", loss(&recipe, args)),
+        loss: loss_name(&loss(&recipe, args)),
         runs: runs
             .iter()
             .map(|r| RunMetrics {
@@ -338,6 +346,24 @@ fn loss(recipe: &Recipe, args: &ImmArgs) -> Loss {
             eps: fkd_train::config::WING_EPS,
         },
         None => recipe.loss,
+    }
+}
+
+/// Whether validation uses the flip test: the net saw mirrored faces in training (augmentation
+/// with flips) and predicts whole faces (so the mirror permutation applies).
+fn flip_test(recipe: &Recipe, args: &ImmArgs) -> bool {
+    !args.no_flip_test
+        && !args.no_augment
+        && recipe.select.is_none()
+        && recipe.augment.is_some_and(|a| a.flip_prob > 0.0)
+}
+
+/// A loss as the report names it.
+fn loss_name(loss: &Loss) -> String {
+    match loss {
+        Loss::Mse => "MSE".into(),
+        Loss::L1 => "L1".into(),
+        Loss::Wing { w, eps } => format!("Wing (w {w}, ε {eps})"),
     }
 }
 
@@ -412,7 +438,7 @@ fn train_one(
         summary,
         preds,
         nmes,
-    } = evaluate(recipe, &model, valid_loader, valid)?;
+    } = evaluate(recipe, &model, valid_loader, valid, flip_test(recipe, args))?;
     Ok(Run {
         lr,
         dir: dir.to_path_buf(),
@@ -440,6 +466,7 @@ fn evaluate(
     model: &ConvRegressor,
     loader: &Loader<AugmentedResize>,
     valid: &DataSet,
+    flip: bool,
 ) -> anyhow::Result<Evaluation> {
     let normaliser = match recipe.layout() {
         Some(layout) => Normaliser::Interocular(*layout),
@@ -447,7 +474,12 @@ fn evaluate(
     };
     let mut eval = Evaluator::new(normaliser);
     let mut preds = Vec::new();
-    for (i, out) in predict(model, loader)? {
+    let outputs = if flip {
+        fkd_train::predict_flip(model, loader, Layout::IMM58.mirror)?
+    } else {
+        predict(model, loader)?
+    };
+    for (i, out) in outputs {
         let s = &valid.samples[i];
         let pred_norm: Vec<NormPoint> = out
             .chunks_exact(2)
@@ -524,6 +556,7 @@ impl Figures {
         valid: &DataSet,
         model: &ConvRegressor,
         out: &Path,
+        loss_label: &str,
     ) -> anyhow::Result<Figures> {
         let curves = |r: &Run, suffix: &str| {
             let e = &r.history.epochs;
@@ -546,7 +579,7 @@ impl Figures {
         fkd_viz::loss_curves(
             out.join(&loss),
             &curves(main, ""),
-            &format!("MSE loss, lr {:e}", main.lr),
+            &format!("{loss_label} loss, lr {:e}", main.lr),
             true,
         )?;
         let lr_study = if runs.len() > 1 {
@@ -557,7 +590,7 @@ impl Figures {
             fkd_viz::loss_curves(
                 out.join("lr_study.png"),
                 &all,
-                "learning-rate study (MSE)",
+                &format!("learning-rate study ({loss_label})"),
                 true,
             )?;
             Some("lr_study.png".to_string())
@@ -675,11 +708,19 @@ fn report(
             vec!["schedule".to_string(), m.schedule.clone()],
             vec![
                 "loss".to_string(),
-                "MSE on normalised coordinates".to_string(),
+                format!("{} on normalised coordinates", m.loss),
             ],
             vec![
                 "augmentation".to_string(),
                 if m.augment { "on".into() } else { "off".into() },
+            ],
+            vec![
+                "flip test (validation)".to_string(),
+                if m.flip_test {
+                    "on".into()
+                } else {
+                    "off".into()
+                },
             ],
             vec!["seed".to_string(), m.seed.to_string()],
             vec!["parameters".to_string(), m.params.to_string()],
@@ -688,7 +729,10 @@ fn report(
     r.heading("Training");
     r.image(
         &f.loss,
-        "Training and validation MSE per epoch (log scale).",
+        &format!(
+            "Training and validation loss ({}) per epoch (log scale).",
+            m.loss
+        ),
     );
     if let Some(lr) = &f.lr_study {
         r.image(

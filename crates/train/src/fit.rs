@@ -312,20 +312,69 @@ pub fn predict<M: Model + ?Sized, P: Prepare>(
     model: &M,
     loader: &Loader<P>,
 ) -> Result<Vec<(usize, Vec<f32>)>> {
+    predict_impl(model, loader, None)
+}
+
+/// [`predict`] with the flip test: each prediction is the mean of the model's prediction for
+/// the image and, mapped back, for its mirror image. Targets must be normalised `(x, y)` pairs
+/// of a layout whose left/right permutation is `mirror` (`fkd_core::Layout::mirror`): the
+/// mirrored image's point `mirror[i]`, with `x → 1 − x`, is the original's point `i`. Meant
+/// for models trained with flips, which see mirrored faces as ordinary ones.
+pub fn predict_flip<M: Model + ?Sized, P: Prepare>(
+    model: &M,
+    loader: &Loader<P>,
+    mirror: &[usize],
+) -> Result<Vec<(usize, Vec<f32>)>> {
+    if mirror.iter().any(|&m| m >= mirror.len()) {
+        return Err(TrainError::Config(format!(
+            "the mirror permutation refers to points past its {} entries",
+            mirror.len()
+        )));
+    }
+    predict_impl(model, loader, Some(mirror))
+}
+
+fn predict_impl<M: Model + ?Sized, P: Prepare>(
+    model: &M,
+    loader: &Loader<P>,
+    mirror: Option<&[usize]>,
+) -> Result<Vec<(usize, Vec<f32>)>> {
+    let rows_of = |images: &Tensor| -> Result<Vec<Vec<f32>>> {
+        Ok(model
+            .forward_t(images, false)?
+            .flatten_from(1)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?)
+    };
     let mut out = Vec::with_capacity(loader.samples().len());
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let pred = model.forward_t(&batch.images, false)?;
-        let rows = pred
-            .flatten_from(1)?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?;
+        let mut rows = rows_of(&batch.images)?;
         if rows.len() != batch.indices.len() {
             return Err(TrainError::Config(format!(
                 "the model returned {} rows for a batch of {}",
                 rows.len(),
                 batch.indices.len()
             )));
+        }
+        if let Some(mirror) = mirror {
+            let w = batch.images.dim(3)?;
+            let reversed: Vec<u32> = (0..w as u32).rev().collect();
+            let reversed = Tensor::new(reversed.as_slice(), batch.images.device())?;
+            let flipped = rows_of(&batch.images.index_select(&reversed, 3)?)?;
+            for (row, flip) in rows.iter_mut().zip(&flipped) {
+                if row.len() != 2 * mirror.len() || flip.len() != row.len() {
+                    return Err(TrainError::Config(format!(
+                        "flip test: the model predicts {} values, the mirror permutation has {} points",
+                        row.len(),
+                        mirror.len()
+                    )));
+                }
+                for (i, &m) in mirror.iter().enumerate() {
+                    row[2 * i] = 0.5 * (row[2 * i] + 1.0 - flip[2 * m]);
+                    row[2 * i + 1] = 0.5 * (row[2 * i + 1] + flip[2 * m + 1]);
+                }
+            }
         }
         out.extend(batch.indices.iter().copied().zip(rows));
     }

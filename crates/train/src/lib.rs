@@ -9,7 +9,8 @@
 //!   written as JSON and CSV, atomic `last`/`best` checkpoints ([`checkpoint`]), resume, and a
 //!   clear stop ([`TrainError::Diverged`]) when the loss turns NaN or explodes. Progress is
 //!   reported to an [`Observer`], so a binary can draw a progress bar; logging uses `tracing`.
-//! - [`evaluate_loss`] and [`predict`]: inference over a loader.
+//! - [`evaluate_loss`], [`predict`] and [`predict_flip`] (the flip test): inference over a
+//!   loader.
 //!
 //! Any candle `Module` or `ModuleT` is a [`Model`].
 
@@ -24,6 +25,6 @@ pub mod optim;
 pub use checkpoint::{CheckpointMeta, load_weights, save_weights};
 pub use config::{Loss, Schedule, TrainConfig};
 pub use error::{Result, TrainError};
-pub use fit::{Model, Observer, evaluate_loss, fit, predict};
+pub use fit::{Model, Observer, evaluate_loss, fit, predict, predict_flip};
 pub use history::{EpochRecord, History};
 pub use optim::{Adam, AdamConfig};

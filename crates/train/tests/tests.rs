@@ -428,3 +428,46 @@ fn nan_targets_stop_in_the_first_epoch() {
     assert!(after.iter().all(|w| w.is_finite()));
     assert_eq!(after != before, nan_batch > 0);
 }
+
+/// A fixed model on `(B, 1, 1, 4)` images: with `X = 0.1·x0 + 0.2·x1 + 0.3·x2 + 0.4·x3` it
+/// predicts point 0 at `(X, 0.5)` and point 1 at `(X + 0.1, 0.7)`.
+struct Fixed;
+
+impl Module for Fixed {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let w = Tensor::new(&[[0.1f32], [0.2], [0.3], [0.4]], x.device())?;
+        let big_x = x.flatten_from(1)?.matmul(&w)?;
+        let n = big_x.dim(0)?;
+        let c = |v: f32| Tensor::full(v, (n, 1), x.device());
+        Tensor::cat(&[&big_x, &c(0.5)?, &(&big_x + 0.1)?, &c(0.7)?], 1)
+    }
+}
+
+/// The flip test averages the prediction with the mirrored image's, mapped back through the
+/// mirror permutation and x → 1 − x; worked out by hand for a bright first column.
+#[test]
+fn predict_flip_averages_with_the_mirrored_prediction() {
+    let bright_left = |_: &Sample, _: &mut ChaCha8Rng| -> fkd_data::Result<Prepared> {
+        Ok(Prepared {
+            image: GrayImage::new(4, 1, vec![1.0, 0.0, 0.0, 0.0]).unwrap(),
+            target: vec![0.0; 4],
+        })
+    };
+    let loader = Loader::new(samples(0..3), bright_left, 2);
+    let plain = predict(&Fixed, &loader).unwrap();
+    assert_eq!(plain[0].1, vec![0.1, 0.5, 0.2, 0.7]);
+    // Mirrored: X = 0.4, so point 0 at (0.4, 0.5) and point 1 at (0.5, 0.7). Mapped back,
+    // point 0 is the mirror's point 1 at (1 − 0.5, 0.7) and point 1 the mirror's point 0 at
+    // (1 − 0.4, 0.5); averaged with the plain prediction: (0.3, 0.6) and (0.4, 0.6).
+    let flip = fkd_train::predict_flip(&Fixed, &loader, &[1, 0]).unwrap();
+    assert_eq!(flip.len(), 3);
+    for (i, (idx, row)) in flip.iter().enumerate() {
+        assert_eq!(*idx, i);
+        for (got, want) in row.iter().zip([0.3, 0.6, 0.4, 0.6]) {
+            assert!((got - want).abs() < 1e-6, "{row:?}");
+        }
+    }
+    let err = fkd_train::predict_flip(&Fixed, &loader, &[0, 1, 2]).unwrap_err();
+    assert!(err.to_string().contains("3 points"), "{err}");
+    assert!(fkd_train::predict_flip(&Fixed, &loader, &[0, 5]).is_err());
+}
