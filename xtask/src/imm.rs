@@ -729,7 +729,7 @@ fn report(
     r.heading("Training");
     r.image(
         &f.loss,
-        &format!(
+        format!(
             "Training and validation loss ({}) per epoch (log scale).",
             m.loss
         ),
