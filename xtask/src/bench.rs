@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The nets measured, with the batch size their part trains with.
-const MODELS: [(&str, usize); 3] = [("nose", 8), ("face", 8), ("resnet18", 8)];
+const MODELS: [(&str, usize); 3] = [("nose", 4), ("face", 8), ("resnet18", 8)];
 
 /// `cargo xtask bench`.
 #[derive(clap::Args, Debug)]

@@ -277,7 +277,7 @@ fn bench_writes_json_for_fkd_alone() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("| nose | 8 |"), "{stdout}");
+    assert!(stdout.contains("| nose | 4 |"), "{stdout}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let row = &report["rows"][0];
