@@ -21,6 +21,8 @@
 mod conv;
 mod norm;
 mod pool;
+#[cfg(test)]
+mod testutil;
 
 pub use conv::{conv2d, conv2d_layer, conv2d_relu, conv2d_relu_layer};
 pub use norm::batch_norm2d;

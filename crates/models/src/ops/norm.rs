@@ -387,35 +387,17 @@ fn update_running(bn: &BatchNorm, mean: &[f64], var: &[f64], m: usize) -> Result
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::ops::testutil::{max_diff, random_in};
     use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
-    use rand::{RngExt, SeedableRng};
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-
-    fn random(shape: &[usize], rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> Tensor {
-        let n = shape.iter().product();
-        let data: Vec<f64> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     /// Two layers with the same random γ, β and running statistics, in separate var maps.
     fn twin_layers(c: usize, rng: &mut ChaCha8Rng) -> [(VarMap, BatchNorm); 2] {
-        let gamma = random(&[c], rng, 0.5, 1.5);
-        let beta = random(&[c], rng, -0.5, 0.5);
-        let rm = random(&[c], rng, -0.2, 0.2);
-        let rv = random(&[c], rng, 0.5, 2.0);
+        let gamma = random_in(&[c], rng, 0.5, 1.5);
+        let beta = random_in(&[c], rng, -0.5, 0.5);
+        let rm = random_in(&[c], rng, -0.2, 0.2);
+        let rv = random_in(&[c], rng, 0.5, 2.0);
         std::array::from_fn(|_| {
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
@@ -448,7 +430,7 @@ mod tests {
             (false, false, [1, 4, 2, 7]),
         ] {
             let [(vm_a, bn_a), (vm_b, bn_b)] = twin_layers(shape[1], &mut rng);
-            let x = Var::from_tensor(&random(&shape, &mut rng, -2.0, 2.0)).unwrap();
+            let x = Var::from_tensor(&random_in(&shape, &mut rng, -2.0, 2.0)).unwrap();
             let ours = batch_norm2d(&bn_a, &x, train, relu).unwrap();
             let theirs = bn_b.forward_t(&x, train).unwrap();
             let theirs = if relu { theirs.relu().unwrap() } else { theirs };
@@ -459,7 +441,7 @@ mod tests {
                 let b = vm_b.data().lock().unwrap()[name].as_tensor().clone();
                 assert!(max_diff(&a, &b) < 1e-12, "{ctx}: {name}");
             }
-            let r = random(ours.dims(), &mut rng, -1.0, 1.0);
+            let r = random_in(ours.dims(), &mut rng, -1.0, 1.0);
             let ga = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let gb = (&theirs * &r)
                 .unwrap()
@@ -486,7 +468,7 @@ mod tests {
     fn training_needs_two_values_per_channel() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let [(_, bn), _] = twin_layers(3, &mut rng);
-        let x = random(&[1, 3, 1, 1], &mut rng, -1.0, 1.0);
+        let x = random_in(&[1, 3, 1, 1], &mut rng, -1.0, 1.0);
         let err = batch_norm2d(&bn, &x, true, false).unwrap_err().to_string();
         assert!(err.contains("more than one value"), "{err}");
         assert!(batch_norm2d(&bn, &x, false, false).is_ok());

@@ -211,29 +211,10 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::ops::testutil::{max_diff, random};
     use candle_core::Var;
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-
-    fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
-        let n = shape.iter().product();
-        let data: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        assert_eq!(a.dims(), b.dims());
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     /// Random shapes, kernels, strides and paddings: forward and gradient equal the composed
     /// pool's (random inputs have no ties, where the two may split the gradient differently).

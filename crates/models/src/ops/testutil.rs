@@ -1,0 +1,34 @@
+//! Helpers shared by the ops' tests: seeded random f64 tensors and the largest difference
+//! between two tensors.
+#![allow(clippy::unwrap_used)]
+
+use candle_core::{Device, Tensor};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+
+/// An f64 tensor of `shape` with entries uniform in `lo..hi`.
+pub fn random_in(shape: &[usize], rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> Tensor {
+    let n = shape.iter().product();
+    let data: Vec<f64> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// An f64 tensor of `shape` with entries uniform in `-1..1`.
+pub fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
+    random_in(shape, rng, -1.0, 1.0)
+}
+
+/// The largest absolute difference between two f64 tensors of the same shape.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
