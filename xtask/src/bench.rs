@@ -68,6 +68,10 @@ pub struct ChildArgs {
     /// Skip the inference measurement (for profiling the training step alone).
     #[arg(long)]
     train_only: bool,
+    /// Also print the mean milliseconds of a training step's forward, backward and optimiser
+    /// phases (on stderr).
+    #[arg(long)]
+    phases: bool,
 }
 
 /// One measurement, as both sides print it.
@@ -431,6 +435,30 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
         opt.backward_step(&loss)?;
         sync(&loss)
     })?;
+    if args.phases {
+        let (mut fwd_s, mut bwd_s, mut opt_s, n) = (0.0, 0.0, 0.0, 20);
+        for _ in 0..n {
+            let t = Instant::now();
+            let loss = candle_nn::loss::mse(&net.forward_t(&x, true)?, &y)?;
+            sync(&loss)?;
+            fwd_s += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let grads = loss.backward()?;
+            bwd_s += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            opt.step(&grads)?;
+            opt_s += t.elapsed().as_secs_f64();
+        }
+        let ms = |s: f64| 1000.0 * s / n as f64;
+        eprintln!(
+            "{}: forward {:.1} ms, backward {:.1} ms, optimiser {:.1} ms per step of {}",
+            args.model,
+            ms(fwd_s),
+            ms(bwd_s),
+            ms(opt_s),
+            args.batch
+        );
+    }
     let fwd = if args.train_only {
         f64::NAN
     } else {

@@ -33,6 +33,9 @@ impl Geometry {
     fn new(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<(Self, usize)> {
         let (n, c, h, w) = x.dims4()?;
         let (o, ci, kh, kw) = weight.dims4()?;
+        if n == 0 {
+            candle_core::bail!("conv2d: the batch {:?} is empty", x.dims());
+        }
         if ci != c {
             candle_core::bail!(
                 "conv2d: the input has {c} channels but the kernel {:?} expects {ci}",
@@ -208,6 +211,20 @@ struct ConvNode {
     o: usize,
     bias: bool,
     relu: bool,
+    /// Images per column matrix (see [`CHUNK_FLOATS`]).
+    chunk: usize,
+    /// The forward's column matrices, one per chunk, kept when the input needs no gradient
+    /// (a net's first layer): the backward then need not rebuild them.
+    cols: Option<Vec<Tensor>>,
+}
+
+impl ConvNode {
+    /// The chunks of the batch: (first image, images).
+    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.g.n)
+            .step_by(self.chunk)
+            .map(|start| (start, self.chunk.min(self.g.n - start)))
+    }
 }
 
 /// (o, n·l) → (n, o, l), through a ReLU when `relu`.
@@ -339,20 +356,40 @@ impl CustomOp3 for ConvNode {
                 relu: self.relu,
             },
         )?;
-        let cols = x.detach().contiguous()?.apply_op1_no_bwd(&Im2Col {
-            g,
-            ones_row: self.bias,
-        })?;
-        let grad_wb = g2.matmul(&cols.t()?)?;
-        drop(cols);
-        let grad_x = if x.track_op() {
-            let w = wb.detach().narrow(1, 0, g.k())?;
-            let dcols = w.t()?.matmul(&g2)?;
-            Some(dcols.apply_op1_no_bwd(&Col2Im { g })?)
-        } else {
-            None
+        let needs_x = x.track_op();
+        let x = x.detach();
+        let w = wb.detach().narrow(1, 0, g.k())?;
+        let l = g.l();
+        let mut grad_wb: Option<Tensor> = None;
+        let mut dx = Vec::new();
+        for (i, (start, len)) in self.chunks().enumerate() {
+            let gc = Geometry { n: len, ..g };
+            let cols = match self.cols.as_ref().and_then(|c| c.get(i)) {
+                Some(cols) => cols.clone(),
+                None => x.narrow(0, start, len)?.apply_op1_no_bwd(&Im2Col {
+                    g: gc,
+                    ones_row: self.bias,
+                })?,
+            };
+            // This chunk's columns of the (o, n·l) gradient: a strided view, which matmul
+            // reads in place.
+            let g2c = g2.narrow(1, start * l, len * l)?;
+            let part = g2c.matmul(&cols.t()?)?;
+            grad_wb = Some(match grad_wb {
+                None => part,
+                Some(acc) => (acc + part)?,
+            });
+            if needs_x {
+                dx.push(w.t()?.matmul(&g2c)?.apply_op1_no_bwd(&Col2Im { g: gc })?);
+            }
+        }
+        let grad_x = match dx.len() {
+            0 => None,
+            1 => dx.pop(),
+            _ => Some(Tensor::cat(&dx, 0)?),
         };
-        Ok((grad_x, Some(grad_wb), None))
+        // `Geometry::new` refuses empty batches, so there is at least one chunk.
+        Ok((grad_x, grad_wb, None))
     }
 }
 
@@ -410,41 +447,45 @@ fn conv2d_impl(
     };
     // Images per chunk: keep each column matrix near CHUNK_FLOATS, so that it stays in the
     // allocator's reusable size classes (a 30 MB buffer is mapped fresh and page-faulted in at
-    // every step) and closer to the caches.
+    // every step) and closer to the caches. One node covers the whole batch, so autograd sees
+    // one op, not a concatenation of chunks.
     let per_image = (g.k() + 1) * g.l();
     let chunk = (CHUNK_FLOATS / per_image).clamp(1, g.n);
     let x = x.contiguous()?;
-    let mut parts = Vec::with_capacity(g.n.div_ceil(chunk));
+    let keep_cols = !x.track_op();
+    let wd = wb.detach();
+    let (mut products, mut kept) = (Vec::new(), Vec::new());
     for start in (0..g.n).step_by(chunk) {
         let len = chunk.min(g.n - start);
-        let xc = if len == g.n {
-            x.clone()
-        } else {
-            x.narrow(0, start, len)?
-        };
-        let gc = Geometry { n: len, ..g };
-        let cols = xc.detach().contiguous()?.apply_op1_no_bwd(&Im2Col {
-            g: gc,
-            ones_row: bias.is_some(),
-        })?;
-        let y2 = wb.detach().matmul(&cols)?;
-        drop(cols);
-        parts.push(xc.apply_op3(
-            &wb,
-            &y2,
-            ConvNode {
-                g: gc,
-                o,
-                bias: bias.is_some(),
-                relu,
-            },
-        )?);
+        let cols = x
+            .detach()
+            .narrow(0, start, len)?
+            .apply_op1_no_bwd(&Im2Col {
+                g: Geometry { n: len, ..g },
+                ones_row: bias.is_some(),
+            })?;
+        products.push(wd.matmul(&cols)?);
+        if keep_cols {
+            kept.push(cols);
+        }
     }
-    if parts.len() == 1 {
-        Ok(parts.remove(0))
+    let y2 = if products.len() == 1 {
+        products.remove(0)
     } else {
-        Tensor::cat(&parts, 0)
-    }
+        Tensor::cat(&products, 1)?
+    };
+    x.apply_op3(
+        &wb,
+        &y2,
+        ConvNode {
+            g,
+            o,
+            bias: bias.is_some(),
+            relu,
+            chunk,
+            cols: keep_cols.then_some(kept),
+        },
+    )
 }
 
 /// [`conv2d`] with the weights, bias, stride and padding of a candle-nn `Conv2d` layer. Layers
@@ -646,6 +687,13 @@ mod tests {
         for v in [&x, &w] {
             assert!(max_diff(ga.get(v).unwrap(), gb.get(v).unwrap()) < 1e-9);
         }
+        // A plain input (a net's first layer): the node keeps the forward's column matrices
+        // and reuses them for ∂W.
+        let plain = x.as_tensor().detach();
+        let ours = conv2d(&plain, &w, None, 1, 3).unwrap();
+        let ga = ours.sum_all().unwrap().backward().unwrap();
+        assert!(ga.get(&plain).is_none());
+        assert!(max_diff(ga.get(&w).unwrap(), gb.get(&w).unwrap()) < 1e-9);
     }
 
     /// The input image of a net needs no gradient: none is computed for it.
@@ -676,5 +724,9 @@ mod tests {
         let w = Tensor::zeros((3, 2, 7, 7), DType::F32, &Device::Cpu).unwrap();
         let err = conv2d(&x, &w, None, 1, 0).unwrap_err().to_string();
         assert!(err.contains("does not fit"), "{err}");
+        let empty = Tensor::zeros((0, 2, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let err = conv2d(&empty, &w, None, 1, 1).unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
     }
 }
