@@ -54,6 +54,8 @@ pub struct Adam {
     slots: Vec<Slot>,
     cfg: AdamConfig,
     step: u64,
+    /// Use the fused CPU kernels where they apply (tests turn this off to compare).
+    fused: bool,
 }
 
 /// Name of the step counter in a saved state file.
@@ -83,6 +85,7 @@ impl Adam {
             slots,
             cfg,
             step: 0,
+            fused: true,
         })
     }
 
@@ -128,6 +131,17 @@ impl Adam {
             // activations). Without `detach`, each new moment would link to the previous one
             // and to that graph, so every step ever taken would stay in memory.
             let g = g.detach();
+            if self.fused && fused::applies(&[slot.var.as_tensor(), &slot.m, &slot.v, &g]) {
+                let h = fused::Hyper {
+                    b1,
+                    b2,
+                    step_size,
+                    eps_hat,
+                    decay,
+                };
+                (slot.m, slot.v) = fused::step(&slot.var, &slot.m, &slot.v, &g, h)?;
+                continue;
+            }
             slot.m = (slot.m.affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?.detach();
             slot.v = (slot.v.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?.detach();
             let update =
@@ -231,6 +245,175 @@ impl Adam {
     }
 }
 
+/// Adam's update on the CPU as two parallel passes (moments, then weights) instead of about ten
+/// tensor ops, each with its own output buffer: 5 ms of a 47 ms NoseNet training step at batch
+/// 8 went to the optimiser before. Same arithmetic as the tensor-op path.
+mod fused {
+    use candle_core::backend::BackendStorage;
+    use candle_core::{
+        CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, Var, WithDType,
+    };
+    use rayon::prelude::*;
+
+    /// Elements per parallel task.
+    const GRAIN: usize = 1 << 14;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Hyper {
+        pub b1: f64,
+        pub b2: f64,
+        pub step_size: f64,
+        pub eps_hat: f64,
+        pub decay: f64,
+    }
+
+    /// Whether the fused kernels serve these tensors: all f32 (or all f64), contiguous, on
+    /// the CPU.
+    pub(super) fn applies(ts: &[&Tensor]) -> bool {
+        let dtype = ts[0].dtype();
+        ts.iter().all(|t| {
+            matches!(t.device(), Device::Cpu)
+                && t.dtype() == dtype
+                && matches!(dtype, DType::F32 | DType::F64)
+                && t.is_contiguous()
+        })
+    }
+
+    fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
+        match l.contiguous_offsets() {
+            Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+            None => candle_core::bail!("fused Adam: non-contiguous input"),
+        }
+    }
+
+    /// (m, v, g) → (2, len): the new first and second moments.
+    struct Moments(Hyper);
+
+    fn moments<T: WithDType>(m: &[T], v: &[T], g: &[T], h: Hyper) -> Vec<T> {
+        let n = m.len();
+        let (b1, b2) = (T::from_f64(h.b1), T::from_f64(h.b2));
+        let (c1, c2) = (T::from_f64(1.0 - h.b1), T::from_f64(1.0 - h.b2));
+        let mut out = vec![T::zero(); 2 * n];
+        let (mo, vo) = out.split_at_mut(n);
+        mo.par_chunks_mut(GRAIN)
+            .zip(vo.par_chunks_mut(GRAIN))
+            .enumerate()
+            .for_each(|(i, (mo, vo))| {
+                let at = i * GRAIN;
+                for j in 0..mo.len() {
+                    let gj = g[at + j];
+                    mo[j] = m[at + j] * b1 + gj * c1;
+                    vo[j] = v[at + j] * b2 + gj * gj * c2;
+                }
+            });
+        out
+    }
+
+    impl CustomOp3 for Moments {
+        fn name(&self) -> &'static str {
+            "fkd-adam-moments"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            let n = l1.shape().elem_count();
+            let out = match s1.dtype() {
+                DType::F32 => CpuStorage::F32(moments::<f32>(
+                    slice(s1, l1)?,
+                    slice(s2, l2)?,
+                    slice(s3, l3)?,
+                    self.0,
+                )),
+                DType::F64 => CpuStorage::F64(moments::<f64>(
+                    slice(s1, l1)?,
+                    slice(s2, l2)?,
+                    slice(s3, l3)?,
+                    self.0,
+                )),
+                dt => candle_core::bail!("fused Adam: unsupported dtype {dt:?}"),
+            };
+            Ok((out, Shape::from((2, n))))
+        }
+    }
+
+    /// (θ, [m; v]) → θ·decay − step_size·m/(√v + ε̂).
+    struct Weights(Hyper);
+
+    fn weights<T: WithDType>(theta: &[T], mv: &[T], h: Hyper) -> Vec<T> {
+        let n = theta.len();
+        let (m, v) = mv.split_at(n);
+        let (decay, step, eps) = (
+            T::from_f64(h.decay),
+            T::from_f64(h.step_size),
+            T::from_f64(h.eps_hat),
+        );
+        let mut out = vec![T::zero(); n];
+        out.par_chunks_mut(GRAIN).enumerate().for_each(|(i, o)| {
+            let at = i * GRAIN;
+            for j in 0..o.len() {
+                let k = at + j;
+                let update = m[k] / (T::from_f64(v[k].to_f64().sqrt()) + eps) * step;
+                o[j] = if h.decay == 1.0 {
+                    theta[k] - update
+                } else {
+                    theta[k] * decay - update
+                };
+            }
+        });
+        out
+    }
+
+    impl CustomOp2 for Weights {
+        fn name(&self) -> &'static str {
+            "fkd-adam-weights"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            let out = match s1.dtype() {
+                DType::F32 => {
+                    CpuStorage::F32(weights::<f32>(slice(s1, l1)?, slice(s2, l2)?, self.0))
+                }
+                DType::F64 => {
+                    CpuStorage::F64(weights::<f64>(slice(s1, l1)?, slice(s2, l2)?, self.0))
+                }
+                dt => candle_core::bail!("fused Adam: unsupported dtype {dt:?}"),
+            };
+            Ok((out, l1.shape().clone()))
+        }
+    }
+
+    /// One step for one variable; returns the new moments (views into one buffer).
+    pub(super) fn step(
+        var: &Var,
+        m: &Tensor,
+        v: &Tensor,
+        g: &Tensor,
+        h: Hyper,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let shape = m.shape().clone();
+        let mv = m.apply_op3_no_bwd(v, g, &Moments(h))?;
+        let theta = var
+            .as_tensor()
+            .detach()
+            .apply_op2_no_bwd(&mv, &Weights(h))?;
+        var.set(&theta)?;
+        Ok((mv.get(0)?.reshape(&shape)?, mv.get(1)?.reshape(&shape)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -299,6 +482,60 @@ mod tests {
         assert!((got[0] - 0.917_710_35).abs() < 1e-6, "{got:?}");
         assert!((got[1] + 1.807_346_2).abs() < 1e-6, "{got:?}");
         assert_eq!(opt.step_count(), 2);
+    }
+
+    /// The fused CPU kernels and the tensor-op path take the same steps (f32 rounding aside),
+    /// with and without weight decay, over tensors larger than one parallel task.
+    #[test]
+    fn fused_kernels_match_the_tensor_ops() {
+        for weight_decay in [0.0, 0.1] {
+            let n = 40_000;
+            let init: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let make = || {
+                let varmap = VarMap::new();
+                let theta = varmap
+                    .get(n, "theta", Init::Const(0.0), DType::F32, &Device::Cpu)
+                    .unwrap();
+                let mut vm = varmap.clone();
+                vm.set_one("theta", Tensor::new(init.as_slice(), &Device::Cpu).unwrap())
+                    .unwrap();
+                (varmap, theta)
+            };
+            let cfg = AdamConfig {
+                weight_decay,
+                ..CFG
+            };
+            let ((vm_a, theta_a), (vm_b, theta_b)) = (make(), make());
+            let mut fused = Adam::new(&vm_a, cfg).unwrap();
+            let mut plain = Adam::new(&vm_b, cfg).unwrap();
+            plain.fused = false;
+            for step in 0..5 {
+                let c: Vec<f32> = (0..n)
+                    .map(|i| (((i + step * 13) * 29 % 97) as f32 - 48.0) / 10.0)
+                    .collect();
+                let c = Tensor::new(c.as_slice(), &Device::Cpu).unwrap();
+                for (opt, theta) in [(&mut fused, &theta_a), (&mut plain, &theta_b)] {
+                    opt.backward_step(&(theta * &c).unwrap().sum_all().unwrap())
+                        .unwrap();
+                }
+            }
+            let (a, b) = (
+                theta_a.to_vec1::<f32>().unwrap(),
+                theta_b.to_vec1::<f32>().unwrap(),
+            );
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-6, "wd {weight_decay}: {worst}");
+            for (sa, sb) in fused.slots.iter().zip(&plain.slots) {
+                let d = (&sa.v - &sb.v).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+            }
+        }
     }
 
     #[test]
