@@ -300,10 +300,14 @@ mod fused {
             .enumerate()
             .for_each(|(i, (mo, vo))| {
                 let at = i * GRAIN;
-                for j in 0..mo.len() {
-                    let gj = g[at + j];
-                    mo[j] = m[at + j] * b1 + gj * c1;
-                    vo[j] = v[at + j] * b2 + gj * gj * c2;
+                let len = mo.len();
+                let src = m[at..at + len]
+                    .iter()
+                    .zip(&v[at..at + len])
+                    .zip(&g[at..at + len]);
+                for ((mo, vo), ((&m, &v), &g)) in mo.iter_mut().zip(vo.iter_mut()).zip(src) {
+                    *mo = m * b1 + g * c1;
+                    *vo = v * b2 + g * g * c2;
                 }
             });
         out
@@ -357,13 +361,17 @@ mod fused {
         let mut out = vec![T::zero(); n];
         out.par_chunks_mut(GRAIN).enumerate().for_each(|(i, o)| {
             let at = i * GRAIN;
-            for j in 0..o.len() {
-                let k = at + j;
-                let update = m[k] / (T::from_f64(v[k].to_f64().sqrt()) + eps) * step;
-                o[j] = if h.decay == 1.0 {
-                    theta[k] - update
+            let len = o.len();
+            let src = theta[at..at + len]
+                .iter()
+                .zip(&m[at..at + len])
+                .zip(&v[at..at + len]);
+            for (o, ((&theta, &m), &v)) in o.iter_mut().zip(src) {
+                let update = m / (T::from_f64(v.to_f64().sqrt()) + eps) * step;
+                *o = if h.decay == 1.0 {
+                    theta - update
                 } else {
-                    theta[k] * decay - update
+                    theta * decay - update
                 };
             }
         });
