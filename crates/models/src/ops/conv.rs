@@ -3,14 +3,13 @@
 //! as an extra column and the column matrix an extra row of ones, so `∂bias` falls out of the
 //! same product as `∂W`.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
     WithDType,
 };
 use rayon::prelude::*;
 
-use super::{contiguous, valid_range, zeros};
+use super::{valid_range, zeros};
 use crate::pool::window_out_len;
 
 /// Sizes of one convolution: input (n, c, h, w), square-or-not kernel (kh, kw), stride,
@@ -176,11 +175,7 @@ impl CustomOp1 for Im2Col {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = &self.g;
         let shape = Shape::from((g.k() + usize::from(self.ones_row), g.cols()));
-        let out = match s.dtype() {
-            DType::F32 => CpuStorage::F32(im2col(contiguous(self.name(), s, l)?, g, self.ones_row)),
-            DType::F64 => CpuStorage::F64(im2col(contiguous(self.name(), s, l)?, g, self.ones_row)),
-            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
-        };
+        let out = float_kernel!(self.name(), |x| im2col(x, g, self.ones_row), s, l);
         Ok((out, shape))
     }
 }
@@ -193,11 +188,7 @@ impl CustomOp1 for Col2Im {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = &self.g;
         let shape = Shape::from((g.n, g.c, g.h, g.w));
-        let out = match s.dtype() {
-            DType::F32 => CpuStorage::F32(col2im(contiguous(self.name(), s, l)?, g)),
-            DType::F64 => CpuStorage::F64(col2im(contiguous(self.name(), s, l)?, g)),
-            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
-        };
+        let out = float_kernel!(self.name(), |x| col2im(x, g), s, l);
         Ok((out, shape))
     }
 }
@@ -284,19 +275,7 @@ impl CustomOp2 for GradToRows {
     ) -> Result<(CpuStorage, Shape)> {
         let shape = Shape::from((self.o, self.n * self.l));
         let name = self.name();
-        let out = match (s1.dtype(), s2.dtype()) {
-            (DType::F32, DType::F32) => CpuStorage::F32(grad_to_rows(
-                contiguous(name, s1, l1)?,
-                contiguous(name, s2, l2)?,
-                self,
-            )),
-            (DType::F64, DType::F64) => CpuStorage::F64(grad_to_rows(
-                contiguous(name, s1, l1)?,
-                contiguous(name, s2, l2)?,
-                self,
-            )),
-            (a, b) => candle_core::bail!("{name}: unsupported dtypes {a:?}, {b:?}"),
-        };
+        let out = float_kernel!(name, |g, y| grad_to_rows(g, y, self), s1, l1, s2, l2);
         Ok((out, shape))
     }
 }
@@ -317,23 +296,12 @@ impl CustomOp3 for ConvNode {
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.g;
         let shape = Shape::from((g.n, self.o, g.ho, g.wo));
-        let out = match s.dtype() {
-            DType::F32 => CpuStorage::F32(to_nchw(
-                contiguous(self.name(), s, l)?,
-                g.n,
-                self.o,
-                g.l(),
-                self.relu,
-            )),
-            DType::F64 => CpuStorage::F64(to_nchw(
-                contiguous(self.name(), s, l)?,
-                g.n,
-                self.o,
-                g.l(),
-                self.relu,
-            )),
-            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
-        };
+        let out = float_kernel!(
+            self.name(),
+            |y2| to_nchw(y2, g.n, self.o, g.l(), self.relu),
+            s,
+            l
+        );
         Ok((out, shape))
     }
 

@@ -18,6 +18,43 @@
 //! code (f32 and f64). Every op is checked against Candle's reference op and finite differences
 //! in the tests of its module.
 
+/// Runs a kernel over the contiguous data of one or two CPU storages of the same float dtype
+/// (f32 or f64) and wraps its `Vec` back into a storage; other dtypes are an error naming the
+/// op. The kernel is written once as a closure and pasted into each arm, so each copy is
+/// inferred at its own element type.
+macro_rules! float_kernel {
+    ($name:expr, $kernel:expr, $s1:expr, $l1:expr) => {{
+        use candle_core::backend::BackendStorage as _;
+        match $s1.dtype() {
+            candle_core::DType::F32 => candle_core::CpuStorage::F32($kernel(
+                $crate::ops::contiguous::<f32>($name, $s1, $l1)?,
+            )),
+            candle_core::DType::F64 => candle_core::CpuStorage::F64($kernel(
+                $crate::ops::contiguous::<f64>($name, $s1, $l1)?,
+            )),
+            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", $name),
+        }
+    }};
+    ($name:expr, $kernel:expr, $s1:expr, $l1:expr, $s2:expr, $l2:expr) => {{
+        use candle_core::backend::BackendStorage as _;
+        match ($s1.dtype(), $s2.dtype()) {
+            (candle_core::DType::F32, candle_core::DType::F32) => {
+                candle_core::CpuStorage::F32($kernel(
+                    $crate::ops::contiguous::<f32>($name, $s1, $l1)?,
+                    $crate::ops::contiguous::<f32>($name, $s2, $l2)?,
+                ))
+            }
+            (candle_core::DType::F64, candle_core::DType::F64) => {
+                candle_core::CpuStorage::F64($kernel(
+                    $crate::ops::contiguous::<f64>($name, $s1, $l1)?,
+                    $crate::ops::contiguous::<f64>($name, $s2, $l2)?,
+                ))
+            }
+            (a, b) => candle_core::bail!("{}: unsupported dtypes {a:?}, {b:?}", $name),
+        }
+    }};
+}
+
 mod conv;
 mod norm;
 mod pool;

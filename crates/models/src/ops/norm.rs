@@ -138,11 +138,7 @@ impl CustomOp2 for Node {
     ) -> Result<(CpuStorage, Shape)> {
         let a = &self.0;
         let shape = Shape::from(l1.dims());
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(normalise(contiguous(self.name(), s1, l1)?, a)),
-            DType::F64 => CpuStorage::F64(normalise(contiguous(self.name(), s1, l1)?, a)),
-            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
-        };
+        let out = float_kernel!(self.name(), |x| normalise(x, a), s1, l1);
         Ok((out, shape))
     }
 
@@ -288,19 +284,7 @@ impl CustomOp2 for GradInput {
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
         let shape = Shape::from(l1.dims());
-        let out = match (s1.dtype(), s2.dtype()) {
-            (DType::F32, DType::F32) => CpuStorage::F32(grad_input::<f32>(
-                contiguous(name, s1, l1)?,
-                contiguous(name, s2, l2)?,
-                self,
-            )),
-            (DType::F64, DType::F64) => CpuStorage::F64(grad_input::<f64>(
-                contiguous(name, s1, l1)?,
-                contiguous(name, s2, l2)?,
-                self,
-            )),
-            (a, b) => candle_core::bail!("{name}: unsupported dtypes {a:?}, {b:?}"),
-        };
+        let out = float_kernel!(name, |x, g| grad_input(x, g, self), s1, l1, s2, l2);
         Ok((out, shape))
     }
 }

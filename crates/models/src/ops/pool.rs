@@ -3,12 +3,11 @@
 //! window's argmax from the input instead of storing indices: the first maximum in row-major
 //! order receives the gradient, as in PyTorch; NaN counts as the maximum, as PyTorch's does.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 use candle_core::{WithDType, bail};
 use rayon::prelude::*;
 
-use super::{contiguous, zeros};
+use super::zeros;
 use crate::pool::window_out_len;
 
 #[derive(Clone, Copy, Debug)]
@@ -116,11 +115,7 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let win = &self.0;
         let shape = Shape::from((win.n, win.c, win.ho, win.wo));
-        let out = match s.dtype() {
-            DType::F32 => CpuStorage::F32(pool_fwd(contiguous(self.name(), s, l)?, win)),
-            DType::F64 => CpuStorage::F64(pool_fwd(contiguous(self.name(), s, l)?, win)),
-            dt => bail!("{}: unsupported dtype {dt:?}", self.name()),
-        };
+        let out = float_kernel!(self.name(), |x| pool_fwd(x, win), s, l);
         Ok((out, shape))
     }
 
@@ -150,19 +145,7 @@ impl CustomOp2 for MaxPoolGrad {
         let win = &self.0;
         let shape = Shape::from((win.n, win.c, win.h, win.w));
         let name = self.name();
-        let out = match (s1.dtype(), s2.dtype()) {
-            (DType::F32, DType::F32) => CpuStorage::F32(pool_bwd(
-                contiguous(name, s1, l1)?,
-                contiguous(name, s2, l2)?,
-                win,
-            )),
-            (DType::F64, DType::F64) => CpuStorage::F64(pool_bwd(
-                contiguous(name, s1, l1)?,
-                contiguous(name, s2, l2)?,
-                win,
-            )),
-            (a, b) => bail!("{name}: unsupported dtypes {a:?}, {b:?}"),
-        };
+        let out = float_kernel!(name, |x, g| pool_bwd(x, g, win), s1, l1, s2, l2);
         Ok((out, shape))
     }
 }
