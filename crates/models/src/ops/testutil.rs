@@ -2,6 +2,7 @@
 //! between two tensors.
 #![allow(clippy::unwrap_used)]
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -31,4 +32,10 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         .unwrap()
         .to_scalar::<f64>()
         .unwrap()
+}
+
+/// The gradients of `sum(y · r)`: a loss whose gradient with respect to `y` is `r`, so every
+/// output position is weighted differently.
+pub fn weighted_grads(y: &Tensor, r: &Tensor) -> GradStore {
+    (y * r).unwrap().sum_all().unwrap().backward().unwrap()
 }
