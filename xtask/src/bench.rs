@@ -16,9 +16,12 @@ use fkd_models::{ConvRegressor, ConvRegressorConfig, ResNet18, ResNet18Config};
 use fkd_train::Model;
 use fkd_train::optim::{Adam, AdamConfig};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
+
+/// `xtask/bench/peer.py`: measures the peer's nets (from `--peer-dir`) as `bench-child` does.
+const PEER_SCRIPT: &str = include_str!("../bench/peer.py");
 
 /// The nets measured, with the batch size their part trains with.
 const MODELS: [(&str, usize); 3] = [("nose", 4), ("face", 8), ("resnet18", 8)];
@@ -26,8 +29,9 @@ const MODELS: [(&str, usize); 3] = [("nose", 4), ("face", 8), ("resnet18", 8)];
 /// `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Device for fkd's nets (the peer uses the same): cpu or cuda.
-    #[arg(long, default_value = "cpu")]
+    /// Device for both sides: cpu, or cuda/metal in a build with that feature (the peer runs
+    /// on the same device).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "metal"])]
     device: String,
     /// Also write every sample and the medians as JSON here.
     #[arg(long, value_name = "FILE")]
@@ -61,6 +65,8 @@ pub struct ChildArgs {
     model: String,
     #[arg(long)]
     batch: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
     #[arg(long, default_value_t = 3)]
@@ -104,6 +110,7 @@ struct Row {
 #[derive(Debug, Serialize)]
 struct Report {
     machine: String,
+    device: String,
     threads: usize,
     repeats: usize,
     rows: Vec<Row>,
@@ -165,7 +172,18 @@ fn run_child(mut cmd: Command, what: &str) -> anyhow::Result<Sample> {
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the xtask binary")?;
     let peer = (args.peer_python != "none").then_some(&args.peer_python);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peer.py");
+    // Fail before any measurement when the build cannot reach the device.
+    crate::named_device(&args.device)?;
+    // The peer's driver script travels inside the binary, so `bench` runs from any folder and
+    // on machines without the source tree.
+    let mut script = tempfile::Builder::new()
+        .prefix("fkd-peer-")
+        .suffix(".py")
+        .tempfile()
+        .context("cannot write the peer's script to the temporary folder")?;
+    std::io::Write::write_all(&mut script, PEER_SCRIPT.as_bytes())
+        .context("cannot write the peer's script to the temporary folder")?;
+    let script = script.into_temp_path();
     if peer.is_some() && !args.peer_dir.join("torch_imm.py").exists() {
         bail!(
             "{} has no torch_imm.py: pass --peer-dir (or --peer-python none to measure fkd alone)",
@@ -182,7 +200,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("unknown model {name:?}: nose, face or resnet18"))?;
             let fkd = || {
                 let mut cmd = Command::new(&exe);
-                cmd.args(["bench-child", "--model", name])
+                cmd.args(["bench-child", "--model", name, "--device", &args.device])
                     .args(["--batch", &batch.to_string()])
                     .args(["--seconds", &args.seconds.to_string()])
                     .env("RAYON_NUM_THREADS", args.threads.to_string())
@@ -267,6 +285,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let report = Report {
             machine: format!("{} ({} threads used)", cpu_name(), args.threads),
+            device: args.device.clone(),
             threads: args.threads,
             repeats: args.repeats,
             rows,
@@ -284,8 +303,9 @@ fn print_table(rows: &[Row], args: &BenchArgs, pipeline: Option<&Pipeline>) {
     let opt =
         |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
     println!(
-        "{} · {} threads · median of {} · images/s (ratio = fkd / PyTorch)",
+        "{} · device {} · {} threads · median of {} · images/s (ratio = fkd / PyTorch)",
         cpu_name(),
+        args.device,
         args.threads,
         args.repeats
     );
@@ -394,7 +414,7 @@ fn timed(
 
 /// `bench-child`: measures one net in this process and prints one JSON line.
 pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
-    let device = crate::device()?;
+    let device = crate::named_device(&args.device)?;
     let varmap = VarMap::new();
     let vb = fkd_models::seeded_var_builder(&varmap, 0, DType::F32, &device);
     let (net, (h, w), out): (Box<dyn Model>, _, _) = match args.model.as_str() {

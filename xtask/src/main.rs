@@ -81,6 +81,21 @@ pub fn device() -> anyhow::Result<candle_core::Device> {
     Ok(candle_core::Device::Cpu)
 }
 
+/// The device a command names: `cpu`, or `cuda` / `metal` in a build with that feature.
+pub fn named_device(name: &str) -> anyhow::Result<candle_core::Device> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" if cfg!(feature = "cuda") => candle_core::Device::new_cuda(0)
+            .map_err(|e| anyhow::anyhow!("no CUDA device found: {e}")),
+        "metal" if cfg!(feature = "metal") => candle_core::Device::new_metal(0)
+            .map_err(|e| anyhow::anyhow!("no Metal device found: {e}")),
+        "cuda" | "metal" => {
+            anyhow::bail!("--device {name} needs a build with `--features {name}`")
+        }
+        other => anyhow::bail!("unknown device {other:?}: cpu, cuda or metal"),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
