@@ -6,9 +6,10 @@
 //! (`shared/bench/torch_imm.py`, `DEFAULTS[1]` and `DEFAULTS[2]`), with the same parameter
 //! counts and PyTorch's default initialisation, so accuracy and speed compare like for like.
 //! Var names: `conv{i}.weight/bias` (i from 1), `fc1.weight/bias`, `fc2.weight/bias`.
-//! The pools use [`crate::pool::max_pool2d`], whose backward is correct where Candle 0.11's
-//! own `max_pool2d` backward is not (it scales gradients by 1/4 and misroutes them on odd
-//! sizes, which NoseNet and FaceNet have).
+//! Each conv → ReLU → pool runs as one [`crate::ops::conv2d_relu_pool`] node (on the CPU the
+//! unpooled map is never stored), equal to fkd's own `max_pool2d`, whose backward is correct
+//! where Candle 0.11's is not (it scales gradients by 1/4 and misroutes them on odd sizes,
+//! which NoseNet and FaceNet have).
 
 use candle_core::{Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::init::{conv2d_torch, linear_torch};
-use crate::ops::{conv2d_relu_layer, max_pool2d};
+use crate::ops::{conv2d_relu_layer, conv2d_relu_pool_layer};
 use crate::pool::window_out_len;
 use crate::summary::{LayerInfo, Summarize, Trace};
 
@@ -211,13 +212,19 @@ impl ConvRegressor {
         let mut x = x.clone();
         for (i, (conv, &pool)) in self.convs.iter().zip(&self.cfg.pools).enumerate() {
             let n = i + 1;
-            // One fused node; the summary still lists the conv and its ReLU as two layers.
-            x = conv2d_relu_layer(conv, &x)?;
-            trace.record(|| format!("conv{n}"), &x, conv_params(conv));
-            trace.record(|| format!("relu{n}"), &x, 0);
+            // One fused node (conv, ReLU and pool); the summary still lists them as layers.
             if pool {
-                x = max_pool2d(&x, 2, 2, 0)?;
+                let (b, _, h, w) = x.dims4()?;
+                x = conv2d_relu_pool_layer(conv, &x)?;
+                let (k, o) = (self.cfg.kernels[i], x.dim(1)?);
+                let same = [b, o, h + 2 * (k / 2) + 1 - k, w + 2 * (k / 2) + 1 - k];
+                trace.record_dims(|| format!("conv{n}"), &same, conv_params(conv));
+                trace.record_dims(|| format!("relu{n}"), &same, 0);
                 trace.record(|| format!("pool{n}"), &x, 0);
+            } else {
+                x = conv2d_relu_layer(conv, &x)?;
+                trace.record(|| format!("conv{n}"), &x, conv_params(conv));
+                trace.record(|| format!("relu{n}"), &x, 0);
             }
         }
         // (B, C, H, W) flattened in C, H, W order, as torch's nn.Flatten does.

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::init::{conv2d_resnet, linear_torch};
-use crate::ops::{batch_norm2d, conv2d_layer, max_pool2d};
+use crate::ops::{batch_norm2d, batch_norm2d_add_relu, conv2d_layer, max_pool2d};
 use crate::pool::global_avg_pool;
 use crate::summary::{LayerInfo, Summarize, Trace};
 
@@ -149,12 +149,12 @@ impl BasicBlock {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = batch_norm2d(&self.bn1, &conv2d_layer(&self.conv1, x)?, train, true)?;
-        let y = batch_norm2d(&self.bn2, &conv2d_layer(&self.conv2, &y)?, train, false)?;
         let shortcut = match &self.downsample {
             Some((c, b)) => batch_norm2d(b, &conv2d_layer(c, x)?, train, false)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        // bn2, the residual add and the block's ReLU as one node.
+        batch_norm2d_add_relu(&self.bn2, &conv2d_layer(&self.conv2, &y)?, &shortcut, train)
     }
 }
 

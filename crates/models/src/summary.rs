@@ -35,10 +35,20 @@ pub(crate) struct Trace<'a>(pub(crate) Option<&'a mut Vec<LayerInfo>>);
 impl Trace<'_> {
     /// Records `t` as the output of the layer `name()` with `params` parameters.
     pub(crate) fn record(&mut self, name: impl FnOnce() -> String, t: &Tensor, params: usize) {
+        self.record_dims(name, t.dims(), params);
+    }
+
+    /// Records a layer whose output (`dims`, batch first) a fused node never materialises.
+    pub(crate) fn record_dims(
+        &mut self,
+        name: impl FnOnce() -> String,
+        dims: &[usize],
+        params: usize,
+    ) {
         if let Some(rows) = self.0.as_deref_mut() {
             rows.push(LayerInfo {
                 name: name(),
-                output_shape: t.dims().iter().skip(1).copied().collect(),
+                output_shape: dims.iter().skip(1).copied().collect(),
                 params,
             });
         }

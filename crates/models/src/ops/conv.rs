@@ -1,16 +1,37 @@
-//! 2-D convolution as im2col + one `matmul`, with a backward pass of the same shape (see the
-//! parent module). The bias rides along in the matrix product: the weight matrix gets the bias
-//! as an extra column and the column matrix an extra row of ones, so `∂bias` falls out of the
-//! same product as `∂W`.
+//! 2-D convolution on the CPU as blocked im2col + matrix products (see the parent module).
+//!
+//! The batch's output positions are cut into blocks whose column matrix (c·kh·kw rows) fits in
+//! a core's L2 cache: a few output rows of one image for large maps, a few whole images for
+//! small ones. Each thread of the rayon pool takes a contiguous run of images and, block by
+//! block, builds the columns in a private scratch buffer, multiplies them by the weights with
+//! a single-threaded `gemm` call, and writes the block's outputs straight into the NCHW result,
+//! adding the bias and applying the optional ReLU on the way. The backward walks the same
+//! blocks: it gathers the (ReLU-masked) output gradient of the block, rebuilds the block's
+//! columns while they are cache-hot, accumulates `∂W += ∂Y·colsᵀ` and `∂b` in per-thread sums,
+//! and, when the input needs a gradient, scatters `Wᵀ·∂Y` back onto the thread's own images
+//! (col2im). Nothing the size of the whole column matrix is ever allocated, and every thread
+//! writes only its own images, so no locks are needed. The per-thread sums are added in thread
+//! order, so a result does not depend on scheduling.
 
+use candle_core::backend::BackendStorage as _;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
-    WithDType,
+    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor,
 };
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
-use super::{valid_range, zeros};
+use super::gemm::{Float, Mat, MatMut, matmul};
+use super::{contiguous, valid_range, zeros};
 use crate::pool::window_out_len;
+
+/// Target size, in elements, of one block's column matrix: about half of a core's L2 cache in
+/// f32, so the columns, the block's products and the packed operands stay cached.
+const BLOCK_FLOATS: usize = 1 << 16;
+
+/// The fewest output positions a block holds when the column matrix is tall (deep layers with
+/// many input channels): below this, `gemm` spends more time packing the weights than
+/// multiplying.
+const MIN_BLOCK_COLS: usize = 128;
 
 /// Sizes of one convolution: input (n, c, h, w), square-or-not kernel (kh, kw), stride,
 /// zero padding, output (ho, wo).
@@ -41,6 +62,9 @@ impl Geometry {
                 weight.dims()
             );
         }
+        if stride == 0 {
+            candle_core::bail!("conv2d: the stride must be at least 1");
+        }
         let (Some(ho), Some(wo)) = (
             window_out_len(h, kh, stride, padding),
             window_out_len(w, kw, stride, padding),
@@ -66,7 +90,7 @@ impl Geometry {
         ))
     }
 
-    /// Rows of the column matrix that come from the input: c·kh·kw.
+    /// Rows of the column matrix: c·kh·kw.
     fn k(&self) -> usize {
         self.c * self.kh * self.kw
     }
@@ -75,80 +99,181 @@ impl Geometry {
     fn l(&self) -> usize {
         self.ho * self.wo
     }
+}
 
-    /// Columns of the column matrix: n·ho·wo.
-    fn cols(&self) -> usize {
-        self.n * self.l()
+/// One block of output positions: images `b0..b0 + nb`, output rows `oy0..oy1` of each (all
+/// rows when `nb > 1`). Its column matrix has `nb·(oy1 − oy0)·wo` columns, image-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Block {
+    b0: usize,
+    nb: usize,
+    oy0: usize,
+    oy1: usize,
+}
+
+impl Block {
+    /// Output positions per image in this block.
+    fn span(&self, g: &Geometry) -> usize {
+        (self.oy1 - self.oy0) * g.wo
+    }
+
+    /// Columns of the block's column matrix.
+    fn cols(&self, g: &Geometry) -> usize {
+        self.nb * self.span(g)
     }
 }
 
-/// im2col: (n, c, h, w) → (c·kh·kw [+1], n·ho·wo). Row `(ci·kh + ky)·kw + kx` holds, for each
-/// image and output position, the input pixel under kernel tap (ky, kx) of channel ci (0 in
-/// the padding). With `ones_row`, a last row of ones carries the bias.
-struct Im2Col {
-    g: Geometry,
-    ones_row: bool,
+/// A contiguous run of images `b0..b1` that one thread processes, block by block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Group {
+    b0: usize,
+    b1: usize,
+    blocks: Vec<Block>,
 }
 
-fn im2col<T: WithDType>(x: &[T], g: &Geometry, ones_row: bool) -> Vec<T> {
-    let (l, ncols) = (g.l(), g.cols());
-    let rows = g.k() + usize::from(ones_row);
-    let mut cols = zeros(rows * ncols);
-    cols.par_chunks_mut(ncols)
-        .enumerate()
-        .for_each(|(row, out)| {
-            if row == g.k() {
-                out.fill(T::one());
-                return;
-            }
-            let ci = row / (g.kh * g.kw);
-            let (ky, kx) = ((row / g.kw) % g.kh, row % g.kw);
-            let (ylo, yhi) = valid_range(g.h, g.ho, g.stride, ky, g.padding);
-            let (xlo, xhi) = valid_range(g.w, g.wo, g.stride, kx, g.padding);
-            for b in 0..g.n {
-                let plane = &x[(b * g.c + ci) * g.h * g.w..][..g.h * g.w];
-                let dst = &mut out[b * l..][..l];
-                for oy in ylo..yhi {
-                    let iy = oy * g.stride + ky - g.padding;
-                    let src = &plane[iy * g.w..][..g.w];
-                    let drow = &mut dst[oy * g.wo..][..g.wo];
-                    if g.stride == 1 {
-                        let at = xlo + kx - g.padding;
-                        drow[xlo..xhi].copy_from_slice(&src[at..at + (xhi - xlo)]);
-                    } else {
-                        for ox in xlo..xhi {
-                            drow[ox] = src[ox * g.stride + kx - g.padding];
-                        }
+/// How a batch is split: one group per thread, and how many threads each `gemm` call may use
+/// (more than one only when there are fewer groups than threads, e.g. a single image).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Plan {
+    groups: Vec<Group>,
+    gemm_threads: usize,
+}
+
+impl Plan {
+    /// With `pool`, blocks hold whole pairs of output rows (a 2×2 pool follows) and the last
+    /// row of an odd height, which floor-mode pooling drops, is not computed.
+    fn new(g: &Geometry, threads: usize, pool: bool) -> Self {
+        let threads = threads.max(1);
+        let target = (BLOCK_FLOATS / g.k().max(1)).max(MIN_BLOCK_COLS);
+        let (step, ho) = if pool { (2, g.ho / 2 * 2) } else { (1, g.ho) };
+        // Units of work: one image cut into row blocks, or a few whole images as one block.
+        let units: Vec<Group> = if g.l() > target {
+            let rows = (target / g.wo / step).max(1) * step;
+            (0..g.n)
+                .map(|b| Group {
+                    b0: b,
+                    b1: b + 1,
+                    blocks: (0..ho)
+                        .step_by(rows)
+                        .map(|oy0| Block {
+                            b0: b,
+                            nb: 1,
+                            oy0,
+                            oy1: (oy0 + rows).min(ho),
+                        })
+                        .collect(),
+                })
+                .collect()
+        } else {
+            let per = (target / g.l()).clamp(1, g.n.div_ceil(threads));
+            (0..g.n)
+                .step_by(per)
+                .map(|b0| {
+                    let nb = per.min(g.n - b0);
+                    Group {
+                        b0,
+                        b1: b0 + nb,
+                        blocks: vec![Block {
+                            b0,
+                            nb,
+                            oy0: 0,
+                            oy1: ho,
+                        }],
+                    }
+                })
+                .collect()
+        };
+        let gemm_threads = if units.len() < threads { threads } else { 1 };
+        if units.len() <= threads {
+            return Self {
+                groups: units,
+                gemm_threads,
+            };
+        }
+        // Deal the units out to the threads in contiguous runs of near-equal length.
+        let total = units.len();
+        let mut units = units.into_iter();
+        let groups = (0..threads)
+            .map(|t| {
+                let take = (t + 1) * total / threads - t * total / threads;
+                let run: Vec<Group> = units.by_ref().take(take).collect();
+                Group {
+                    b0: run[0].b0,
+                    b1: run[run.len() - 1].b1,
+                    blocks: run.into_iter().flat_map(|u| u.blocks).collect(),
+                }
+            })
+            .collect();
+        Self {
+            groups,
+            gemm_threads,
+        }
+    }
+
+    /// `data` (per_image elements per image) cut into each group's images.
+    fn split<'a, T>(&self, mut data: &'a mut [T], per_image: usize) -> Vec<&'a mut [T]> {
+        let mut parts = Vec::with_capacity(self.groups.len());
+        for grp in &self.groups {
+            let (head, tail) =
+                std::mem::take(&mut data).split_at_mut((grp.b1 - grp.b0) * per_image);
+            parts.push(head);
+            data = tail;
+        }
+        parts
+    }
+}
+
+/// The block's column matrix, (c·kh·kw) × cols: row `(ci·kh + ky)·kw + kx` holds, for each
+/// output position of the block, the input pixel under kernel tap (ky, kx) of channel ci (0 in
+/// the padding).
+fn im2col_block<T: Float>(x: &[T], g: &Geometry, blk: &Block, cols: &mut [T]) {
+    let (span, nc) = (blk.span(g), blk.cols(g));
+    if g.padding > 0 {
+        cols.fill(T::zero());
+    }
+    for (row, out) in cols.chunks_exact_mut(nc).enumerate() {
+        let ci = row / (g.kh * g.kw);
+        let (ky, kx) = ((row / g.kw) % g.kh, row % g.kw);
+        let (ylo, yhi) = valid_range(g.h, g.ho, g.stride, ky, g.padding);
+        let (xlo, xhi) = valid_range(g.w, g.wo, g.stride, kx, g.padding);
+        for bi in 0..blk.nb {
+            let plane = &x[((blk.b0 + bi) * g.c + ci) * g.h * g.w..][..g.h * g.w];
+            let dst = &mut out[bi * span..][..span];
+            for oy in ylo.max(blk.oy0)..yhi.min(blk.oy1) {
+                let iy = oy * g.stride + ky - g.padding;
+                let src = &plane[iy * g.w..][..g.w];
+                let drow = &mut dst[(oy - blk.oy0) * g.wo..][..g.wo];
+                if g.stride == 1 {
+                    let at = xlo + kx - g.padding;
+                    drow[xlo..xhi].copy_from_slice(&src[at..at + (xhi - xlo)]);
+                } else {
+                    for ox in xlo..xhi {
+                        drow[ox] = src[ox * g.stride + kx - g.padding];
                     }
                 }
             }
-        });
-    cols
+        }
+    }
 }
 
-/// col2im, the adjoint of im2col: sums each column-matrix entry back onto the input pixel it
-/// was read from. (c·kh·kw [+1], n·ho·wo) → (n, c, h, w); a ones row is ignored.
-struct Col2Im {
-    g: Geometry,
-}
-
-fn col2im<T: WithDType>(cols: &[T], g: &Geometry) -> Vec<T> {
-    let (l, ncols) = (g.l(), g.cols());
-    let mut dx = zeros(g.n * g.c * g.h * g.w);
-    dx.par_chunks_mut(g.h * g.w)
-        .enumerate()
-        .for_each(|(bc, plane)| {
-            let (b, ci) = (bc / g.c, bc % g.c);
+/// col2im, the adjoint of [`im2col_block`]: adds each column-matrix entry onto the input pixel
+/// it was read from, in `dx`, which holds the images from `first` on.
+fn col2im_block<T: Float>(cols: &[T], g: &Geometry, blk: &Block, dx: &mut [T], first: usize) {
+    let (span, nc) = (blk.span(g), blk.cols(g));
+    let plane_len = g.h * g.w;
+    for bi in 0..blk.nb {
+        for ci in 0..g.c {
+            let plane = &mut dx[((blk.b0 + bi - first) * g.c + ci) * plane_len..][..plane_len];
             for ky in 0..g.kh {
                 let (ylo, yhi) = valid_range(g.h, g.ho, g.stride, ky, g.padding);
                 for kx in 0..g.kw {
                     let (xlo, xhi) = valid_range(g.w, g.wo, g.stride, kx, g.padding);
                     let row = (ci * g.kh + ky) * g.kw + kx;
-                    let src = &cols[row * ncols + b * l..][..l];
-                    for oy in ylo..yhi {
+                    let src = &cols[row * nc + bi * span..][..span];
+                    for oy in ylo.max(blk.oy0)..yhi.min(blk.oy1) {
                         let iy = oy * g.stride + ky - g.padding;
                         let drow = &mut plane[iy * g.w..][..g.w];
-                        let srow = &src[oy * g.wo..][..g.wo];
+                        let srow = &src[(oy - blk.oy0) * g.wo..][..g.wo];
                         if g.stride == 1 {
                             let at = xlo + kx - g.padding;
                             let dst = &mut drow[at..at + (xhi - xlo)];
@@ -163,107 +288,351 @@ fn col2im<T: WithDType>(cols: &[T], g: &Geometry) -> Vec<T> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What follows the product in the same node: nothing, a ReLU, or a ReLU and a 2×2, stride-2
+/// max-pool (floor mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Epilogue {
+    None,
+    Relu,
+    ReluPool,
+}
+
+/// In a pooled node's argmax record: the window's maximum is not positive, so the ReLU passes
+/// no gradient to any of its four pixels.
+const NO_GRAD: u8 = u8::MAX;
+
+/// The forward kernel: x (n, c, h, w), w (o, c·kh·kw), bias (o) → y (n, o, ho, wo), or
+/// (n, o, ho/2, wo/2) pooled, with the pooled node's argmax record (window position 0..4 of
+/// each output's maximum, row-major, or [`NO_GRAD`]).
+fn forward<T: Float>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &Geometry,
+    o: usize,
+    epilogue: Epilogue,
+) -> (Vec<T>, Vec<u8>) {
+    let (k, l) = (g.k(), g.l());
+    let pool = epilogue == Epilogue::ReluPool;
+    let plan = Plan::new(g, rayon::current_num_threads(), pool);
+    let (ho2, wo2) = (g.ho / 2, g.wo / 2);
+    let per_image = if pool { o * ho2 * wo2 } else { o * l };
+    let mut y = zeros(g.n * per_image);
+    let mut argmax = vec![0u8; if pool { g.n * per_image } else { 0 }];
+    let parts = plan.split(&mut y, per_image);
+    let arg_parts = plan.split(&mut argmax, if pool { per_image } else { 0 });
+    plan.groups
+        .par_iter()
+        .zip(parts)
+        .zip(arg_parts)
+        .for_each(|((grp, ys), args)| {
+            let (mut cols, mut prod) = (Vec::new(), Vec::new());
+            for blk in &grp.blocks {
+                let (span, nc) = (blk.span(g), blk.cols(g));
+                cols.resize(k * nc, T::zero());
+                prod.resize(o * nc, T::zero());
+                im2col_block(x, g, blk, &mut cols);
+                matmul(
+                    MatMut::rows(&mut prod, o, nc, nc),
+                    false,
+                    Mat::rows(w, o, k, k),
+                    Mat::rows(&cols, k, nc, nc),
+                    plan.gemm_threads,
+                );
+                for bi in 0..blk.nb {
+                    let image = blk.b0 + bi - grp.b0;
+                    for oc in 0..o {
+                        let src = &prod[oc * nc + bi * span..][..span];
+                        let b = bias.map_or(T::zero(), |b| b[oc]);
+                        if pool {
+                            let first = (image * o + oc) * ho2 * wo2;
+                            pool_rows(src, b, g.wo, blk, &mut ys[first..], &mut args[first..]);
+                            continue;
+                        }
+                        let dst = &mut ys[(image * o + oc) * l + blk.oy0 * g.wo..][..span];
+                        if epilogue == Epilogue::Relu {
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                let v = s + b;
+                                *d = if v > T::zero() { v } else { T::zero() };
+                            }
+                        } else {
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                *d = s + b;
+                            }
+                        }
+                    }
+                }
+            }
         });
-    dx
+    (y, argmax)
 }
 
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "fkd-im2col"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = &self.g;
-        let shape = Shape::from((g.k() + usize::from(self.ones_row), g.cols()));
-        let out = float_kernel!(self.name(), |x| im2col(x, g, self.ones_row), s, l);
-        Ok((out, shape))
+/// ReLU, then 2×2 max-pool, of one channel's rows `blk.oy0..blk.oy1` (`src`, `wo` wide, bias
+/// `b` still to add) into the pooled plane `out` and its argmax record `args`. Exactly
+/// `max_pool2d(relu(·))`: the first maximum of the ReLU'd window, row-major, takes the
+/// gradient, and none is passed when that maximum is 0.
+fn pool_rows<T: Float>(src: &[T], b: T, wo: usize, blk: &Block, out: &mut [T], args: &mut [u8]) {
+    let wo2 = wo / 2;
+    let relu = |v: T| {
+        let v = v + b;
+        if v > T::zero() { v } else { T::zero() }
+    };
+    for r in (0..blk.oy1 - blk.oy0).step_by(2) {
+        let (top, bottom) = (&src[r * wo..][..wo], &src[(r + 1) * wo..][..wo]);
+        let at = (blk.oy0 + r) / 2 * wo2;
+        let (out, args) = (&mut out[at..][..wo2], &mut args[at..][..wo2]);
+        for px in 0..wo2 {
+            let c = 2 * px;
+            let window = [top[c], top[c + 1], bottom[c], bottom[c + 1]];
+            let (mut best, mut max) = (0, relu(window[0]));
+            for (i, &v) in window.iter().enumerate().skip(1) {
+                let v = relu(v);
+                if v > max {
+                    (best, max) = (i as u8, v);
+                }
+            }
+            out[px] = max;
+            args[px] = if max > T::zero() { best } else { NO_GRAD };
+        }
     }
 }
 
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "fkd-col2im"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = &self.g;
-        let shape = Shape::from((g.n, g.c, g.h, g.w));
-        let out = float_kernel!(self.name(), |x| col2im(x, g), s, l);
-        Ok((out, shape))
-    }
+/// What the backward kernel gives: ∂x (when asked for), ∂w (o, c·kh·kw) and ∂bias (when the
+/// conv has one).
+struct Grads<T> {
+    x: Option<Vec<T>>,
+    w: Vec<T>,
+    bias: Option<Vec<T>>,
 }
 
-/// The autograd node of a convolution: `(x, wb, y2) → y`, where `wb` is the (o, k [+1]) weight
-/// matrix (bias as the last column) and `y2 = wb · cols` the (o, n·ho·wo) product computed
-/// outside the node. The forward only lays `y2` out as (n, o, ho, wo); the backward gives
-/// `∂x` and `∂wb`.
-struct ConvNode {
-    g: Geometry,
+/// How the backward finds the gradient of the product: from the output gradient as is, masked
+/// by the forward's ReLU output (passed only where `y > 0`, PyTorch's threshold rule), or routed
+/// through the pooled node's argmax record.
+#[derive(Clone, Copy)]
+enum Route<'a, T> {
+    Plain,
+    Relu(&'a [T]),
+    Pool(&'a [u8]),
+}
+
+/// The backward kernel.
+#[allow(clippy::too_many_arguments)]
+fn backward<T: Float>(
+    x: &[T],
+    w: &[T],
+    grad: &[T],
+    route: Route<'_, T>,
+    g: &Geometry,
     o: usize,
     bias: bool,
-    relu: bool,
-    /// Images per column matrix (see [`CHUNK_FLOATS`]).
-    chunk: usize,
-    /// The forward's column matrices, one per chunk, kept when the input needs no gradient
-    /// (a net's first layer): the backward then need not rebuild them.
-    cols: Option<Vec<Tensor>>,
-}
-
-impl ConvNode {
-    /// The chunks of the batch: (first image, images).
-    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        (0..self.g.n)
-            .step_by(self.chunk)
-            .map(|start| (start, self.chunk.min(self.g.n - start)))
+    needs_x: bool,
+) -> Grads<T> {
+    let (k, l) = (g.k(), g.l());
+    let plan = Plan::new(
+        g,
+        rayon::current_num_threads(),
+        matches!(route, Route::Pool(_)),
+    );
+    let (ho2, wo2) = (g.ho / 2, g.wo / 2);
+    let mut dx = if needs_x {
+        zeros(g.n * g.c * g.h * g.w)
+    } else {
+        Vec::new()
+    };
+    let parts: Vec<Option<&mut [T]>> = if needs_x {
+        plan.split(&mut dx, g.c * g.h * g.w)
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        plan.groups.iter().map(|_| None).collect()
+    };
+    let sums: Vec<(Vec<T>, Vec<T>)> = plan
+        .groups
+        .par_iter()
+        .zip(parts)
+        .map(|(grp, mut dxs)| {
+            let mut dw = zeros(o * k);
+            let mut db = zeros(if bias { o } else { 0 });
+            let (mut cols, mut gy) = (Vec::new(), Vec::new());
+            for blk in &grp.blocks {
+                let (span, nc) = (blk.span(g), blk.cols(g));
+                gy.resize(o * nc, T::zero());
+                for bi in 0..blk.nb {
+                    for oc in 0..o {
+                        let dst = &mut gy[oc * nc + bi * span..][..span];
+                        let plane = (blk.b0 + bi) * o + oc;
+                        let at = plane * l + blk.oy0 * g.wo;
+                        match route {
+                            Route::Plain => dst.copy_from_slice(&grad[at..][..span]),
+                            Route::Relu(y) => {
+                                let (src, y) = (&grad[at..][..span], &y[at..][..span]);
+                                for ((d, &s), &v) in dst.iter_mut().zip(src).zip(y) {
+                                    *d = if v > T::zero() { s } else { T::zero() };
+                                }
+                            }
+                            Route::Pool(args) => {
+                                dst.fill(T::zero());
+                                for r in (0..blk.oy1 - blk.oy0).step_by(2) {
+                                    let at = plane * ho2 * wo2 + (blk.oy0 + r) / 2 * wo2;
+                                    let (src, args) = (&grad[at..][..wo2], &args[at..][..wo2]);
+                                    for (px, (&s, &a)) in src.iter().zip(args).enumerate() {
+                                        if a != NO_GRAD {
+                                            let (dy, dx) = (usize::from(a / 2), usize::from(a % 2));
+                                            dst[(r + dy) * g.wo + 2 * px + dx] = s;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        if bias {
+                            db[oc] += dst.iter().fold(T::zero(), |a, &v| a + v);
+                        }
+                    }
+                }
+                cols.resize(k * nc, T::zero());
+                im2col_block(x, g, blk, &mut cols);
+                matmul(
+                    MatMut::rows(&mut dw, o, k, k),
+                    true,
+                    Mat::rows(&gy, o, nc, nc),
+                    Mat::rows(&cols, k, nc, nc).t(),
+                    plan.gemm_threads,
+                );
+                if let Some(dxs) = dxs.as_deref_mut() {
+                    matmul(
+                        MatMut::rows(&mut cols, k, nc, nc),
+                        false,
+                        Mat::rows(w, o, k, k).t(),
+                        Mat::rows(&gy, o, nc, nc),
+                        plan.gemm_threads,
+                    );
+                    col2im_block(&cols, g, blk, dxs, grp.b0);
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let mut sums = sums.into_iter();
+    // `Geometry::new` refuses empty batches, so there is at least one group.
+    let (mut dw, mut db) = sums.next().unwrap_or_default();
+    for (w2, b2) in sums {
+        dw.iter_mut().zip(w2).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(b2).for_each(|(a, b)| *a += b);
+    }
+    Grads {
+        x: needs_x.then_some(dx),
+        w: dw,
+        bias: bias.then_some(db),
     }
 }
 
-/// (o, n·l) → (n, o, l), through a ReLU when `relu`.
-fn to_nchw<T: WithDType>(y2: &[T], n: usize, o: usize, l: usize, relu: bool) -> Vec<T> {
-    let mut y = zeros(n * o * l);
-    y.par_chunks_mut(l).enumerate().for_each(|(bo, dst)| {
-        let (b, oc) = (bo / o, bo % o);
-        let src = &y2[(oc * n + b) * l..][..l];
-        if relu {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = if s > T::zero() { s } else { T::zero() };
-            }
-        } else {
-            dst.copy_from_slice(src);
-        }
-    });
-    y
-}
-
-/// The backward's first step: ∂y (n, o, l) → (o, n·l), zeroed where the ReLU output `y` is not
-/// positive when `relu` (PyTorch's threshold rule: no gradient at exactly 0).
-struct GradToRows {
-    n: usize,
+/// The autograd node of a CPU convolution: `(x, w[, bias]) → y`; as a `CustomOp2` without a
+/// bias, as a `CustomOp3` with one.
+struct Conv {
+    g: Geometry,
     o: usize,
-    l: usize,
-    relu: bool,
+    epilogue: Epilogue,
+    /// A pooled node's argmax record, written by the forward for the backward (1 byte per
+    /// pooled output, instead of keeping the unpooled map).
+    argmax: OnceLock<Vec<u8>>,
 }
 
-fn grad_to_rows<T: WithDType>(grad: &[T], y: &[T], s: &GradToRows) -> Vec<T> {
-    let mut g2 = zeros(s.n * s.o * s.l);
-    g2.par_chunks_mut(s.l).enumerate().for_each(|(ob, dst)| {
-        let (oc, b) = (ob / s.n, ob % s.n);
-        let at = (b * s.o + oc) * s.l;
-        let src = &grad[at..][..s.l];
-        if s.relu {
-            for ((d, &g), &y) in dst.iter_mut().zip(src).zip(&y[at..][..s.l]) {
-                *d = if y > T::zero() { g } else { T::zero() };
-            }
-        } else {
-            dst.copy_from_slice(src);
+impl Conv {
+    fn fwd<T: Float>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> Result<Vec<T>> {
+        let (y, argmax) = forward(x, w, bias, &self.g, self.o, self.epilogue);
+        if self.epilogue == Epilogue::ReluPool && self.argmax.set(argmax).is_err() {
+            candle_core::bail!("fkd-conv2d: a node's forward ran twice");
         }
-    });
-    g2
+        Ok(y)
+    }
+
+    fn shape(&self) -> Shape {
+        let g = &self.g;
+        if self.epilogue == Epilogue::ReluPool {
+            Shape::from((g.n, self.o, g.ho / 2, g.wo / 2))
+        } else {
+            Shape::from((g.n, self.o, g.ho, g.wo))
+        }
+    }
+
+    /// The gradients of x, w and bias, read straight from the tensors' CPU storage.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: bool,
+        y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let needs_x = x.track_op();
+        match x.dtype() {
+            DType::F32 => self.bwd_typed::<f32>(x, w, bias, y, &grad, needs_x),
+            DType::F64 => self.bwd_typed::<f64>(x, w, bias, y, &grad, needs_x),
+            dt => candle_core::bail!("fkd-conv2d: unsupported dtype {dt:?}"),
+        }
+    }
+
+    fn bwd_typed<T: Float>(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: bool,
+        y: &Tensor,
+        grad: &Tensor,
+        needs_x: bool,
+    ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+        let (g, o, name) = (&self.g, self.o, "fkd-conv2d");
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let (ys, yl) = y.storage_and_layout();
+        let (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(gs), Storage::Cpu(ys)) =
+            (&*xs, &*ws, &*gs, &*ys)
+        else {
+            candle_core::bail!("{name}: the backward needs CPU tensors");
+        };
+        let route = match self.epilogue {
+            Epilogue::None => Route::Plain,
+            Epilogue::Relu => Route::Relu(contiguous::<T>(name, ys, yl)?),
+            Epilogue::ReluPool => match self.argmax.get() {
+                Some(args) => Route::Pool(args),
+                None => candle_core::bail!("{name}: the backward ran before the forward"),
+            },
+        };
+        let grads = backward(
+            contiguous::<T>(name, xs, xl)?,
+            contiguous::<T>(name, ws, wl)?,
+            contiguous::<T>(name, gs, gl)?,
+            route,
+            g,
+            o,
+            bias,
+            needs_x,
+        );
+        let cpu = Device::Cpu;
+        Ok((
+            grads
+                .x
+                .map(|dx| Tensor::from_vec(dx, (g.n, g.c, g.h, g.w), &cpu))
+                .transpose()?,
+            Tensor::from_vec(grads.w, (o, g.c, g.kh, g.kw), &cpu)?,
+            grads
+                .bias
+                .map(|db| Tensor::from_vec(db, o, &cpu))
+                .transpose()?,
+        ))
+    }
 }
 
-impl CustomOp2 for GradToRows {
+impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
-        "fkd-conv2d-grad-rows"
+        "fkd-conv2d"
     }
 
     fn cpu_fwd(
@@ -273,91 +642,76 @@ impl CustomOp2 for GradToRows {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let shape = Shape::from((self.o, self.n * self.l));
-        let name = self.name();
-        let out = float_kernel!(name, |g, y| grad_to_rows(g, y, self), s1, l1, s2, l2);
-        Ok((out, shape))
+        let name = CustomOp2::name(self);
+        let out = match (s1.dtype(), s2.dtype()) {
+            (DType::F32, DType::F32) => CpuStorage::F32(self.fwd(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                None,
+            )?),
+            (DType::F64, DType::F64) => CpuStorage::F64(self.fwd(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                None,
+            )?),
+            (a, b) => candle_core::bail!("{name}: unsupported dtypes {a:?}, {b:?}"),
+        };
+        Ok((out, self.shape()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = Conv::bwd(self, x, w, false, y, grad)?;
+        Ok((dx, Some(dw)))
     }
 }
 
-impl CustomOp3 for ConvNode {
+impl CustomOp3 for Conv {
     fn name(&self) -> &'static str {
         "fkd-conv2d"
     }
 
     fn cpu_fwd(
         &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        s: &CpuStorage,
-        l: &Layout,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.g;
-        let shape = Shape::from((g.n, self.o, g.ho, g.wo));
-        let out = float_kernel!(
-            self.name(),
-            |y2| to_nchw(y2, g.n, self.o, g.l(), self.relu),
-            s,
-            l
-        );
-        Ok((out, shape))
+        let name = CustomOp3::name(self);
+        let out = match (s1.dtype(), s2.dtype(), s3.dtype()) {
+            (DType::F32, DType::F32, DType::F32) => CpuStorage::F32(self.fwd(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                Some(contiguous(name, s3, l3)?),
+            )?),
+            (DType::F64, DType::F64, DType::F64) => CpuStorage::F64(self.fwd(
+                contiguous(name, s1, l1)?,
+                contiguous(name, s2, l2)?,
+                Some(contiguous(name, s3, l3)?),
+            )?),
+            (a, b, c) => candle_core::bail!("{name}: unsupported dtypes {a:?}, {b:?}, {c:?}"),
+        };
+        Ok((out, self.shape()))
     }
 
     fn bwd(
         &self,
         x: &Tensor,
-        wb: &Tensor,
-        _y2: &Tensor,
+        w: &Tensor,
+        _bias: &Tensor,
         y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = self.g;
-        // (n, o, ho, wo) → (o, n·ho·wo), the layout of the forward product.
-        let g2 = grad.detach().contiguous()?.apply_op2_no_bwd(
-            &y.detach(),
-            &GradToRows {
-                n: g.n,
-                o: self.o,
-                l: g.l(),
-                relu: self.relu,
-            },
-        )?;
-        let needs_x = x.track_op();
-        let x = x.detach();
-        let w = wb.detach().narrow(1, 0, g.k())?;
-        let l = g.l();
-        let mut grad_wb: Option<Tensor> = None;
-        let mut dx = Vec::new();
-        for (i, (start, len)) in self.chunks().enumerate() {
-            let gc = Geometry { n: len, ..g };
-            let cols = match self.cols.as_ref().and_then(|c| c.get(i)) {
-                Some(cols) => cols.clone(),
-                None => x.narrow(0, start, len)?.apply_op1_no_bwd(&Im2Col {
-                    g: gc,
-                    ones_row: self.bias,
-                })?,
-            };
-            // This chunk's columns of the (o, n·l) gradient: a strided view, which matmul
-            // reads in place.
-            let g2c = g2.narrow(1, start * l, len * l)?;
-            let part = g2c.matmul(&cols.t()?)?;
-            grad_wb = Some(match grad_wb {
-                None => part,
-                Some(acc) => (acc + part)?,
-            });
-            if needs_x {
-                dx.push(w.t()?.matmul(&g2c)?.apply_op1_no_bwd(&Col2Im { g: gc })?);
-            }
-        }
-        let grad_x = match dx.len() {
-            0 => None,
-            1 => dx.pop(),
-            _ => Some(Tensor::cat(&dx, 0)?),
-        };
-        // `Geometry::new` refuses empty batches, so there is at least one chunk.
-        Ok((grad_x, grad_wb, None))
+        let (dx, dw, db) = Conv::bwd(self, x, w, true, y, grad)?;
+        Ok((dx, Some(dw), db))
     }
 }
 
@@ -365,8 +719,8 @@ impl CustomOp3 for ConvNode {
 /// with `weight` (o, c, kh, kw), zero `padding` on every side, `stride` in both directions,
 /// plus an optional `bias` (o). Output (n, o, ho, wo) with `ho = (h + 2·padding − kh)/stride + 1`.
 ///
-/// On the CPU (f32, f64) it runs as im2col + `matmul` with a backward of the same kind (module
-/// docs); elsewhere it is Candle's `conv2d` and its backward.
+/// On the CPU (f32, f64) it runs as blocked im2col + `gemm` with a backward of the same kind
+/// (module docs); elsewhere it is Candle's `conv2d` and its backward.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -374,12 +728,13 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    conv2d_impl(x, weight, bias, stride, padding, false)
+    conv2d_impl(x, weight, bias, stride, padding, Epilogue::None)
 }
 
 /// `relu(conv2d(x, weight, bias, stride, padding))` in one node: on the CPU the ReLU is applied
-/// while the product is laid out and its backward while the gradient is, so it costs no pass of
-/// its own (Candle's ReLU backward takes five). The gradient at exactly 0 is 0, as PyTorch's.
+/// as each block's products are written out and its backward as each block's gradient is
+/// gathered, so it costs no pass of its own (Candle's ReLU backward takes five). The gradient
+/// at exactly 0 is 0, as PyTorch's.
 pub fn conv2d_relu(
     x: &Tensor,
     weight: &Tensor,
@@ -387,7 +742,21 @@ pub fn conv2d_relu(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    conv2d_impl(x, weight, bias, stride, padding, true)
+    conv2d_impl(x, weight, bias, stride, padding, Epilogue::Relu)
+}
+
+/// `max_pool2d(relu(conv2d(x, weight, bias, stride, padding)), 2, 2, 0)` in one node, equal to
+/// the composition forward and backward. On the CPU the unpooled map is never stored: each
+/// block is pooled while it is in cache and the node keeps one byte per pooled output (which
+/// pixel of the window won) for the backward.
+pub fn conv2d_relu_pool(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    conv2d_impl(x, weight, bias, stride, padding, Epilogue::ReluPool)
 }
 
 fn conv2d_impl(
@@ -396,9 +765,16 @@ fn conv2d_impl(
     bias: Option<&Tensor>,
     stride: usize,
     padding: usize,
-    relu: bool,
+    epilogue: Epilogue,
 ) -> Result<Tensor> {
     let (g, o) = Geometry::new(x, weight, stride, padding)?;
+    if epilogue == Epilogue::ReluPool && (g.ho < 2 || g.wo < 2) {
+        candle_core::bail!(
+            "conv2d: a 2×2 pool does not fit the {}×{} output of the conv",
+            g.ho,
+            g.wo
+        );
+    }
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     if !fused {
         let y = x.conv2d(weight, padding, stride, 1, 1)?;
@@ -406,72 +782,59 @@ fn conv2d_impl(
             Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?)?,
             None => y,
         };
-        return if relu { y.relu() } else { Ok(y) };
+        return match epilogue {
+            Epilogue::None => Ok(y),
+            Epilogue::Relu => y.relu(),
+            Epilogue::ReluPool => super::max_pool2d(&y.relu()?, 2, 2, 0),
+        };
     }
-    let w = weight.reshape((o, g.k()))?;
-    let wb = match bias {
-        Some(b) => Tensor::cat(&[&w, &b.reshape((o, 1))?], 1)?,
-        None => w,
-    };
-    // Images per chunk: keep each column matrix near CHUNK_FLOATS, so that it stays in the
-    // allocator's reusable size classes (a 30 MB buffer is mapped fresh and page-faulted in at
-    // every step) and closer to the caches. One node covers the whole batch, so autograd sees
-    // one op, not a concatenation of chunks.
-    let per_image = (g.k() + 1) * g.l();
-    let chunk = (CHUNK_FLOATS / per_image).clamp(1, g.n);
+    if let Some(b) = bias
+        && b.dims() != [o]
+    {
+        candle_core::bail!(
+            "conv2d: the bias {:?} does not match {o} output channels",
+            b.dims()
+        );
+    }
     let x = x.contiguous()?;
-    let keep_cols = !x.track_op();
-    let wd = wb.detach();
-    let (mut products, mut kept) = (Vec::new(), Vec::new());
-    for start in (0..g.n).step_by(chunk) {
-        let len = chunk.min(g.n - start);
-        let cols = x
-            .detach()
-            .narrow(0, start, len)?
-            .apply_op1_no_bwd(&Im2Col {
-                g: Geometry { n: len, ..g },
-                ones_row: bias.is_some(),
-            })?;
-        products.push(wd.matmul(&cols)?);
-        if keep_cols {
-            kept.push(cols);
-        }
-    }
-    let y2 = if products.len() == 1 {
-        products.remove(0)
-    } else {
-        Tensor::cat(&products, 1)?
+    let weight = weight.contiguous()?;
+    let op = Conv {
+        g,
+        o,
+        epilogue,
+        argmax: OnceLock::new(),
     };
-    x.apply_op3(
-        &wb,
-        &y2,
-        ConvNode {
-            g,
-            o,
-            bias: bias.is_some(),
-            relu,
-            chunk,
-            cols: keep_cols.then_some(kept),
-        },
-    )
+    match bias {
+        Some(b) => x.apply_op3(&weight, &b.contiguous()?, op),
+        None => x.apply_op2(&weight, op),
+    }
 }
 
 /// [`conv2d`] with the weights, bias, stride and padding of a candle-nn `Conv2d` layer. Layers
 /// with dilation or groups other than 1 run through Candle's own conv.
 pub fn conv2d_layer(layer: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
-    layer_impl(layer, x, false)
+    layer_impl(layer, x, Epilogue::None)
 }
 
 /// [`conv2d_relu`] with a candle-nn `Conv2d` layer's parameters (see [`conv2d_layer`]).
 pub fn conv2d_relu_layer(layer: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
-    layer_impl(layer, x, true)
+    layer_impl(layer, x, Epilogue::Relu)
 }
 
-fn layer_impl(layer: &candle_nn::Conv2d, x: &Tensor, relu: bool) -> Result<Tensor> {
+/// [`conv2d_relu_pool`] with a candle-nn `Conv2d` layer's parameters (see [`conv2d_layer`]).
+pub fn conv2d_relu_pool_layer(layer: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
+    layer_impl(layer, x, Epilogue::ReluPool)
+}
+
+fn layer_impl(layer: &candle_nn::Conv2d, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
     let cfg = layer.config();
     if cfg.dilation != 1 || cfg.groups != 1 {
         let y = candle_core::Module::forward(layer, x)?;
-        return if relu { y.relu() } else { Ok(y) };
+        return match epilogue {
+            Epilogue::None => Ok(y),
+            Epilogue::Relu => y.relu(),
+            Epilogue::ReluPool => super::max_pool2d(&y.relu()?, 2, 2, 0),
+        };
     }
     conv2d_impl(
         x,
@@ -479,12 +842,9 @@ fn layer_impl(layer: &candle_nn::Conv2d, x: &Tensor, relu: bool) -> Result<Tenso
         layer.bias(),
         cfg.stride,
         cfg.padding,
-        relu,
+        epilogue,
     )
 }
-
-/// Target size, in elements, of one column matrix (see [`conv2d`]).
-const CHUNK_FLOATS: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -634,29 +994,164 @@ mod tests {
         }
     }
 
-    /// A batch split into several chunks gives the same result and gradients as one chunk.
+    /// Batches cut into row blocks (large maps, blocks that share input rows in col2im) and
+    /// into multi-image blocks (small maps), on 1 to 3 threads, give Candle's results.
     #[test]
-    fn chunked_batches_match_whole_batches() {
+    fn blocked_batches_match_candle_on_any_thread_count() {
         let mut rng = ChaCha8Rng::seed_from_u64(17);
-        // 1×64×64 images with a 7×7 kernel: (49 + 1) · 4096 elements per image, so CHUNK_FLOATS
-        // holds 5 of them and a batch of 12 runs as 5 + 5 + 2.
-        let x = Var::from_tensor(&random(&[12, 1, 64, 64], &mut rng)).unwrap();
-        let w = Var::from_tensor(&random(&[3, 1, 7, 7], &mut rng)).unwrap();
-        let ours = conv2d(&x, &w, None, 1, 3).unwrap();
-        let theirs = x.conv2d(&w, 3, 1, 1, 1).unwrap();
-        assert!(max_diff(&ours, &theirs) < 1e-10);
-        let ga = ours.sum_all().unwrap().backward().unwrap();
-        let gb = theirs.sum_all().unwrap().backward().unwrap();
-        for v in [&x, &w] {
-            assert!(max_diff(ga.get(v).unwrap(), gb.get(v).unwrap()) < 1e-9);
+        for (n, c, h, k, stride, padding) in [
+            (3, 2, 64, 7, 1, 3),
+            (7, 3, 6, 3, 2, 1),
+            (1, 1, 70, 5, 1, 2),
+            (2, 40, 20, 3, 1, 1),
+        ] {
+            let w_in = h + 2 * stride;
+            let x = Var::from_tensor(&random(&[n, c, h, w_in], &mut rng)).unwrap();
+            let wt = Var::from_tensor(&random(&[3, c, k, k], &mut rng)).unwrap();
+            let b = Var::from_tensor(&random(&[3], &mut rng)).unwrap();
+            let theirs = x
+                .conv2d(&wt, padding, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 3, 1, 1)).unwrap())
+                .unwrap();
+            let r = random(theirs.dims(), &mut rng);
+            let gb = weighted_grads(&theirs, &r);
+            let (g, _) = Geometry::new(&x, &wt, stride, padding).unwrap();
+            for threads in 1..=3 {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let blocks: usize = Plan::new(&g, threads, false)
+                    .groups
+                    .iter()
+                    .map(|grp| grp.blocks.len())
+                    .sum();
+                let ctx = format!(
+                    "n{n} c{c} {h}×{w_in} k{k} s{stride}, {threads} threads, {blocks} blocks"
+                );
+                let (ours, ga) = pool.install(|| {
+                    let y = conv2d(&x, &wt, Some(&b), stride, padding).unwrap();
+                    let ga = weighted_grads(&y, &r);
+                    (y, ga)
+                });
+                assert!(max_diff(&ours, &theirs) < 1e-10, "{ctx}");
+                for v in [&x, &wt, &b] {
+                    assert!(
+                        max_diff(ga.get(v).unwrap(), gb.get(v).unwrap()) < 1e-9,
+                        "{ctx}"
+                    );
+                }
+            }
         }
-        // A plain input (a net's first layer): the node keeps the forward's column matrices
-        // and reuses them for ∂W.
-        let plain = x.as_tensor().detach();
-        let ours = conv2d(&plain, &w, None, 1, 3).unwrap();
-        let ga = ours.sum_all().unwrap().backward().unwrap();
-        assert!(ga.get(&plain).is_none());
-        assert!(max_diff(ga.get(&w).unwrap(), gb.get(&w).unwrap()) < 1e-9);
+    }
+
+    /// The pooled node equals conv, ReLU, then 2×2 max-pool (fkd's own ops), forward and every
+    /// gradient: odd and even sizes, row blocks and multi-image blocks, 1 to 3 threads, and
+    /// inputs on a coarse grid, so that windows hold ties and all-zero ReLU outputs.
+    #[test]
+    fn fused_pool_matches_conv_relu_then_pool() {
+        let mut rng = ChaCha8Rng::seed_from_u64(19);
+        for (n, c, h, w, k, stride, padding) in [
+            (3, 1, 61, 47, 7, 1, 3),
+            (5, 4, 9, 11, 3, 1, 1),
+            (2, 3, 10, 8, 3, 2, 1),
+        ] {
+            let grid = |t: Tensor| (t * 2.0).unwrap().round().unwrap() / 2.0;
+            let x = Var::from_tensor(&grid(random(&[n, c, h, w], &mut rng)).unwrap()).unwrap();
+            let wt = Var::from_tensor(&grid(random(&[4, c, k, k], &mut rng)).unwrap()).unwrap();
+            let b = Var::from_tensor(&grid(random(&[4], &mut rng)).unwrap()).unwrap();
+            let theirs = crate::ops::max_pool2d(
+                &conv2d_relu(&x, &wt, Some(&b), stride, padding).unwrap(),
+                2,
+                2,
+                0,
+            )
+            .unwrap();
+            let r = random(theirs.dims(), &mut rng);
+            let gb = weighted_grads(&theirs, &r);
+            for threads in 1..=3 {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let (ours, ga) = pool.install(|| {
+                    let y = conv2d_relu_pool(&x, &wt, Some(&b), stride, padding).unwrap();
+                    let ga = weighted_grads(&y, &r);
+                    (y, ga)
+                });
+                let ctx = format!("n{n} c{c} {h}×{w} k{k} s{stride}, {threads} threads");
+                assert_eq!(max_diff(&ours, &theirs), 0.0, "{ctx}");
+                for v in [&x, &wt, &b] {
+                    assert!(
+                        max_diff(ga.get(v).unwrap(), gb.get(v).unwrap()) < 1e-10,
+                        "{ctx}"
+                    );
+                }
+            }
+        }
+        let x = Tensor::zeros((1, 1, 3, 1), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((2, 1, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        let err = conv2d_relu_pool(&x, &w, None, 1, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2×2 pool does not fit"), "{err}");
+    }
+
+    /// Every plan covers each output row of each image exactly once, in at most one group per
+    /// thread, each group a contiguous run of images that holds its blocks.
+    #[test]
+    fn plans_cover_every_output_row_once() {
+        for (n, c, h, k) in [
+            (8, 1, 120, 7),
+            (8, 512, 7, 3),
+            (1, 64, 56, 3),
+            (5, 3, 9, 3),
+            (13, 1, 4, 1),
+            (4, 1, 121, 7),
+        ] {
+            for threads in 1..=4 {
+                let g = Geometry {
+                    n,
+                    c,
+                    h,
+                    w: h + 1,
+                    kh: k,
+                    kw: k,
+                    stride: 1,
+                    padding: k / 2,
+                    ho: h,
+                    wo: h + 1,
+                };
+                for pool in [false, true] {
+                    let plan = Plan::new(&g, threads, pool);
+                    let rows = if pool { h / 2 * 2 } else { h };
+                    assert!(plan.groups.len() <= threads);
+                    let mut seen = vec![0; n * h];
+                    let mut next = 0;
+                    for grp in &plan.groups {
+                        assert_eq!(grp.b0, next);
+                        next = grp.b1;
+                        for blk in &grp.blocks {
+                            assert!(blk.b0 >= grp.b0 && blk.b0 + blk.nb <= grp.b1);
+                            assert!(blk.nb == 1 || (blk.oy0 == 0 && blk.oy1 == rows));
+                            assert!(!pool || (blk.oy0 % 2 == 0 && blk.oy1 % 2 == 0));
+                            for b in blk.b0..blk.b0 + blk.nb {
+                                for oy in blk.oy0..blk.oy1 {
+                                    seen[b * h + oy] += 1;
+                                }
+                            }
+                        }
+                    }
+                    assert_eq!(next, n);
+                    let once = |i: usize| seen[i] == usize::from(i % h < rows);
+                    assert!(
+                        (0..n * h).all(once),
+                        "n{n} c{c} h{h} k{k} t{threads} pool {pool}"
+                    );
+                }
+            }
+        }
     }
 
     /// The input image of a net needs no gradient: none is computed for it.

@@ -56,13 +56,16 @@ macro_rules! float_kernel {
 }
 
 mod conv;
+mod gemm;
 mod norm;
 mod pool;
 #[cfg(test)]
 mod testutil;
 
-pub use conv::{conv2d, conv2d_layer, conv2d_relu, conv2d_relu_layer};
-pub use norm::batch_norm2d;
+pub use conv::{
+    conv2d, conv2d_layer, conv2d_relu, conv2d_relu_layer, conv2d_relu_pool, conv2d_relu_pool_layer,
+};
+pub use norm::{batch_norm2d, batch_norm2d_add_relu};
 pub use pool::max_pool2d;
 
 use candle_core::{CpuStorage, Layout, Result, WithDType};

@@ -13,7 +13,8 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp2, DType, Device, Layout, ModuleT, Result, Shape, Tensor, Var, WithDType,
+    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, ModuleT, Result, Shape, Tensor, Var,
+    WithDType,
 };
 use candle_nn::BatchNorm;
 use rayon::prelude::*;
@@ -104,25 +105,69 @@ impl candle_core::CustomOp1 for Stats {
     }
 }
 
-fn normalise<T: WithDType>(x: &[T], a: &Affine) -> Vec<T> {
+/// `y = x·scale + shift [+ residual]`, then the ReLU when the node has one.
+fn normalise<T: WithDType>(x: &[T], residual: Option<&[T]>, a: &Affine) -> Vec<T> {
     let mut y = zeros(x.len());
     y.par_chunks_mut(a.hw).enumerate().for_each(|(bc, dst)| {
         let (scale, shift) = a.scale_shift(bc % a.c);
         let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
-        for (d, &v) in dst.iter_mut().zip(&x[bc * a.hw..][..a.hw]) {
-            let out = v * scale + shift;
-            *d = if !a.relu || out > T::zero() {
+        let relu = |out: T| {
+            if !a.relu || out > T::zero() {
                 out
             } else {
                 T::zero()
-            };
+            }
+        };
+        let src = &x[bc * a.hw..][..a.hw];
+        match residual {
+            Some(r) => {
+                for ((d, &v), &r) in dst.iter_mut().zip(src).zip(&r[bc * a.hw..][..a.hw]) {
+                    *d = relu(v * scale + shift + r);
+                }
+            }
+            None => {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = relu(v * scale + shift);
+                }
+            }
         }
     });
     y
 }
 
-/// The node: (x, [γ; β]) → y.
+/// The node: (x, [γ; β]) → y as a `CustomOp2`, (x, [γ; β], residual) → y as a `CustomOp3`.
 struct Node(Affine);
+
+impl Node {
+    /// ∂x (when x needs one) and ∂[γ; β] from the gradient `grad` of the affine map's output
+    /// (already masked by the ReLU when `self.0.relu` is false).
+    fn grads(
+        &self,
+        a: &Affine,
+        x: &Tensor,
+        gb: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let needs_grad_x = x.track_op();
+        let x = x.detach();
+        // (2, c): Σg·x̂ (∂γ) and Σg (∂β), in f64.
+        let sums = x.apply_op2_no_bwd(grad, &GradSums(a.clone()))?;
+        let grad_x = if needs_grad_x {
+            let s = sums.to_vec2::<f64>()?;
+            Some(x.apply_op2_no_bwd(
+                grad,
+                &GradInput {
+                    a: a.clone(),
+                    sum_gx: s[0].clone(),
+                    sum_g: s[1].clone(),
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((grad_x, sums.to_dtype(gb.dtype())?))
+    }
+}
 
 impl CustomOp2 for Node {
     fn name(&self) -> &'static str {
@@ -138,7 +183,7 @@ impl CustomOp2 for Node {
     ) -> Result<(CpuStorage, Shape)> {
         let a = &self.0;
         let shape = Shape::from(l1.dims());
-        let out = float_kernel!(self.name(), |x| normalise(x, a), s1, l1);
+        let out = float_kernel!(CustomOp2::name(self), |x| normalise(x, None, a), s1, l1);
         Ok((out, shape))
     }
 
@@ -149,26 +194,86 @@ impl CustomOp2 for Node {
         _y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let a = &self.0;
-        let needs_grad_x = x.track_op();
-        let x = x.detach();
         let grad = grad.detach().contiguous()?;
-        // (2, c): Σg·x̂ (∂γ) and Σg (∂β), in f64.
-        let sums = x.apply_op2_no_bwd(&grad, &GradSums(a.clone()))?;
-        let grad_x = if needs_grad_x {
-            let s = sums.to_vec2::<f64>()?;
-            Some(x.apply_op2_no_bwd(
-                &grad,
-                &GradInput {
-                    a: a.clone(),
-                    sum_gx: s[0].clone(),
-                    sum_g: s[1].clone(),
-                },
-            )?)
+        let (grad_x, grad_gb) = self.grads(&self.0, x, gb, &grad)?;
+        Ok((grad_x, Some(grad_gb)))
+    }
+}
+
+impl CustomOp3 for Node {
+    fn name(&self) -> &'static str {
+        "fkd-batch-norm-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = &self.0;
+        let shape = Shape::from(l1.dims());
+        let name = CustomOp3::name(self);
+        let out = float_kernel!(name, |x, r| normalise(x, Some(r), a), s1, l1, s3, l3);
+        Ok((out, shape))
+    }
+
+    /// The residual's gradient is the output gradient masked by the ReLU (`y > 0`); the affine
+    /// map sees that same masked gradient.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        _residual: &Tensor,
+        y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.detach().contiguous()?;
+        let masked = if self.0.relu {
+            grad.apply_op2_no_bwd(&y.detach(), &ReluMask)?
         } else {
-            None
+            grad
         };
-        Ok((grad_x, Some(sums.to_dtype(gb.dtype())?)))
+        let a = Affine {
+            relu: false,
+            ..self.0.clone()
+        };
+        let (grad_x, grad_gb) = self.grads(&a, x, gb, &masked)?;
+        Ok((grad_x, Some(grad_gb), Some(masked)))
+    }
+}
+
+/// `grad · (y > 0)`: a ReLU's backward from its output.
+struct ReluMask;
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "fkd-relu-mask"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn mask<T: WithDType>(grad: &[T], y: &[T]) -> Vec<T> {
+            let mut out = zeros(grad.len());
+            out.par_chunks_mut(1 << 14)
+                .zip(grad.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
+                .for_each(|(d, (g, y))| {
+                    for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
+                        *d = if y > T::zero() { g } else { T::zero() };
+                    }
+                });
+            out
+        }
+        let out = float_kernel!(self.name(), mask, s1, l1, s2, l2);
+        Ok((out, Shape::from(l1.dims())))
     }
 }
 
@@ -296,9 +401,42 @@ impl CustomOp2 for GradInput {
 /// On the CPU (f32, f64) this is the fused node of the module docs; elsewhere, or for a layer
 /// without an affine part, it is candle-nn's own `forward_t` (then `relu`).
 pub fn batch_norm2d(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+    batch_norm_impl(bn, x, None, train, relu)
+}
+
+/// `relu(batch_norm2d(bn, x, train, false) + residual)` in one node: the end of a ResNet basic
+/// block. On the CPU it saves the add and the ReLU their own passes and gradient buffers (Candle's
+/// ReLU backward alone makes five); elsewhere it is candle-nn's ops.
+pub fn batch_norm2d_add_relu(
+    bn: &BatchNorm,
+    x: &Tensor,
+    residual: &Tensor,
+    train: bool,
+) -> Result<Tensor> {
+    if residual.dims() != x.dims() {
+        candle_core::bail!(
+            "batch-norm: the residual {:?} does not match the input {:?}",
+            residual.dims(),
+            x.dims()
+        );
+    }
+    batch_norm_impl(bn, x, Some(residual), train, true)
+}
+
+fn batch_norm_impl(
+    bn: &BatchNorm,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    train: bool,
+    relu: bool,
+) -> Result<Tensor> {
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     let (Some((gamma, beta)), true) = (bn.weight_and_bias(), fused) else {
         let y = bn.forward_t(x, train)?;
+        let y = match residual {
+            Some(r) => (y + r)?,
+            None => y,
+        };
         return if relu { y.relu() } else { Ok(y) };
     };
     let (n, c, h, w) = x.dims4()?;
@@ -343,7 +481,10 @@ pub fn batch_norm2d(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Resu
         batch_stats: train,
     };
     let gb = Tensor::stack(&[gamma, beta], 0)?;
-    x.apply_op2(&gb, Node(affine))
+    match residual {
+        Some(r) => x.apply_op3(&gb, &r.contiguous()?, Node(affine)),
+        None => x.apply_op2(&gb, Node(affine)),
+    }
 }
 
 /// PyTorch's running-statistics update, written into the layer's vars.
@@ -441,6 +582,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The residual form equals batch norm, add, ReLU (candle-nn's ops), forward and the
+    /// gradients of x, the residual, γ and β, in both modes.
+    #[test]
+    fn residual_form_matches_norm_add_relu() {
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        for train in [true, false] {
+            let shape = [3, 4, 5, 6];
+            let [(vm_a, bn_a), (vm_b, bn_b)] = twin_layers(shape[1], &mut rng);
+            let x = Var::from_tensor(&random_in(&shape, &mut rng, -2.0, 2.0)).unwrap();
+            let res = Var::from_tensor(&random_in(&shape, &mut rng, -1.0, 1.0)).unwrap();
+            let ours = batch_norm2d_add_relu(&bn_a, &x, &res, train).unwrap();
+            let theirs = (bn_b.forward_t(&x, train).unwrap() + res.as_tensor())
+                .unwrap()
+                .relu()
+                .unwrap();
+            assert!(max_diff(&ours, &theirs) < 1e-10, "train {train}");
+            let r = random_in(ours.dims(), &mut rng, -1.0, 1.0);
+            let ga = weighted_grads(&ours, &r);
+            let gb = weighted_grads(&theirs, &r);
+            for v in [&x, &res] {
+                assert!(
+                    max_diff(ga.get(v).unwrap(), gb.get(v).unwrap()) < 1e-9,
+                    "train {train}"
+                );
+            }
+            for name in ["weight", "bias"] {
+                let va = vm_a.data().lock().unwrap()[name].clone();
+                let vb = vm_b.data().lock().unwrap()[name].clone();
+                assert!(
+                    max_diff(ga.get(&va).unwrap(), gb.get(&vb).unwrap()) < 1e-9,
+                    "∂{name}"
+                );
+            }
+        }
+        let [(_, bn), _] = twin_layers(4, &mut rng);
+        let x = random_in(&[2, 4, 3, 3], &mut rng, -1.0, 1.0);
+        let wrong = random_in(&[2, 4, 3, 2], &mut rng, -1.0, 1.0);
+        let err = batch_norm2d_add_relu(&bn, &x, &wrong, true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("residual"), "{err}");
     }
 
     #[test]
