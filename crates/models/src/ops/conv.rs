@@ -24,6 +24,8 @@ use super::gemm::{Float, Mat, MatMut, matmul};
 use super::{contiguous, valid_range, zeros};
 use crate::pool::window_out_len;
 
+mod winograd;
+
 /// Target size, in elements, of one block's column matrix: about half of a core's L2 cache in
 /// f32, so the columns, the block's products and the packed operands stay cached.
 const BLOCK_FLOATS: usize = 1 << 16;
@@ -32,6 +34,11 @@ const BLOCK_FLOATS: usize = 1 << 16;
 /// many input channels): below this, `gemm` spends more time packing the weights than
 /// multiplying.
 const MIN_BLOCK_COLS: usize = 128;
+
+/// Output positions per Winograd block: 256 tiles of 2×2, so each of the 16 products is
+/// (o × c)·(c × 256), large enough to amortise `gemm`'s packing and call overhead, while one
+/// product's operands stay in L2.
+const WINOGRAD_BLOCK_COLS: usize = 1024;
 
 /// Sizes of one convolution: input (n, c, h, w), square-or-not kernel (kh, kw), stride,
 /// zero padding, output (ho, wo).
@@ -139,13 +146,33 @@ struct Plan {
     gemm_threads: usize,
 }
 
+/// Where a block's rows may start and end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rows {
+    /// Anywhere.
+    Any,
+    /// On even rows (Winograd's 2×2 tiles); the last block may end on an odd height.
+    Pairs,
+    /// On even rows, and the last row of an odd height, which the 2×2 floor-mode pool that
+    /// follows drops, is not computed.
+    Pooled,
+}
+
 impl Plan {
-    /// With `pool`, blocks hold whole pairs of output rows (a 2×2 pool follows) and the last
-    /// row of an odd height, which floor-mode pooling drops, is not computed.
-    fn new(g: &Geometry, threads: usize, pool: bool) -> Self {
+    /// With `winograd`, blocks are sized for [`winograd::block`]'s 16 products rather than for
+    /// a column matrix.
+    fn new(g: &Geometry, threads: usize, rows: Rows, winograd: bool) -> Self {
         let threads = threads.max(1);
-        let target = (BLOCK_FLOATS / g.k().max(1)).max(MIN_BLOCK_COLS);
-        let (step, ho) = if pool { (2, g.ho / 2 * 2) } else { (1, g.ho) };
+        let target = if winograd {
+            WINOGRAD_BLOCK_COLS
+        } else {
+            (BLOCK_FLOATS / g.k().max(1)).max(MIN_BLOCK_COLS)
+        };
+        let (step, ho) = match rows {
+            Rows::Any => (1, g.ho),
+            Rows::Pairs => (2, g.ho),
+            Rows::Pooled => (2, g.ho / 2 * 2),
+        };
         // Units of work: one image cut into row blocks, or a few whole images as one block.
         let units: Vec<Group> = if g.l() > target {
             let rows = (target / g.wo / step).max(1) * step;
@@ -318,7 +345,18 @@ fn forward<T: Float>(
 ) -> (Vec<T>, Vec<u8>) {
     let (k, l) = (g.k(), g.l());
     let pool = epilogue == Epilogue::ReluPool;
-    let plan = Plan::new(g, rayon::current_num_threads(), pool);
+    let wino = winograd::applies(g, o);
+    let u = if wino {
+        winograd::weights(w, o, g.c)
+    } else {
+        Vec::new()
+    };
+    let rows = match (pool, wino) {
+        (true, _) => Rows::Pooled,
+        (false, true) => Rows::Pairs,
+        (false, false) => Rows::Any,
+    };
+    let plan = Plan::new(g, rayon::current_num_threads(), rows, wino);
     let (ho2, wo2) = (g.ho / 2, g.wo / 2);
     let per_image = if pool { o * ho2 * wo2 } else { o * l };
     let mut y = zeros(g.n * per_image);
@@ -330,19 +368,33 @@ fn forward<T: Float>(
         .zip(parts)
         .zip(arg_parts)
         .for_each(|((grp, ys), args)| {
-            let (mut cols, mut prod) = (Vec::new(), Vec::new());
+            let (mut cols, mut prod, mut wm) = (Vec::new(), Vec::new(), Vec::new());
             for blk in &grp.blocks {
                 let (span, nc) = (blk.span(g), blk.cols(g));
-                cols.resize(k * nc, T::zero());
                 prod.resize(o * nc, T::zero());
-                im2col_block(x, g, blk, &mut cols);
-                matmul(
-                    MatMut::rows(&mut prod, o, nc, nc),
-                    false,
-                    Mat::rows(w, o, k, k),
-                    Mat::rows(&cols, k, nc, nc),
-                    plan.gemm_threads,
-                );
+                if wino {
+                    winograd::block(
+                        x,
+                        &u,
+                        g,
+                        o,
+                        blk,
+                        &mut cols,
+                        &mut wm,
+                        &mut prod,
+                        plan.gemm_threads,
+                    );
+                } else {
+                    cols.resize(k * nc, T::zero());
+                    im2col_block(x, g, blk, &mut cols);
+                    matmul(
+                        MatMut::rows(&mut prod, o, nc, nc),
+                        false,
+                        Mat::rows(w, o, k, k),
+                        Mat::rows(&cols, k, nc, nc),
+                        plan.gemm_threads,
+                    );
+                }
                 for bi in 0..blk.nb {
                     let image = blk.b0 + bi - grp.b0;
                     for oc in 0..o {
@@ -432,19 +484,24 @@ fn backward<T: Float>(
     needs_x: bool,
 ) -> Grads<T> {
     let (k, l) = (g.k(), g.l());
-    let plan = Plan::new(
-        g,
-        rayon::current_num_threads(),
-        matches!(route, Route::Pool(_)),
-    );
+    let rows = match route {
+        Route::Pool(_) => Rows::Pooled,
+        _ => Rows::Any,
+    };
+    let plan = Plan::new(g, rayon::current_num_threads(), rows, false);
     let (ho2, wo2) = (g.ho / 2, g.wo / 2);
-    let mut dx = if needs_x {
-        zeros(g.n * g.c * g.h * g.w)
+    // The input gradient of a Winograd-sized conv is itself such a conv, of the routed output
+    // gradient with the flipped weights: the blocks then collect that gradient instead of
+    // scattering Wᵀ·∂Y onto the input (col2im).
+    let wino_dx = needs_x && winograd::applies(g, o) && g.padding <= 2;
+    let per_image = if wino_dx { o * l } else { g.c * g.h * g.w };
+    let mut out = if needs_x {
+        zeros(g.n * per_image)
     } else {
         Vec::new()
     };
     let parts: Vec<Option<&mut [T]>> = if needs_x {
-        plan.split(&mut dx, g.c * g.h * g.w)
+        plan.split(&mut out, per_image)
             .into_iter()
             .map(Some)
             .collect()
@@ -455,7 +512,7 @@ fn backward<T: Float>(
         .groups
         .par_iter()
         .zip(parts)
-        .map(|(grp, mut dxs)| {
+        .map(|(grp, mut outs)| {
             let mut dw = zeros(o * k);
             let mut db = zeros(if bias { o } else { 0 });
             let (mut cols, mut gy) = (Vec::new(), Vec::new());
@@ -503,7 +560,16 @@ fn backward<T: Float>(
                     Mat::rows(&cols, k, nc, nc).t(),
                     plan.gemm_threads,
                 );
-                if let Some(dxs) = dxs.as_deref_mut() {
+                if let (true, Some(routed)) = (wino_dx, outs.as_deref_mut()) {
+                    for bi in 0..blk.nb {
+                        let image = blk.b0 + bi - grp.b0;
+                        for oc in 0..o {
+                            let at = (image * o + oc) * l + blk.oy0 * g.wo;
+                            routed[at..][..span]
+                                .copy_from_slice(&gy[oc * nc + bi * span..][..span]);
+                        }
+                    }
+                } else if let Some(dxs) = outs.as_deref_mut() {
                     matmul(
                         MatMut::rows(&mut cols, k, nc, nc),
                         false,
@@ -524,8 +590,26 @@ fn backward<T: Float>(
         dw.iter_mut().zip(w2).for_each(|(a, b)| *a += b);
         db.iter_mut().zip(b2).for_each(|(a, b)| *a += b);
     }
+    let dx = if wino_dx {
+        let gx = Geometry {
+            n: g.n,
+            c: o,
+            h: g.ho,
+            w: g.wo,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            padding: 2 - g.padding,
+            ho: g.h,
+            wo: g.w,
+        };
+        let flipped = winograd::flipped(w, o, g.c);
+        Some(forward(&out, &flipped, None, &gx, g.c, Epilogue::None).0)
+    } else {
+        needs_x.then_some(out)
+    };
     Grads {
-        x: needs_x.then_some(dx),
+        x: dx,
         w: dw,
         bias: bias.then_some(db),
     }
@@ -1022,7 +1106,7 @@ mod tests {
                     .num_threads(threads)
                     .build()
                     .unwrap();
-                let blocks: usize = Plan::new(&g, threads, false)
+                let blocks: usize = Plan::new(&g, threads, Rows::Any, false)
                     .groups
                     .iter()
                     .map(|grp| grp.blocks.len())
@@ -1098,6 +1182,62 @@ mod tests {
         assert!(err.contains("2×2 pool does not fit"), "{err}");
     }
 
+    /// 3×3 stride-1 convs with 16 or more channels run through Winograd F(2×2, 3×3), and the
+    /// input gradient through a second one: forward and every gradient equal Candle's conv
+    /// (f64), with paddings 0 to 2, odd and even sizes, row blocks and multi-image blocks,
+    /// the ReLU and the pooled epilogue, on 1 to 3 threads.
+    #[test]
+    fn winograd_matches_candle_conv() {
+        let mut rng = ChaCha8Rng::seed_from_u64(29);
+        for (n, c, o, h, w, padding) in [
+            (2, 16, 17, 21, 19, 1),
+            (9, 20, 16, 7, 7, 1),
+            (1, 18, 24, 30, 33, 0),
+            (3, 16, 16, 6, 9, 2),
+        ] {
+            let x = Var::from_tensor(&random(&[n, c, h, w], &mut rng)).unwrap();
+            let wt = Var::from_tensor(&random(&[o, c, 3, 3], &mut rng)).unwrap();
+            let b = Var::from_tensor(&random(&[o], &mut rng)).unwrap();
+            let (g, _) = Geometry::new(&x, &wt, 1, padding).unwrap();
+            assert!(winograd::applies(&g, o));
+            let conv = x
+                .conv2d(&wt, padding, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, o, 1, 1)).unwrap())
+                .unwrap();
+            for epilogue in [Epilogue::None, Epilogue::Relu, Epilogue::ReluPool] {
+                let theirs = match epilogue {
+                    Epilogue::None => conv.clone(),
+                    Epilogue::Relu => conv.relu().unwrap(),
+                    Epilogue::ReluPool => {
+                        crate::ops::max_pool2d(&conv.relu().unwrap(), 2, 2, 0).unwrap()
+                    }
+                };
+                let r = random(theirs.dims(), &mut rng);
+                let gb = weighted_grads(&theirs, &r);
+                for threads in 1..=3 {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let (ours, ga) = pool.install(|| {
+                        let y = conv2d_impl(&x, &wt, Some(&b), 1, padding, epilogue).unwrap();
+                        let ga = weighted_grads(&y, &r);
+                        (y, ga)
+                    });
+                    let ctx = format!(
+                        "n{n} c{c} o{o} {h}×{w} p{padding} {epilogue:?}, {threads} threads"
+                    );
+                    assert!(max_diff(&ours, &theirs) < 1e-10, "{ctx}");
+                    for (name, v) in [("x", &x), ("w", &wt), ("b", &b)] {
+                        let d = max_diff(ga.get(v).unwrap(), gb.get(v).unwrap());
+                        assert!(d < 1e-9, "{ctx}: ∂{name} off by {d}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Every plan covers each output row of each image exactly once, in at most one group per
     /// thread, each group a contiguous run of images that holds its blocks.
     #[test]
@@ -1123,9 +1263,14 @@ mod tests {
                     ho: h,
                     wo: h + 1,
                 };
-                for pool in [false, true] {
-                    let plan = Plan::new(&g, threads, pool);
-                    let rows = if pool { h / 2 * 2 } else { h };
+                for (mode, wino) in [
+                    (Rows::Any, false),
+                    (Rows::Pairs, true),
+                    (Rows::Pooled, false),
+                    (Rows::Pooled, true),
+                ] {
+                    let plan = Plan::new(&g, threads, mode, wino);
+                    let rows = if mode == Rows::Pooled { h / 2 * 2 } else { h };
                     assert!(plan.groups.len() <= threads);
                     let mut seen = vec![0; n * h];
                     let mut next = 0;
@@ -1135,7 +1280,9 @@ mod tests {
                         for blk in &grp.blocks {
                             assert!(blk.b0 >= grp.b0 && blk.b0 + blk.nb <= grp.b1);
                             assert!(blk.nb == 1 || (blk.oy0 == 0 && blk.oy1 == rows));
-                            assert!(!pool || (blk.oy0 % 2 == 0 && blk.oy1 % 2 == 0));
+                            if mode != Rows::Any {
+                                assert!(blk.oy0 % 2 == 0 && (blk.oy1 % 2 == 0 || blk.oy1 == rows));
+                            }
                             for b in blk.b0..blk.b0 + blk.nb {
                                 for oy in blk.oy0..blk.oy1 {
                                     seen[b * h + oy] += 1;
@@ -1145,10 +1292,8 @@ mod tests {
                     }
                     assert_eq!(next, n);
                     let once = |i: usize| seen[i] == usize::from(i % h < rows);
-                    assert!(
-                        (0..n * h).all(once),
-                        "n{n} c{c} h{h} k{k} t{threads} pool {pool}"
-                    );
+                    let ctx = format!("n{n} c{c} h{h} k{k} t{threads} {mode:?} winograd {wino}");
+                    assert!((0..n * h).all(once), "{ctx}");
                 }
             }
         }

@@ -44,34 +44,40 @@ impl Affine {
     }
 }
 
-fn as_f64<T: WithDType>(v: T) -> f64 {
-    v.to_f64()
+/// `Σ f(xs[i], ys[i])` over one row, in eight running sums of `T` (so the loop vectorises)
+/// added up in f64: rows are at most a feature map (224² values), and the per-channel totals
+/// over rows are f64.
+fn row_sum<T: WithDType>(xs: &[T], ys: &[T], f: impl Fn(T, T) -> T) -> f64 {
+    let mut acc = [T::zero(); 8];
+    let (xc, yc) = (xs.chunks_exact(8), ys.chunks_exact(8));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (x, y) in xc.zip(yc) {
+        for i in 0..8 {
+            acc[i] += f(x[i], y[i]);
+        }
+    }
+    let tail: f64 = xr.iter().zip(yr).map(|(&x, &y)| f(x, y).to_f64()).sum();
+    acc.iter().map(|v| v.to_f64()).sum::<f64>() + tail
 }
 
-/// Per-channel mean and biased variance of (n, c, hw) data, accumulated in f64.
+/// Per-channel mean and biased variance of (n, c, hw) data (two passes: the mean, then the
+/// squared deviations from it).
 fn channel_stats<T: WithDType>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
     (0..c)
         .into_par_iter()
         .map(|ch| {
             let m = (n * hw) as f64;
-            let mut sum = 0.0;
-            for b in 0..n {
-                sum += x[(b * c + ch) * hw..][..hw]
-                    .iter()
-                    .map(|&v| as_f64(v))
-                    .sum::<f64>();
-            }
-            let mean = sum / m;
-            let mut sq = 0.0;
-            for b in 0..n {
-                sq += x[(b * c + ch) * hw..][..hw]
-                    .iter()
-                    .map(|&v| {
-                        let d = as_f64(v) - mean;
+            let rows = || (0..n).map(|b| &x[(b * c + ch) * hw..][..hw]);
+            let mean = rows().map(|r| row_sum(r, r, |v, _| v)).sum::<f64>() / m;
+            let mt = T::from_f64(mean);
+            let sq = rows()
+                .map(|r| {
+                    row_sum(r, r, |v, _| {
+                        let d = v - mt;
                         d * d
                     })
-                    .sum::<f64>();
-            }
+                })
+                .sum::<f64>();
             (mean, sq / m)
         })
         .collect()
@@ -277,12 +283,13 @@ impl CustomOp2 for ReluMask {
     }
 }
 
-/// The upstream gradient as the affine map saw it: zero where the ReLU cut the output.
-fn masked<T: WithDType>(a: &Affine, scale: f64, shift: f64, v: T, g: T) -> f64 {
-    if !a.relu || as_f64(v) * scale + shift > 0.0 {
-        as_f64(g)
+/// The upstream gradient `g` as the affine map saw it: zero where the ReLU cut the output
+/// (recomputed from the input `v` with the forward's own `T` arithmetic).
+fn masked<T: WithDType>(relu: bool, scale: T, shift: T, v: T, g: T) -> T {
+    if !relu || v * scale + shift > T::zero() {
+        g
     } else {
-        0.0
+        T::zero()
     }
 }
 
@@ -293,17 +300,18 @@ fn grad_sums<T: WithDType>(x: &[T], grad: &[T], a: &Affine) -> Vec<f64> {
         .into_par_iter()
         .map(|ch| {
             let (scale, shift) = a.scale_shift(ch);
-            let (mean, inv) = (a.mean[ch], a.inv_std[ch]);
+            let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+            let mean = T::from_f64(a.mean[ch]);
             let (mut sum_gx, mut sum_g) = (0.0, 0.0);
             for b in 0..a.n {
                 let at = (b * a.c + ch) * a.hw;
-                for (&v, &g) in x[at..][..a.hw].iter().zip(&grad[at..][..a.hw]) {
-                    let g = masked(a, scale, shift, v, g);
-                    sum_g += g;
-                    sum_gx += g * (as_f64(v) - mean) * inv;
-                }
+                let (xs, gs) = (&x[at..][..a.hw], &grad[at..][..a.hw]);
+                sum_g += row_sum(xs, gs, |v, g| masked(a.relu, scale, shift, v, g));
+                sum_gx += row_sum(xs, gs, |v, g| {
+                    masked(a.relu, scale, shift, v, g) * (v - mean)
+                });
             }
-            (sum_gx, sum_g)
+            (sum_gx * a.inv_std[ch], sum_g)
         })
         .collect();
     let mut out: Vec<f64> = per.iter().map(|p| p.0).collect();
@@ -347,6 +355,8 @@ struct GradInput {
     sum_g: Vec<f64>,
 }
 
+/// `∂x = A·g + B·x + C` per channel, the module docs' formula with x̂ expanded, so the
+/// per-element work is two multiply-adds in `T`.
 fn grad_input<T: WithDType>(x: &[T], grad: &[T], s: &GradInput) -> Vec<T> {
     let a = &s.a;
     let m = (a.n * a.hw) as f64;
@@ -354,22 +364,23 @@ fn grad_input<T: WithDType>(x: &[T], grad: &[T], s: &GradInput) -> Vec<T> {
     dx.par_chunks_mut(a.hw).enumerate().for_each(|(bc, dst)| {
         let ch = bc % a.c;
         let (scale, shift) = a.scale_shift(ch);
-        let (mean, inv) = (a.mean[ch], a.inv_std[ch]);
-        let k = a.gamma[ch] * inv;
+        let k = a.gamma[ch] * a.inv_std[ch];
+        let (ca, cb, cc) = if a.batch_stats {
+            let b = -k / m * a.inv_std[ch] * s.sum_gx[ch];
+            (k, b, -k / m * s.sum_g[ch] - b * a.mean[ch])
+        } else {
+            (k, 0.0, 0.0)
+        };
+        let (ca, cb, cc) = (T::from_f64(ca), T::from_f64(cb), T::from_f64(cc));
+        let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
         let at = bc * a.hw;
         for ((d, &v), &g) in dst
             .iter_mut()
             .zip(&x[at..][..a.hw])
             .zip(&grad[at..][..a.hw])
         {
-            let g = masked(a, scale, shift, v, g);
-            let out = if a.batch_stats {
-                let xhat = (as_f64(v) - mean) * inv;
-                k / m * (m * g - s.sum_g[ch] - xhat * s.sum_gx[ch])
-            } else {
-                k * g
-            };
-            *d = T::from_f64(out);
+            let g = masked(a.relu, scale, shift, v, g);
+            *d = ca * g + cb * v + cc;
         }
     });
     dx

@@ -80,14 +80,50 @@ impl Window {
     }
 }
 
+/// The larger of `m` and `v`, NaN winning (PyTorch's rule), written without a branch so loops
+/// over it vectorise.
+#[allow(clippy::eq_op)]
+fn max_nan<T: WithDType>(m: T, v: T) -> T {
+    if v > m || v != v { v } else { m }
+}
+
 fn pool_fwd<T: WithDType>(x: &[T], win: &Window) -> Vec<T> {
     let (plane_in, plane_out) = (win.h * win.w, win.ho * win.wo);
     let mut out = zeros(win.n * win.c * plane_out);
+    if (win.k, win.stride, win.padding) == (2, 2, 0) {
+        out.par_chunks_mut(plane_out)
+            .enumerate()
+            .for_each(|(p, dst)| {
+                let plane = &x[p * plane_in..][..plane_in];
+                win.for_each_argmax(plane, |o, i| dst[o] = plane[i]);
+            });
+        return out;
+    }
+    // Other windows separably: each input row's maxima over the windows' columns, then those
+    // over the windows' rows (k + k comparisons per output instead of k², and the second pass
+    // runs along contiguous rows). The value is the window's maximum either way.
+    let xs: Vec<(usize, usize)> = (0..win.wo).map(|ox| win.span(ox, win.w)).collect();
     out.par_chunks_mut(plane_out)
         .enumerate()
-        .for_each(|(p, dst)| {
+        .for_each_init(Vec::new, |rowmax, (p, dst)| {
             let plane = &x[p * plane_in..][..plane_in];
-            win.for_each_argmax(plane, |o, i| dst[o] = plane[i]);
+            rowmax.clear();
+            for row in plane.chunks_exact(win.w) {
+                rowmax.extend(
+                    xs.iter().map(|&(lo, hi)| {
+                        row[lo + 1..hi].iter().fold(row[lo], |m, &v| max_nan(m, v))
+                    }),
+                );
+            }
+            for (oy, out_row) in dst.chunks_exact_mut(win.wo).enumerate() {
+                let (ylo, yhi) = win.span(oy, win.h);
+                out_row.copy_from_slice(&rowmax[ylo * win.wo..][..win.wo]);
+                for iy in ylo + 1..yhi {
+                    for (d, &v) in out_row.iter_mut().zip(&rowmax[iy * win.wo..][..win.wo]) {
+                        *d = max_nan(*d, v);
+                    }
+                }
+            }
         });
     out
 }
@@ -277,6 +313,39 @@ mod tests {
             };
             let numeric = (bump(1e-6) - bump(-1e-6)) / 2e-6;
             assert!((numeric - analytic[i]).abs() < 1e-6, "index {i}");
+        }
+    }
+
+    /// The separable path (ResNet's 3×3, stride 2, padding 1) gives each window's maximum, and
+    /// NaN in every window that holds one, as PyTorch.
+    #[test]
+    fn separable_windows_propagate_nan() {
+        let (h, w) = (7, 6);
+        let mut data: Vec<f32> = (0..h * w).map(|i| ((i * 37) % 23) as f32).collect();
+        data[2 * w + 3] = f32::NAN;
+        let x = Tensor::from_vec(data.clone(), (1, 1, h, w), &Device::Cpu).unwrap();
+        let y: Vec<f32> = max_pool2d(&x, 3, 2, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let (ho, wo) = (4, 3);
+        assert_eq!(y.len(), ho * wo);
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let mut want = f32::NEG_INFINITY;
+                let mut nan = false;
+                for iy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h) {
+                    for ix in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w) {
+                        let v = data[iy * w + ix];
+                        nan |= v.is_nan();
+                        want = want.max(v);
+                    }
+                }
+                let got = y[oy * wo + ox];
+                assert!(if nan { got.is_nan() } else { got == want }, "({oy}, {ox}): {got}");
+            }
         }
     }
 
