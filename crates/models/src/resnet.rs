@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::init::{conv2d_resnet, linear_torch};
-use crate::ops::{batch_norm2d, batch_norm2d_add_relu, conv2d_layer, max_pool2d};
+use crate::ops::{batch_norm2d_add_relu, conv2d_batch_norm, conv2d_layer, max_pool2d};
 use crate::pool::global_avg_pool;
 use crate::summary::{LayerInfo, Summarize, Trace};
 
@@ -148,9 +148,9 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = batch_norm2d(&self.bn1, &conv2d_layer(&self.conv1, x)?, train, true)?;
+        let y = conv2d_batch_norm(&self.conv1, &self.bn1, x, train, true)?;
         let shortcut = match &self.downsample {
-            Some((c, b)) => batch_norm2d(b, &conv2d_layer(c, x)?, train, false)?,
+            Some((c, b)) => conv2d_batch_norm(c, b, x, train, false)?,
             None => x.clone(),
         };
         // bn2, the residual add and the block's ReLU as one node.
@@ -237,10 +237,10 @@ impl ResNet18 {
                 x.dims()
             );
         }
-        let x = conv2d_layer(&self.conv1, x)?;
+        // Conv, batch norm and ReLU run as one or two nodes (the norm folds into the conv in
+        // inference); the summary lists them as three layers.
+        let x = conv2d_batch_norm(&self.conv1, &self.bn1, x, train, true)?;
         trace.record(|| "conv1".into(), &x, conv_params(&self.conv1));
-        // Batch norm and ReLU run as one node; the summary lists them as two layers.
-        let x = batch_norm2d(&self.bn1, &x, train, true)?;
         trace.record(|| "bn1".into(), &x, bn_params(&self.bn1));
         trace.record(|| "relu".into(), &x, 0);
         let mut x = max_pool2d(&x, 3, 2, 1)?;

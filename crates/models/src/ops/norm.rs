@@ -415,6 +415,40 @@ pub fn batch_norm2d(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Resu
     batch_norm_impl(bn, x, None, train, relu)
 }
 
+/// `batch_norm2d(bn, conv(x), train, relu)` for a candle-nn `Conv2d` without bias. In
+/// inference mode on the CPU the norm is folded into the conv (weights scaled by γ/σ, bias
+/// β − μγ/σ, from the running statistics), so the pair costs one pass over the output instead
+/// of two; it equals the unfolded pair up to float rounding. In training mode, or for layers
+/// the fold does not cover, it is the two ops.
+pub fn conv2d_batch_norm(
+    conv: &candle_nn::Conv2d,
+    bn: &BatchNorm,
+    x: &Tensor,
+    train: bool,
+    relu: bool,
+) -> Result<Tensor> {
+    let cfg = conv.config();
+    let foldable = !train
+        && matches!(x.device(), Device::Cpu)
+        && conv.bias().is_none()
+        && (cfg.dilation, cfg.groups) == (1, 1);
+    if let (true, Some((gamma, beta))) = (foldable, bn.weight_and_bias()) {
+        let o = conv.weight().dim(0)?;
+        let scale = (gamma / (bn.running_var() + bn.eps())?.sqrt()?)?;
+        let w = conv
+            .weight()
+            .broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?
+            .detach();
+        let b = (beta - (bn.running_mean() * &scale)?)?.detach();
+        return if relu {
+            super::conv2d_relu(x, &w, Some(&b), cfg.stride, cfg.padding)
+        } else {
+            super::conv2d(x, &w, Some(&b), cfg.stride, cfg.padding)
+        };
+    }
+    batch_norm2d(bn, &super::conv2d_layer(conv, x)?, train, relu)
+}
+
 /// `relu(batch_norm2d(bn, x, train, false) + residual)` in one node: the end of a ResNet basic
 /// block. On the CPU it saves the add and the ReLU their own passes and gradient buffers (Candle's
 /// ReLU backward alone makes five); elsewhere it is candle-nn's ops.
@@ -636,6 +670,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("residual"), "{err}");
+    }
+
+    /// In inference mode the folded conv + norm (+ ReLU) equals the two ops; in training mode
+    /// it is the two ops, gradients included.
+    #[test]
+    fn folded_conv_norm_matches_the_pair() {
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        let [(_, bn_a), (_, bn_b)] = twin_layers(5, &mut rng);
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+        let cfg = candle_nn::Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let conv = candle_nn::conv2d_no_bias(3, 5, 3, cfg, vb).unwrap();
+        let x = random_in(&[2, 3, 9, 8], &mut rng, -1.0, 1.0);
+        for relu in [false, true] {
+            let ours = conv2d_batch_norm(&conv, &bn_a, &x, false, relu).unwrap();
+            let theirs = batch_norm2d(
+                &bn_b,
+                &candle_core::Module::forward(&conv, &x).unwrap(),
+                false,
+                relu,
+            )
+            .unwrap();
+            assert!(max_diff(&ours, &theirs) < 1e-12, "relu {relu}");
+        }
+        let ours = conv2d_batch_norm(&conv, &bn_a, &x, true, true).unwrap();
+        let theirs = batch_norm2d(
+            &bn_b,
+            &candle_core::Module::forward(&conv, &x).unwrap(),
+            true,
+            true,
+        )
+        .unwrap();
+        assert!(max_diff(&ours, &theirs) < 1e-12);
     }
 
     #[test]

@@ -344,7 +344,10 @@ mod tests {
                     }
                 }
                 let got = y[oy * wo + ox];
-                assert!(if nan { got.is_nan() } else { got == want }, "({oy}, {ox}): {got}");
+                assert!(
+                    if nan { got.is_nan() } else { got == want },
+                    "({oy}, {ox}): {got}"
+                );
             }
         }
     }

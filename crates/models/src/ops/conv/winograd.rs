@@ -113,14 +113,17 @@ pub(super) fn block<T: Float>(
                     }
                     // Padded column q is input column q − pad.
                     let (lo, hi) = (g.padding.min(2 * half), (g.w + g.padding).min(2 * half));
-                    padded.fill(T::zero());
                     if lo < hi {
+                        padded[..lo].fill(T::zero());
                         padded[lo..hi].copy_from_slice(&plane[iy as usize * g.w..][..hi - lo]);
+                        padded[hi..].fill(T::zero());
+                    } else {
+                        padded.fill(T::zero());
                     }
                     let (even, odd) = row.split_at_mut(half);
-                    for ((pair, e), od) in padded.chunks_exact(2).zip(even).zip(odd) {
-                        *e = pair[0];
-                        *od = pair[1];
+                    for (k, (e, od)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+                        *e = padded[2 * k];
+                        *od = padded[2 * k + 1];
                     }
                 }
                 let (r0, rest) = d.split_at(2 * half);
