@@ -192,7 +192,7 @@ impl ConvRegressor {
         &self.cfg
     }
 
-    /// The first conv layer's weights, (chans[0], 1, k, k): the learned filters the write-up
+    /// The first conv layer's weights, `(chans[0], 1, k, k)`: the learned filters the write-up
     /// visualises.
     pub fn conv1_weights(&self) -> &Tensor {
         // `feature_shapes` refuses configs without conv layers, so convs[0] exists.

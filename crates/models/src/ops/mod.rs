@@ -1,22 +1,23 @@
-//! Fast training ops for the CPU: 2-D convolution and max-pooling whose backward passes run as
-//! im2col/col2im plus one matrix product (Candle's own `matmul`, i.e. the multi-threaded `gemm`
-//! crate), instead of Candle 0.11's single-threaded `conv_transpose2d` loop for the input
-//! gradient and its composed (and, for pooling, wrong) backward ops.
+//! Fast training ops for the CPU: 2-D convolution, max-pooling and batch normalisation whose
+//! forward and backward passes are fkd's own kernels, in place of Candle 0.11's (whose conv
+//! input gradient is a single-threaded `conv_transpose2d` loop and whose max-pool backward is
+//! wrong), each one autograd node.
 //!
-//! - [`conv2d`]: `(N, C, H, W) ⊛ (O, C, kh, kw) [+ bias] → (N, O, Ho, Wo)`, any stride and zero
-//!   padding. The forward is `W(O, C·kh·kw) × cols(C·kh·kw, N·Ho·Wo)`; the backward recomputes
-//!   `cols` (so training keeps no column buffers alive between forward and backward) and forms
-//!   `∂W = ∂Y · colsᵀ` and, only when the input needs a gradient, `∂X = col2im(Wᵀ · ∂Y)`.
+//! - [`conv2d`], [`conv2d_relu`], [`conv2d_relu_pool`]: `(N, C, H, W) ⊛ (O, C, kh, kw) [+ bias]`,
+//!   any stride and zero padding, optionally followed by a ReLU and a 2×2 max-pool in the same
+//!   node: blocked im2col + single-threaded `gemm` products per thread (module `conv`), or
+//!   Winograd F(2×2, 3×3) for stride-1 3×3 convs with enough channels. The backward rebuilds
+//!   each block's columns, so nothing the size of a column matrix outlives a call.
 //! - [`max_pool2d`]: any square kernel, stride and −∞ padding, floor mode, as
 //!   `torch.nn.MaxPool2d`; the gradient goes to the first maximum of each window, as PyTorch's.
+//! - [`batch_norm2d`], [`batch_norm2d_add_relu`], [`conv2d_batch_norm`]: a candle-nn
+//!   `BatchNorm` in training or inference mode, optionally with the ReLU (and a residual) that
+//!   follows it, as one node with an analytic backward; folded into the conv at inference.
 //!
-//! - [`batch_norm2d`]: a candle-nn `BatchNorm` in training or inference mode, optionally with
-//!   the ReLU that follows it, as one node with an analytic backward.
-//!
-//! On CUDA and Metal both fall back to Candle's native conv and to the composed
+//! On CUDA and Metal every op falls back to Candle's own ops and the composed
 //! [`crate::pool::max_pool2d`], so the models run on every device; the fused kernels are CPU
 //! code (f32 and f64). Every op is checked against Candle's reference op and finite differences
-//! in the tests of its module.
+//! in the tests of its module. `gemm` holds the workspace's only `unsafe` code.
 
 /// Runs a kernel over the contiguous data of one or two CPU storages of the same float dtype
 /// (f32 or f64) and wraps its `Vec` back into a storage; other dtypes are an error naming the
