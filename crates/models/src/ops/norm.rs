@@ -588,6 +588,22 @@ mod tests {
         })
     }
 
+    /// ∂γ and ∂β of two twin layers' var maps agree.
+    fn assert_affine_grads_match(
+        vm_a: &VarMap,
+        vm_b: &VarMap,
+        ga: &candle_core::backprop::GradStore,
+        gb: &candle_core::backprop::GradStore,
+        ctx: &str,
+    ) {
+        for name in ["weight", "bias"] {
+            let va = vm_a.data().lock().unwrap()[name].clone();
+            let vb = vm_b.data().lock().unwrap()[name].clone();
+            let d = max_diff(ga.get(&va).unwrap(), gb.get(&vb).unwrap());
+            assert!(d < 1e-9, "{ctx}: ∂{name} off by {d}");
+        }
+    }
+
     /// Training and inference mode, with and without the ReLU: outputs, running statistics and
     /// the gradients of x, γ and β equal candle-nn's BatchNorm (then `relu`).
     #[test]
@@ -618,14 +634,7 @@ mod tests {
                 max_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()) < 1e-9,
                 "{ctx}: ∂x"
             );
-            for name in ["weight", "bias"] {
-                let va = vm_a.data().lock().unwrap()[name].clone();
-                let vb = vm_b.data().lock().unwrap()[name].clone();
-                assert!(
-                    max_diff(ga.get(&va).unwrap(), gb.get(&vb).unwrap()) < 1e-9,
-                    "{ctx}: ∂{name}"
-                );
-            }
+            assert_affine_grads_match(&vm_a, &vm_b, &ga, &gb, &ctx);
         }
     }
 
@@ -654,14 +663,7 @@ mod tests {
                     "train {train}"
                 );
             }
-            for name in ["weight", "bias"] {
-                let va = vm_a.data().lock().unwrap()[name].clone();
-                let vb = vm_b.data().lock().unwrap()[name].clone();
-                assert!(
-                    max_diff(ga.get(&va).unwrap(), gb.get(&vb).unwrap()) < 1e-9,
-                    "∂{name}"
-                );
-            }
+            assert_affine_grads_match(&vm_a, &vm_b, &ga, &gb, &format!("train {train}"));
         }
         let [(_, bn), _] = twin_layers(4, &mut rng);
         let x = random_in(&[2, 4, 3, 3], &mut rng, -1.0, 1.0);
