@@ -10,7 +10,7 @@ use std::process::Command;
 /// Options of `check-report`.
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// The report to open (`runs/part1/report.html`).
+    /// The report to open (`runs/part1/report.html`), or its run folder (`runs/part1`).
     report: PathBuf,
     /// The Chromium binary.
     #[arg(long, default_value = "chromium")]
@@ -41,6 +41,15 @@ fn chromium(args: &CheckArgs, profile: &Path) -> Command {
 pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let report = std::fs::canonicalize(&args.report)
         .with_context(|| format!("no report at {}", args.report.display()))?;
+    // A run folder names its report.
+    let report = if report.is_dir() {
+        report.join("report.html")
+    } else {
+        report
+    };
+    if !report.is_file() {
+        bail!("no report at {}", report.display());
+    }
     let dir = report.parent().context("the report has no folder")?;
     let profile = tempfile_dir()?;
     let url = format!("file://{}", report.display());

@@ -312,3 +312,35 @@ fn bench_reports_a_broken_peer() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("PyTorch nose"), "{stderr}");
 }
+
+/// `bench --device cuda` in a CPU build fails before measuring, saying which build it needs.
+#[test]
+fn bench_on_cuda_needs_a_cuda_build() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let out = xtask()
+        .args(["bench", "--device", "cuda", "--peer-python", "none"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--features cuda"), "{stderr}");
+}
+
+/// `check-report` takes a run folder too, and names the report it could not find.
+#[test]
+fn check_report_names_the_missing_report_of_a_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = xtask()
+        .arg("check-report")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no report at") && stderr.contains("report.html"),
+        "{stderr}"
+    );
+}
