@@ -68,27 +68,25 @@ impl DataRoot {
 /// The device the parts train on: the first GPU when fkd was built with `cuda` or `metal`,
 /// else the CPU.
 pub fn device() -> anyhow::Result<candle_core::Device> {
-    if cfg!(feature = "cuda") {
-        return candle_core::Device::new_cuda(0).map_err(|e| {
-            anyhow::anyhow!("built with --features cuda, but no CUDA device found: {e}")
-        });
-    }
-    if cfg!(feature = "metal") {
-        return candle_core::Device::new_metal(0).map_err(|e| {
-            anyhow::anyhow!("built with --features metal, but no Metal device found: {e}")
-        });
-    }
-    Ok(candle_core::Device::Cpu)
+    named_device(if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "metal") {
+        "metal"
+    } else {
+        "cpu"
+    })
 }
 
 /// The device a command names: `cpu`, or `cuda` / `metal` in a build with that feature.
 pub fn named_device(name: &str) -> anyhow::Result<candle_core::Device> {
     match name {
         "cpu" => Ok(candle_core::Device::Cpu),
-        "cuda" if cfg!(feature = "cuda") => candle_core::Device::new_cuda(0)
-            .map_err(|e| anyhow::anyhow!("no CUDA device found: {e}")),
-        "metal" if cfg!(feature = "metal") => candle_core::Device::new_metal(0)
-            .map_err(|e| anyhow::anyhow!("no Metal device found: {e}")),
+        "cuda" if cfg!(feature = "cuda") => candle_core::Device::new_cuda(0).map_err(|e| {
+            anyhow::anyhow!("built with --features cuda, but no CUDA device found: {e}")
+        }),
+        "metal" if cfg!(feature = "metal") => candle_core::Device::new_metal(0).map_err(|e| {
+            anyhow::anyhow!("built with --features metal, but no Metal device found: {e}")
+        }),
         "cuda" | "metal" => {
             anyhow::bail!("--device {name} needs a build with `--features {name}`")
         }
