@@ -627,10 +627,37 @@ struct Conv {
 }
 
 impl Conv {
-    fn fwd<T: Float>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> Result<Vec<T>> {
+    /// The forward on CPU storages: x, w and the optional bias, all f32 or all f64.
+    fn cpu(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match (x.0.dtype(), w.0.dtype(), bias.map(|b| b.0.dtype())) {
+            (DType::F32, DType::F32, None | Some(DType::F32)) => {
+                CpuStorage::F32(self.fwd(x, w, bias)?)
+            }
+            (DType::F64, DType::F64, None | Some(DType::F64)) => {
+                CpuStorage::F64(self.fwd(x, w, bias)?)
+            }
+            (a, b, c) => candle_core::bail!("fkd-conv2d: unsupported dtypes {a:?}, {b:?}, {c:?}"),
+        };
+        Ok((out, self.shape()))
+    }
+
+    fn fwd<T: Float>(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<Vec<T>> {
+        let name = "fkd-conv2d";
+        let bias = bias.map(|(s, l)| contiguous::<T>(name, s, l)).transpose()?;
+        let (x, w) = (contiguous(name, x.0, x.1)?, contiguous(name, w.0, w.1)?);
         let (y, argmax) = forward(x, w, bias, &self.g, self.o, self.epilogue);
         if self.epilogue == Epilogue::ReluPool && self.argmax.set(argmax).is_err() {
-            candle_core::bail!("fkd-conv2d: a node's forward ran twice");
+            candle_core::bail!("{name}: a node's forward ran twice");
         }
         Ok(y)
     }
@@ -726,21 +753,7 @@ impl CustomOp2 for Conv {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let name = CustomOp2::name(self);
-        let out = match (s1.dtype(), s2.dtype()) {
-            (DType::F32, DType::F32) => CpuStorage::F32(self.fwd(
-                contiguous(name, s1, l1)?,
-                contiguous(name, s2, l2)?,
-                None,
-            )?),
-            (DType::F64, DType::F64) => CpuStorage::F64(self.fwd(
-                contiguous(name, s1, l1)?,
-                contiguous(name, s2, l2)?,
-                None,
-            )?),
-            (a, b) => candle_core::bail!("{name}: unsupported dtypes {a:?}, {b:?}"),
-        };
-        Ok((out, self.shape()))
+        self.cpu((s1, l1), (s2, l2), None)
     }
 
     fn bwd(
@@ -769,21 +782,7 @@ impl CustomOp3 for Conv {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let name = CustomOp3::name(self);
-        let out = match (s1.dtype(), s2.dtype(), s3.dtype()) {
-            (DType::F32, DType::F32, DType::F32) => CpuStorage::F32(self.fwd(
-                contiguous(name, s1, l1)?,
-                contiguous(name, s2, l2)?,
-                Some(contiguous(name, s3, l3)?),
-            )?),
-            (DType::F64, DType::F64, DType::F64) => CpuStorage::F64(self.fwd(
-                contiguous(name, s1, l1)?,
-                contiguous(name, s2, l2)?,
-                Some(contiguous(name, s3, l3)?),
-            )?),
-            (a, b, c) => candle_core::bail!("{name}: unsupported dtypes {a:?}, {b:?}, {c:?}"),
-        };
-        Ok((out, self.shape()))
+        self.cpu((s1, l1), (s2, l2), Some((s3, l3)))
     }
 
     fn bwd(
