@@ -494,13 +494,17 @@ fn backward<T: Float>(
     // gradient with the flipped weights: the blocks then collect that gradient instead of
     // scattering Wᵀ·∂Y onto the input (col2im).
     let wino_dx = needs_x && winograd::applies(g, o) && g.padding <= 2;
+    // Without a ReLU or pool the routed gradient is the output gradient itself: nothing to
+    // collect.
+    let collect = wino_dx && !matches!(route, Route::Plain);
+    let write = needs_x && (collect || !wino_dx);
     let per_image = if wino_dx { o * l } else { g.c * g.h * g.w };
-    let mut out = if needs_x {
+    let mut out = if write {
         zeros(g.n * per_image)
     } else {
         Vec::new()
     };
-    let parts: Vec<Option<&mut [T]>> = if needs_x {
+    let parts: Vec<Option<&mut [T]>> = if write {
         plan.split(&mut out, per_image)
             .into_iter()
             .map(Some)
@@ -604,7 +608,8 @@ fn backward<T: Float>(
             wo: g.w,
         };
         let flipped = winograd::flipped(w, o, g.c);
-        Some(forward(&out, &flipped, None, &gx, g.c, Epilogue::None).0)
+        let routed = if collect { &out[..] } else { grad };
+        Some(forward(routed, &flipped, None, &gx, g.c, Epilogue::None).0)
     } else {
         needs_x.then_some(out)
     };
