@@ -13,10 +13,10 @@
 //! Points are mapped by `M`; the image is resampled with `M⁻¹` ([`warp`]), so both move
 //! identically. Brightness and contrast come after the warp and never move anything.
 
-use crate::affine::Affine;
 use crate::config::{AugmentConfig, AugmentError};
 use crate::transform::{Transform, compose};
 use crate::warp::warp;
+use fkd_core::Affine;
 use fkd_core::{ImageSize, Layout, PixelPoint};
 use fkd_data::img::GrayImage;
 use rand::{Rng, RngExt};
@@ -182,6 +182,30 @@ impl Augmenter {
         points: &[PixelPoint],
         params: &Params,
     ) -> (GrayImage, Vec<PixelPoint>) {
+        let (out, out_points, _) = self.apply_params_mapped(img, points, params);
+        (out, out_points)
+    }
+
+    /// [`Augmenter::apply`], also returning the geometry that was applied: the matrix from
+    /// `img`'s pixels to the result's (flip included; the identity when nothing moved).
+    pub fn apply_mapped<R: Rng + ?Sized>(
+        &self,
+        img: &GrayImage,
+        points: &[PixelPoint],
+        rng: &mut R,
+    ) -> (GrayImage, Vec<PixelPoint>, Affine) {
+        let params = self.draw(rng);
+        self.apply_params_mapped(img, points, &params)
+    }
+
+    /// [`Augmenter::apply_params`], also returning the matrix from `img`'s pixels to the
+    /// result's.
+    pub fn apply_params_mapped(
+        &self,
+        img: &GrayImage,
+        points: &[PixelPoint],
+        params: &Params,
+    ) -> (GrayImage, Vec<PixelPoint>, Affine) {
         let size = img.size();
         let can_flip = points.is_empty() || points.len() == self.layout.n_points;
         let mut flip = params.flip && can_flip;
@@ -225,7 +249,7 @@ impl Augmenter {
                 *v = v.clamp(-0.5, 0.5);
             }
         }
-        (out, out_points)
+        (out, out_points, full)
     }
 }
 

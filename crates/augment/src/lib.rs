@@ -1,6 +1,7 @@
 //! fkd-augment: data augmentation that moves an image and its landmarks together.
 //!
-//! - [`affine`]: [`Affine`], a 2×3 matrix on pixel points, with composition and inverse.
+//! - [`Affine`] (from `fkd_core`, re-exported): a 2×3 matrix on pixel points, with composition
+//!   and inverse.
 //! - [`transform`]: the individual geometric [`Transform`]s (flip, scale/stretch, rotation,
 //!   shift), each a matrix about the image centre.
 //! - [`warp`](mod@warp): resampling an image through an affine map ([`warp()`]), bilinear at pixel
@@ -17,16 +18,15 @@
 //! covers `[c, c+1) × [r, r+1)`, so the same matrix is correct for points and for pixel centres,
 //! and a landmark stays on the feature it marks to within a small fraction of a pixel.
 
-pub mod affine;
 pub mod augmenter;
 pub mod config;
 pub mod prepare;
 pub mod transform;
 pub mod warp;
 
-pub use affine::Affine;
 pub use augmenter::{Augmenter, Params};
 pub use config::{AugmentConfig, AugmentError, Interval};
+pub use fkd_core::Affine;
 pub use prepare::{AugmentedCrop, AugmentedResize};
 pub use transform::Transform;
 pub use warp::{Fill, warp};

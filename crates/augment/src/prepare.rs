@@ -11,7 +11,7 @@
 //! fractions of that size, so the write-up's "±10 px at 640×480" becomes ±2.5 px at 160×120.
 
 use crate::augmenter::Augmenter;
-use fkd_core::{ImageSize, NormPoint, PixelPoint};
+use fkd_core::{Affine, ImageSize, NormPoint, PixelPoint};
 use fkd_data::batch::{CropFace, Prepare, Prepared, norm_target};
 use fkd_data::dataset::Sample;
 use fkd_data::img::{GrayImage, load_gray};
@@ -80,23 +80,35 @@ fn check_points(sample: &Sample, aug: Option<&Augmenter>) -> Result<()> {
     }
 }
 
-/// Augments (when there is an augmenter) and normalises the points to `img`'s size.
+/// Augments (when there is an augmenter) and normalises the points to `img`'s size;
+/// `to_source` maps `img`'s pixels to the source photo's.
 fn finish(
     sample: &Sample,
     img: &GrayImage,
     points: &[PixelPoint],
+    to_source: Affine,
     aug: Option<&Augmenter>,
     select: Option<&[usize]>,
     rng: &mut ChaCha8Rng,
 ) -> Result<Prepared> {
-    let (image, points) = match aug {
-        Some(aug) => aug.apply(img, points, rng),
-        None => (img.clone(), points.to_vec()),
+    let (image, points, to_source) = match aug {
+        Some(aug) => {
+            let (image, points, moved) = aug.apply_mapped(img, points, rng);
+            // A drawn augmentation is always invertible (validated config); were it not, the
+            // augmenter skipped the geometry and `moved` is the identity.
+            let back = moved.inverse().unwrap_or(Affine::IDENTITY);
+            (image, points, to_source.compose(&back))
+        }
+        None => (img.clone(), points.to_vec(), to_source),
     };
     let size = image.size();
     let norm: Vec<NormPoint> = points.iter().map(|p| p.to_norm(size)).collect();
     let target = norm_target(sample, &norm, select)?;
-    Ok(Prepared { image, target })
+    Ok(Prepared {
+        image,
+        target,
+        to_source,
+    })
 }
 
 /// Parts 1 and 2: the whole image resized to `size`, then augmented; the target is the chosen
@@ -185,10 +197,15 @@ impl Prepare for AugmentedResize {
             .iter()
             .map(|p| PixelPoint::new(p.x * sx, p.y * sy))
             .collect();
+        let to_source = Affine::scaling(
+            f64::from(src.width) / f64::from(w),
+            f64::from(src.height) / f64::from(h),
+        );
         finish(
             sample,
             &img,
             &points,
+            to_source,
             self.augmenter.as_ref(),
             self.select.as_deref(),
             rng,
@@ -273,7 +290,15 @@ impl Prepare for AugmentedCrop {
             .cache
             .get_or_make(key, || Ok(crop.apply(&load_gray(&sample.image)?, 0.0)))?;
         let points = crop.points_to_crop(&sample.points);
-        finish(sample, &img, &points, self.augmenter.as_ref(), None, rng)
+        finish(
+            sample,
+            &img,
+            &points,
+            crop.to_source_map(),
+            self.augmenter.as_ref(),
+            None,
+            rng,
+        )
     }
 }
 
@@ -479,6 +504,40 @@ mod tests {
             let worst = assert_dots_at(&p.image, &pts, &format!("crop, seed {seed}"));
             assert!(worst < 0.2, "crop, seed {seed}: worst error {worst} px");
         }
+    }
+
+    /// `to_source` takes every target back to its landmark in the source photo: to the same
+    /// point, or (after a flip, which renumbers points) to its mirror partner.
+    #[test]
+    fn to_source_maps_targets_back_to_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, points) = big_dots(dir.path(), 5);
+        let s = sample(path, points.clone());
+        let mirror = Layout::IMM58.mirror;
+        let crop = AugmentedCrop::new(1.5, 160, Some(augmenter()));
+        let resize = AugmentedResize::new(SMALL, None, Some(augmenter()));
+        let plain = AugmentedCrop::new(1.5, 160, None);
+        let steps: [&dyn Prepare; 3] = [&crop, &resize, &plain];
+        let mut flipped = 0;
+        for (k, step) in steps.into_iter().enumerate() {
+            for seed in 0..8 {
+                let p = step.prepare(&s, &mut rng(seed)).unwrap();
+                let pts = targets_as_points(&p.target, p.image.size());
+                let back: Vec<PixelPoint> = pts.iter().map(|&q| p.to_source.apply(q)).collect();
+                let near = |a: PixelPoint, b: PixelPoint| a.distance(b) < 1e-2;
+                let same = back.iter().zip(&points).all(|(a, b)| near(*a, *b));
+                let mirrored = back
+                    .iter()
+                    .enumerate()
+                    .all(|(i, a)| near(*a, points[mirror[i]]));
+                assert!(same || mirrored, "step {k}, seed {seed}: {back:?}");
+                flipped += usize::from(mirrored && !same);
+            }
+        }
+        assert!(
+            flipped > 0,
+            "no draw flipped: the test would not see the renumbering"
+        );
     }
 
     /// A real IMM photo through the Part 2 step, when `$FKD_DATA` is set (a note otherwise;

@@ -1,7 +1,7 @@
 //! The individual geometric transforms of augmentation, each an [`Affine`] about the image
 //! centre, so that the face (roughly centred) stays in frame and a flip is `x' = W − x`.
 
-use crate::affine::Affine;
+use fkd_core::Affine;
 use fkd_core::{ImageSize, PixelPoint};
 
 /// One geometric transform of an image of a given size.

@@ -6,7 +6,7 @@
 //! Mapping centres (not corners) is what keeps a warped image consistent with the same matrix
 //! applied to landmarks; an identity or an exact flip therefore copies pixels bit for bit.
 
-use crate::affine::Affine;
+use fkd_core::Affine;
 use fkd_data::img::GrayImage;
 use serde::{Deserialize, Serialize};
 

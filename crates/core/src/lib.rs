@@ -3,9 +3,14 @@
 //! - [`geometry`]: [`PixelPoint`] (pixels of some image) and [`NormPoint`] (fractions of that
 //!   image's width and height) are distinct types, converted only through an [`ImageSize`];
 //!   [`FaceBox`] is an axis-aligned face rectangle in pixels.
+//! - [`affine`]: [`Affine`], a 2×3 matrix on pixel points (composition, inverse): how an
+//!   augmentation moves points, and how a network input's pixels map back to the source photo.
 //! - [`layout`]: the two landmark layouts fkd knows, [`Layout::IMM58`] and [`Layout::IBUG68`],
 //!   with their paths (contours), connectivity, left/right mirror permutation and the named points
 //!   the write-up and the metrics use (nose tip, eye corners).
+//! - [`io`]: [`write_atomic`](io::write_atomic) and [`write_bytes_atomic`](io::write_bytes_atomic),
+//!   the one atomic file writer (temporary file, fsync, rename) behind every file fkd writes,
+//!   failing with a [`WriteError`] that names the file and the step.
 //!
 //! # Coordinate convention
 //! All pixel coordinates in fkd are *continuous*: pixel `(c, r)` covers `[c, c+1) × [r, r+1)`,
@@ -15,8 +20,12 @@
 //! coordinates, dlib's integer pixels) are taken as they are: the half-pixel difference is far
 //! below annotation noise, and the same convention is used everywhere after loading.
 
+pub mod affine;
 pub mod geometry;
+pub mod io;
 pub mod layout;
 
+pub use affine::Affine;
 pub use geometry::{FaceBox, ImageSize, NormPoint, PixelPoint};
+pub use io::{WriteError, WriteStep};
 pub use layout::{Layout, Ocular, Path};

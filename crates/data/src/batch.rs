@@ -18,7 +18,7 @@ use crate::dataset::Sample;
 use crate::img::{GrayImage, load_gray};
 use crate::{DataError, Result};
 use candle_core::{Device, Tensor};
-use fkd_core::{ImageSize, NormPoint, PixelPoint};
+use fkd_core::{Affine, ImageSize, NormPoint, PixelPoint};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -32,6 +32,11 @@ pub struct Prepared {
     /// The regression target (normalised `x, y` pairs for the regression parts, heatmaps
     /// flattened for Part 4).
     pub target: Vec<f32>,
+    /// Maps a point in `image`'s pixels back to the source photo's pixels (the inverse of the
+    /// resize, crop and geometric augmentation that made `image`), so that predictions are scored
+    /// and drawn where the annotation lives. A flip is part of the map; the renumbering of points
+    /// it implies is not (targets are already in layout order).
+    pub to_source: Affine,
 }
 
 /// Turns one sample into a [`Prepared`] input/target pair. Implemented by closures, by the
@@ -93,7 +98,15 @@ impl Prepare for ResizeWhole {
             .map(|p| p.to_norm(sample.size))
             .collect();
         let target = norm_target(sample, &norm, self.select.as_deref())?;
-        Ok(Prepared { image, target })
+        let to_source = Affine::scaling(
+            f64::from(sample.size.width) / f64::from(self.size.width),
+            f64::from(sample.size.height) / f64::from(self.size.height),
+        );
+        Ok(Prepared {
+            image,
+            target,
+            to_source,
+        })
     }
 }
 
@@ -132,7 +145,11 @@ impl Prepare for CropFace {
             .map(|p: PixelPoint| p.to_norm(out))
             .collect();
         let target = norm_target(sample, &norm, None)?;
-        Ok(Prepared { image, target })
+        Ok(Prepared {
+            image,
+            target,
+            to_source: crop.to_source_map(),
+        })
     }
 }
 
@@ -145,6 +162,8 @@ pub struct Batch {
     pub targets: Tensor,
     /// Which samples (indices into the loader's list) the rows are.
     pub indices: Vec<usize>,
+    /// Per row, the map from input pixels back to the source photo ([`Prepared::to_source`]).
+    pub to_source: Vec<Affine>,
 }
 
 /// Seeded, parallel batching of a list of samples.
@@ -316,6 +335,7 @@ fn stack(
         images: Tensor::from_vec(pixels, (b, 1, h as usize, w as usize), device)?,
         targets: Tensor::from_vec(targets, (b, t), device)?,
         indices: indices.to_vec(),
+        to_source: prepared.iter().map(|p| p.to_source).collect(),
     })
 }
 
@@ -363,6 +383,7 @@ mod tests {
         Ok(Prepared {
             image,
             target: norm_target(sample, &norm, None)?,
+            to_source: Affine::IDENTITY,
         })
     }
 
@@ -432,6 +453,7 @@ mod tests {
         let odd = |s: &Sample, _r: &mut ChaCha8Rng| -> Result<Prepared> {
             let w = if s.id == "1" { 3 } else { 4 };
             Ok(Prepared {
+                to_source: Affine::IDENTITY,
                 image: GrayImage::filled(w, 2, 0.0),
                 target: vec![0.0],
             })

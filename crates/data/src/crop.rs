@@ -6,7 +6,7 @@
 //! pixel grid and `x_crop = (x − left) · out / side` holds exactly for the image produced.
 
 use crate::img::GrayImage;
-use fkd_core::{FaceBox, ImageSize, PixelPoint};
+use fkd_core::{Affine, FaceBox, ImageSize, PixelPoint};
 
 /// A square, pixel-aligned window of a source image and the size it is resized to.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -54,6 +54,15 @@ impl Crop {
 
     fn scale_f64(&self) -> f64 {
         f64::from(self.out.width) / f64::from(self.region.width)
+    }
+
+    /// [`Crop::to_source`] as a matrix: `x = left + x' · side / out`.
+    pub fn to_source_map(&self) -> Affine {
+        let inv = 1.0 / self.scale_f64();
+        Affine::new([
+            [inv, 0.0, f64::from(self.region.left)],
+            [0.0, inv, f64::from(self.region.top)],
+        ])
     }
 
     /// A source-image point in crop pixels: `x' = (x − left) · out / side`, likewise for y.
@@ -178,11 +187,15 @@ mod tests {
                 })
                 .collect();
             let back = c.points_to_source(&c.points_to_crop(&pts));
+            let map = c.to_source_map();
             for (p, q) in pts.iter().zip(&back) {
                 assert!(
                     (p.x - q.x).abs() <= 1e-4 && (p.y - q.y).abs() <= 1e-4,
                     "{p:?} → {q:?} via {c:?}"
                 );
+                // The matrix form is the same map.
+                let m = map.apply(c.to_crop(*p));
+                assert!((m.x - q.x).abs() <= 1e-4 && (m.y - q.y).abs() <= 1e-4);
             }
             let corner = c.to_crop(PixelPoint::new(r.right(), r.bottom()));
             assert!((corner.x - 224.0).abs() < 1e-3 && (corner.y - 224.0).abs() < 1e-3);

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use candle_core::DType;
+
 /// Everything that can go wrong when building, running or (de)serialising a network.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -15,17 +17,9 @@ pub enum ModelError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// A file-system operation on a checkpoint failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or folder involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-
-    /// A checkpoint could not be read or parsed as safetensors.
-    #[error("cannot read checkpoint {path}: {source}")]
+    /// A checkpoint could not be read or parsed as safetensors, or its tensors could not be
+    /// moved to the network's device.
+    #[error("{path}: cannot read weights: {source}")]
     ReadCheckpoint {
         /// The checkpoint file.
         path: PathBuf,
@@ -33,17 +27,21 @@ pub enum ModelError {
         source: candle_core::Error,
     },
 
-    /// A checkpoint could not be written.
-    #[error("cannot write checkpoint {path}: {source}")]
+    /// A checkpoint could not be serialised into its temporary file.
+    #[error("{path}: cannot write weights: {source}")]
     WriteCheckpoint {
-        /// The file being written (the temporary file next to the target).
+        /// The checkpoint file being replaced.
         path: PathBuf,
         /// Candle's error.
         source: candle_core::Error,
     },
 
-    /// The network has a tensor that the checkpoint lacks.
-    #[error("checkpoint {path} has no tensor `{name}`")]
+    /// Creating, flushing or renaming a checkpoint file failed.
+    #[error(transparent)]
+    Write(#[from] fkd_core::WriteError),
+
+    /// The network has a var that the checkpoint lacks.
+    #[error("{path}: no tensor {name}: the checkpoint belongs to another model")]
     MissingTensor {
         /// The checkpoint file.
         path: PathBuf,
@@ -51,19 +49,43 @@ pub enum ModelError {
         name: String,
     },
 
-    /// The checkpoint's tensor has a different shape from the network's.
+    /// A checkpoint tensor has another shape (or, for a strict load, dtype) than the var of the
+    /// same name.
     #[error(
-        "checkpoint {path}: tensor `{name}` has shape {found:?}, the network expects {expected:?}"
+        "{path}: {name} is {found_dtype:?} {found:?} in the checkpoint but {expected_dtype:?} \
+         {expected:?} in the model: the checkpoint belongs to another model"
     )]
-    ShapeMismatch {
+    TensorMismatch {
         /// The checkpoint file.
         path: PathBuf,
         /// The tensor's name.
         name: String,
-        /// The network's shape.
+        /// The var's shape.
         expected: Vec<usize>,
         /// The shape stored in the file.
         found: Vec<usize>,
+        /// The var's dtype.
+        expected_dtype: DType,
+        /// The dtype stored in the file.
+        found_dtype: DType,
+    },
+
+    /// A strict load found tensors that the network does not have.
+    #[error("{path}: tensors the model lacks ({names:?}): the checkpoint belongs to another model")]
+    UnexpectedTensors {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensors' names, sorted.
+        names: Vec<String>,
+    },
+
+    /// A load by matching names found no tensor of the network in the file.
+    #[error(
+        "{path}: no tensor matches a var of the network: these are not weights of this network"
+    )]
+    NothingMatches {
+        /// The weight file.
+        path: PathBuf,
     },
 }
 

@@ -3,10 +3,12 @@
 //! - [`ConvRegressor`] with [`ConvRegressorConfig::nose`] (Part 1, "NoseNet": 1×60×80 → 2) and
 //!   [`ConvRegressorConfig::face`] (Part 2, "FaceNet": 1×120×160 → 116), layer for layer the
 //!   PyTorch peer's `Net`.
-//! - [`ResNet18`] (Part 3): torchvision's resnet18 with a 1-channel stem and 136 outputs, under
-//!   torchvision's var names.
+//! - [`ResNet`] (Part 3): torchvision's resnet18 or resnet34 ([`ResNetDepth`]) with a 1-channel
+//!   stem and 136 outputs, under torchvision's var names. [`ResNet18`] and [`ResNet18Config`] are
+//!   the former names, kept as aliases.
 //! - [`Summarize`] / [`format_summary`]: per-layer output shapes and parameter counts.
-//! - [`save_varmap`] / [`load_varmap`]: atomic safetensors checkpoints with checked loading.
+//! - [`save_weights`] / [`load_weights`]: atomic safetensors checkpoints, loaded back strictly;
+//!   [`load_matching`]: initialisation from torchvision-named weights, with a [`LoadReport`].
 //! - [`pool::max_pool2d`]: a padded max-pool whose backward is correct, which Candle 0.11's is
 //!   not for kernel ≠ stride or odd input sizes.
 
@@ -20,9 +22,9 @@ pub mod resnet;
 pub mod seeded;
 pub mod summary;
 
-pub use checkpoint::{load_varmap, save_varmap};
+pub use checkpoint::{LoadReport, load_matching, load_weights, save_weights};
 pub use conv_regressor::{ConvRegressor, ConvRegressorConfig};
 pub use error::{ModelError, Result};
-pub use resnet::{ResNet18, ResNet18Config};
+pub use resnet::{ResNet, ResNet18, ResNet18Config, ResNetConfig, ResNetDepth};
 pub use seeded::seeded_var_builder;
 pub use summary::{LayerInfo, Summarize, format_summary};

@@ -1,16 +1,20 @@
-//! Part 3's network: torchvision's `resnet18` topology with a configurable input-channel count
-//! (1 for grey faces) and a regression head of `out` outputs (136 = iBUG's 68 points × 2).
+//! Part 3's network: torchvision's `resnet18` or `resnet34` topology ([`ResNetDepth`]) with a
+//! configurable input-channel count (1 for grey faces) and a regression head of `out` outputs
+//! (136 = iBUG's 68 points × 2).
 //!
-//! conv1 7×7/2 pad 3 (no bias) → bn1 → ReLU → max-pool 3×3/2 pad 1 → layer1..layer4 (two
-//! BasicBlocks each, 64/128/256/512 channels, the first block of layers 2–4 striding by 2 with a
-//! conv1×1/2 + BN `downsample` shortcut) → global average pool → fc.
+//! conv1 7×7/2 pad 3 (no bias) → bn1 → ReLU → max-pool 3×3/2 pad 1 → layer1..layer4
+//! (BasicBlocks, 2/2/2/2 of them for ResNet-18 and 3/4/6/3 for ResNet-34, 64/128/256/512
+//! channels, the first block of layers 2–4 striding by 2 with a conv1×1/2 + BN `downsample`
+//! shortcut) → global average pool → fc. Deeper torchvision ResNets (50 and up) use bottleneck
+//! blocks and are not offered.
 //!
 //! Var names are exactly torchvision's state-dict keys (`conv1.weight`,
 //! `bn1.{weight,bias,running_mean,running_var}`, `layer1.0.conv1.weight`,
-//! `layer2.0.downsample.0.weight`, `layer2.0.downsample.1.*`, `fc.{weight,bias}`), so
-//! torchvision weights converted to safetensors load by name (their `num_batches_tracked`
-//! entries are simply not read). Initialisation follows torchvision: convs N(0, 2/fan_out),
-//! batch-norm weight 1 and bias 0, fc PyTorch's default.
+//! `layer2.0.downsample.0.weight`, `layer2.0.downsample.1.*`, `layer3.5.conv2.weight`,
+//! `fc.{weight,bias}`), so torchvision weights converted to safetensors load by name (see
+//! [`crate::load_matching`], which leaves out their `num_batches_tracked` entries).
+//! Initialisation follows torchvision: convs N(0, 2/fan_out), batch-norm weight 1 and bias 0,
+//! fc PyTorch's default.
 //!
 //! Training: `forward_t(x, true)` normalises with batch statistics and updates the running
 //! statistics in place (momentum 0.1, eps 1e-5, as PyTorch). The running statistics live in the
@@ -18,6 +22,9 @@
 //! `VarMap::all_vars()` leave them alone. Backward works end to end, including through the
 //! stem's 3×3/2 padded max-pool, which uses [`crate::pool::max_pool2d`] because Candle 0.11's
 //! own max-pool refuses to differentiate when kernel ≠ stride.
+
+use std::fmt;
+use std::str::FromStr;
 
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder};
@@ -29,9 +36,66 @@ use crate::ops::{batch_norm2d_add_relu, conv2d_batch_norm, conv2d_layer, max_poo
 use crate::pool::global_avg_pool;
 use crate::summary::{LayerInfo, Summarize, Trace};
 
-/// Configuration of a [`ResNet18`].
+/// Which torchvision ResNet a [`ResNet`] is: the number of BasicBlocks in each of its four
+/// layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ResNetDepth {
+    /// ResNet-18: 2, 2, 2, 2 blocks (11.7 M parameters with torchvision's RGB stem and head).
+    #[default]
+    #[serde(rename = "resnet18")]
+    R18,
+    /// ResNet-34: 3, 4, 6, 3 blocks (21.8 M parameters with torchvision's RGB stem and head).
+    #[serde(rename = "resnet34")]
+    R34,
+}
+
+impl ResNetDepth {
+    /// Every depth offered, shallowest first.
+    pub const ALL: [Self; 2] = [Self::R18, Self::R34];
+
+    /// BasicBlocks in layer1..layer4.
+    pub fn blocks(self) -> [usize; 4] {
+        match self {
+            Self::R18 => [2, 2, 2, 2],
+            Self::R34 => [3, 4, 6, 3],
+        }
+    }
+
+    /// torchvision's name: `resnet18`, `resnet34` (also the serde and [`FromStr`] spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::R18 => "resnet18",
+            Self::R34 => "resnet34",
+        }
+    }
+}
+
+impl fmt::Display for ResNetDepth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ResNetDepth {
+    type Err = ModelError;
+
+    /// Parses [`ResNetDepth::name`]'s spelling.
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| {
+                ModelError::Config(format!("unknown ResNet {s:?}: resnet18 or resnet34"))
+            })
+    }
+}
+
+/// Configuration of a [`ResNet`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResNet18Config {
+pub struct ResNetConfig {
+    /// ResNet-18 or ResNet-34. Configurations saved before the field existed read as ResNet-18.
+    #[serde(default)]
+    pub depth: ResNetDepth,
     /// Input channels of the stem (1 for grey images, 3 for torchvision's RGB).
     pub in_channels: usize,
     /// Number of outputs of the final linear layer.
@@ -41,14 +105,36 @@ pub struct ResNet18Config {
     pub input: (usize, usize),
 }
 
-impl ResNet18Config {
-    /// Part 3: 1-channel 224×224 face crops, 136 outputs (iBUG's 68 points).
+/// The configuration's former name, from when ResNet-18 was the only depth.
+pub type ResNet18Config = ResNetConfig;
+
+impl ResNetConfig {
+    /// Part 3: a ResNet-18 on 1-channel 224×224 face crops, 136 outputs (iBUG's 68 points).
+    /// `part3().with_depth(ResNetDepth::R34)` is the same with a ResNet-34.
     pub fn part3() -> Self {
+        Self::resnet18(1, 2 * fkd_core::Layout::IBUG68.n_points, (224, 224))
+    }
+
+    /// A ResNet-18 with `in_channels` input channels, `out` outputs and nominal input size
+    /// `input` (height, width).
+    pub fn resnet18(in_channels: usize, out: usize, input: (usize, usize)) -> Self {
         Self {
-            in_channels: 1,
-            out: 2 * fkd_core::Layout::IBUG68.n_points,
-            input: (224, 224),
+            depth: ResNetDepth::R18,
+            in_channels,
+            out,
+            input,
         }
+    }
+
+    /// A ResNet-34 with `in_channels` input channels, `out` outputs and nominal input size
+    /// `input` (height, width).
+    pub fn resnet34(in_channels: usize, out: usize, input: (usize, usize)) -> Self {
+        Self::resnet18(in_channels, out, input).with_depth(ResNetDepth::R34)
+    }
+
+    /// This configuration with another depth.
+    pub fn with_depth(self, depth: ResNetDepth) -> Self {
+        Self { depth, ..self }
     }
 
     /// Spatial size (height, width) of layer4's output for an input of `input`: each of the
@@ -158,28 +244,31 @@ impl BasicBlock {
     }
 }
 
-/// torchvision's ResNet-18 with a configurable stem and head; see the module docs.
+/// torchvision's ResNet-18 or ResNet-34 with a configurable stem and head; see the module docs.
 #[derive(Clone, Debug)]
-pub struct ResNet18 {
-    cfg: ResNet18Config,
+pub struct ResNet {
+    cfg: ResNetConfig,
     conv1: Conv2d,
     bn1: BatchNorm,
-    /// `(name, block)` in order: layer1.0, layer1.1, …, layer4.1.
+    /// `(name, block)` in order: layer1.0, layer1.1, …, the last block of layer4.
     blocks: Vec<(String, BasicBlock)>,
     fc: Linear,
 }
 
-impl ResNet18 {
+/// The network's former name, from when ResNet-18 was the only depth.
+pub type ResNet18 = ResNet;
+
+impl ResNet {
     /// Builds the network, creating (or reading) its vars under torchvision's names. Errors on
     /// zero channels or outputs, or mis-shaped vars.
-    pub fn new(cfg: &ResNet18Config, vb: VarBuilder<'_>) -> Result<Self> {
+    pub fn new(cfg: &ResNetConfig, vb: VarBuilder<'_>) -> Result<Self> {
         if cfg.in_channels == 0 || cfg.out == 0 {
             return Err(ModelError::Config(format!(
-                "resnet18 needs in_channels and out ≥ 1, got {} and {}",
-                cfg.in_channels, cfg.out
+                "{} needs in_channels and out ≥ 1, got {} and {}",
+                cfg.depth, cfg.in_channels, cfg.out
             )));
         }
-        if ResNet18Config::feature_hw(cfg.input).is_none() {
+        if ResNetConfig::feature_hw(cfg.input).is_none() {
             return Err(ModelError::Config(format!(
                 "input size {:?} is empty",
                 cfg.input
@@ -187,10 +276,11 @@ impl ResNet18 {
         }
         let conv1 = conv(cfg.in_channels, 64, 7, 2, vb.pp("conv1"))?;
         let bn1 = bn(64, vb.pp("bn1"))?;
-        let mut blocks = Vec::with_capacity(8);
+        let n_blocks = cfg.depth.blocks();
+        let mut blocks = Vec::with_capacity(n_blocks.iter().sum());
         let mut c_in = 64;
-        for (l, c_out) in [64, 128, 256, 512].into_iter().enumerate() {
-            for b in 0..2 {
+        for (l, (c_out, n)) in [64, 128, 256, 512].into_iter().zip(n_blocks).enumerate() {
+            for b in 0..n {
                 let stride = if l > 0 && b == 0 { 2 } else { 1 };
                 let name = format!("layer{}.{b}", l + 1);
                 let block = BasicBlock::new(c_in, c_out, stride, vb.pp(&name))?;
@@ -209,7 +299,7 @@ impl ResNet18 {
     }
 
     /// The configuration this network was built from.
-    pub fn config(&self) -> &ResNet18Config {
+    pub fn config(&self) -> &ResNetConfig {
         &self.cfg
     }
 
@@ -222,7 +312,8 @@ impl ResNet18 {
         let (n, c, h, w) = x.dims4()?;
         if c != self.cfg.in_channels {
             candle_core::bail!(
-                "resnet18 expects (batch, {}, H, W) input, got {:?}",
+                "{} expects (batch, {}, H, W) input, got {:?}",
+                self.cfg.depth,
                 self.cfg.in_channels,
                 x.dims()
             );
@@ -230,10 +321,11 @@ impl ResNet18 {
         // PyTorch refuses to train batch-norm on one value per channel ("Expected more than 1
         // value per channel when training"); Candle would divide by zero instead. layer4's
         // output is the smallest map a batch-norm sees.
-        let small = ResNet18Config::feature_hw((h, w)).is_none_or(|(fh, fw)| n * fh * fw < 2);
+        let small = ResNetConfig::feature_hw((h, w)).is_none_or(|(fh, fw)| n * fh * fw < 2);
         if train && small {
             candle_core::bail!(
-                "resnet18 cannot train on {:?}: batch × layer4 height × width must be ≥ 2",
+                "{} cannot train on {:?}: batch × layer4 height × width must be ≥ 2",
+                self.cfg.depth,
                 x.dims()
             );
         }
@@ -259,7 +351,7 @@ impl ResNet18 {
     }
 }
 
-impl ModuleT for ResNet18 {
+impl ModuleT for ResNet {
     /// (B, in_channels, H, W) → (B, out). With `train`, batch-norm uses batch statistics and
     /// updates its running statistics.
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -267,7 +359,7 @@ impl ModuleT for ResNet18 {
     }
 }
 
-impl Summarize for ResNet18 {
+impl Summarize for ResNet {
     fn summary(&self) -> Result<Vec<LayerInfo>> {
         let wt = self.conv1.weight();
         let (h, w) = self.cfg.input;
@@ -293,18 +385,13 @@ mod tests {
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
-    fn small(out: usize) -> ResNet18Config {
-        ResNet18Config {
-            in_channels: 1,
-            out,
-            input: (64, 64),
-        }
+    fn small(out: usize) -> ResNetConfig {
+        ResNetConfig::resnet18(1, out, (64, 64))
     }
 
-    fn build(cfg: &ResNet18Config) -> (VarMap, ResNet18) {
+    fn build(cfg: &ResNetConfig) -> (VarMap, ResNet) {
         let vm = VarMap::new();
-        let net =
-            ResNet18::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let net = ResNet::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
         (vm, net)
     }
 
@@ -318,16 +405,13 @@ mod tests {
     #[test]
     fn parameter_counts_match_torchvision() {
         // torchvision resnet18 (3-channel stem, 1000 classes): 11,689,512 parameters.
-        let (_, rgb) = build(&ResNet18Config {
-            in_channels: 3,
-            out: 1000,
-            input: (224, 224),
-        });
+        let (_, rgb) = build(&ResNetConfig::resnet18(3, 1000, (224, 224)));
         assert_eq!(rgb.num_params(), 11_689_512);
         // Part 3: the stem loses 64·2·49 = 6,272 weights (3 → 1 channel) and the head
         // 512·864 + 864 = 443,232 (1000 → 136 outputs): 11,689,512 − 6,272 − 443,232.
         let cfg = ResNet18Config::part3();
         assert_eq!(cfg.out, 136);
+        assert_eq!(cfg.depth, ResNetDepth::R18);
         let (vm, net) = build(&cfg);
         assert_eq!(net.num_params(), 11_240_008);
         // torchvision's state dict has 122 keys, 20 of them num_batches_tracked.
@@ -356,6 +440,83 @@ mod tests {
                 .any(|n| n == "conv1.bias" || n == "layer1.0.downsample.0.weight")
         );
         assert_eq!(net.conv1_weights().dims(), &[64, 1, 7, 7]);
+    }
+
+    #[test]
+    fn resnet34_parameter_counts_match_torchvision() {
+        // torchvision resnet34 (3-channel stem, 1000 classes): 21,797,672 parameters.
+        let (_, rgb) = build(&ResNetConfig::resnet34(3, 1000, (224, 224)));
+        assert_eq!(rgb.num_params(), 21_797_672);
+        // Grey stem and 136 outputs: 21,797,672 − 6,272 − 443,232, as for ResNet-18.
+        let cfg = ResNetConfig::part3().with_depth(ResNetDepth::R34);
+        assert_eq!(cfg, ResNetConfig::resnet34(1, 136, (224, 224)));
+        let (vm, net) = build(&cfg);
+        assert_eq!(net.num_params(), 21_348_168);
+        // torchvision's state dict has 218 keys, 36 of them num_batches_tracked: 16 blocks of
+        // 10 tensors, 3 downsamples of 5, the stem's 5 and the head's 2.
+        let names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+        assert_eq!(names.len(), 182);
+        for name in [
+            "layer1.2.bn2.running_var",
+            "layer2.3.conv1.weight",
+            "layer3.0.downsample.0.weight",
+            "layer3.5.conv2.weight",
+            "layer4.2.bn2.bias",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing");
+        }
+        for name in [
+            "layer1.3.conv1.weight",
+            "layer3.6.conv1.weight",
+            "layer4.3.bn1.weight",
+        ] {
+            assert!(!names.iter().any(|n| n == name), "{name} present");
+        }
+    }
+
+    #[test]
+    fn resnet34_forward_and_summary_at_64() {
+        let (_, net) = build(&ResNetConfig::resnet34(1, 6, (64, 64)));
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 64, 64), &Device::Cpu).unwrap();
+        assert_eq!(net.forward_t(&x, true).unwrap().dims(), &[2, 6]);
+        let rows = net.summary().unwrap();
+        let blocks: Vec<&str> = rows
+            .iter()
+            .map(|r| r.name.as_str())
+            .filter(|n| n.starts_with("layer"))
+            .collect();
+        assert_eq!(blocks.len(), 16);
+        assert_eq!(
+            &blocks[..4],
+            ["layer1.0", "layer1.1", "layer1.2", "layer2.0"]
+        );
+        assert_eq!(blocks[15], "layer4.2");
+        let last = rows.iter().find(|r| r.name == "layer3.5").unwrap();
+        assert_eq!(last.output_shape, vec![256, 4, 4]);
+        assert_eq!(
+            rows.iter().map(|r| r.params).sum::<usize>(),
+            net.num_params()
+        );
+        assert_eq!(rows.last().unwrap().output_shape, vec![6]);
+    }
+
+    #[test]
+    fn depth_names_and_configs_round_trip() {
+        for depth in ResNetDepth::ALL {
+            assert_eq!(depth.name().parse::<ResNetDepth>().unwrap(), depth);
+            assert_eq!(depth.to_string(), depth.name());
+        }
+        assert!("resnet50".parse::<ResNetDepth>().is_err());
+        let cfg = ResNetConfig::resnet34(1, 136, (224, 224));
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains(r#""depth":"resnet34""#), "{json}");
+        assert_eq!(serde_json::from_str::<ResNetConfig>(&json).unwrap(), cfg);
+        // A configuration saved before `depth` existed is a ResNet-18.
+        let old = r#"{"in_channels":1,"out":136,"input":[224,224]}"#;
+        assert_eq!(
+            serde_json::from_str::<ResNetConfig>(old).unwrap(),
+            ResNetConfig::part3()
+        );
     }
 
     #[test]
@@ -397,22 +558,18 @@ mod tests {
             rows[6].params,
             128 * 64 * 9 + 128 * 128 * 9 + 2 * 256 + 128 * 64 + 256
         );
-        assert_eq!(ResNet18Config::feature_hw((64, 64)), Some((2, 2)));
+        assert_eq!(ResNetConfig::feature_hw((64, 64)), Some((2, 2)));
     }
 
     #[test]
     fn shape_arithmetic_at_224_and_odd_sizes() {
-        assert_eq!(ResNet18Config::feature_hw((224, 224)), Some((7, 7)));
-        assert_eq!(ResNet18Config::feature_hw((0, 5)), None);
+        assert_eq!(ResNetConfig::feature_hw((224, 224)), Some((7, 7)));
+        assert_eq!(ResNetConfig::feature_hw((0, 5)), None);
         // The arithmetic agrees with a real (eval) forward at odd sizes.
-        let (_, net) = build(&ResNet18Config {
-            in_channels: 1,
-            out: 3,
-            input: (45, 37),
-        });
+        let (_, net) = build(&ResNetConfig::resnet18(1, 3, (45, 37)));
         let rows = net.summary().unwrap();
         assert_eq!(rows[11].output_shape, vec![512, 2, 2]);
-        assert_eq!(ResNet18Config::feature_hw((45, 37)), Some((2, 2)));
+        assert_eq!(ResNetConfig::feature_hw((45, 37)), Some((2, 2)));
         assert_eq!(rows[3].output_shape, vec![64, 12, 10]);
     }
 
@@ -457,11 +614,7 @@ mod tests {
 
     #[test]
     fn bad_inputs_and_configs_are_errors() {
-        let (_, net) = build(&ResNet18Config {
-            in_channels: 1,
-            out: 2,
-            input: (32, 32),
-        });
+        let (_, net) = build(&ResNetConfig::resnet18(1, 2, (32, 32)));
         // 32×32 leaves layer4 at 1×1: one value per channel for a batch of one.
         let one = Tensor::zeros((1, 1, 32, 32), DType::F32, &Device::Cpu).unwrap();
         assert!(net.forward_t(&one, true).is_err());
@@ -477,24 +630,12 @@ mod tests {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         for cfg in [
-            ResNet18Config {
-                in_channels: 0,
-                out: 2,
-                input: (32, 32),
-            },
-            ResNet18Config {
-                in_channels: 1,
-                out: 0,
-                input: (32, 32),
-            },
-            ResNet18Config {
-                in_channels: 1,
-                out: 2,
-                input: (0, 32),
-            },
+            ResNetConfig::resnet18(0, 2, (32, 32)),
+            ResNetConfig::resnet34(1, 0, (32, 32)),
+            ResNetConfig::resnet18(1, 2, (0, 32)),
         ] {
             assert!(
-                matches!(ResNet18::new(&cfg, vb.clone()), Err(ModelError::Config(_))),
+                matches!(ResNet::new(&cfg, vb.clone()), Err(ModelError::Config(_))),
                 "{cfg:?}"
             );
         }

@@ -1,8 +1,10 @@
 //! Checkpoint files and how they are written.
 //!
 //! Every file goes to a temporary name in the same folder, is flushed to disk, and is then
-//! renamed over the old one, so a crash or Ctrl-C leaves either the old file or the new one,
-//! never half of one. A run folder holds:
+//! renamed over the old one ([`fkd_core::io`]), so a crash or Ctrl-C leaves either the old file
+//! or the new one, never half of one. Weights are saved and loaded by fkd-models
+//! ([`fkd_models::checkpoint`]); this module re-exposes them with [`TrainError`]. A run folder
+//! holds:
 //!
 //! - `last.safetensors`, `last.optim.safetensors`, `last.json`: the weights, optimiser state
 //!   and description ([`CheckpointMeta`]) of the last finished epoch, written in that order:
@@ -12,12 +14,9 @@
 //! - `history.json`, `history.csv`: the per-epoch record (see [`crate::History`]).
 
 use crate::{History, Result, TrainConfig, TrainError};
-use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 /// Weights of the last finished epoch.
@@ -94,129 +93,37 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
     write_bytes_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path`, atomically.
+/// Writes `bytes` to `path`, atomically: [`fkd_core::io::write_bytes_atomic`].
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic(path, |tmp| {
-        let mut f = File::create(tmp).map_err(|e| TrainError::io(tmp, e))?;
-        f.write_all(bytes).map_err(|e| TrainError::io(tmp, e))
-    })
+    Ok(fkd_core::io::write_bytes_atomic(path, bytes)?)
 }
 
 /// Replaces `path` atomically by what `write` puts in the temporary file it is given (in the
 /// same folder, so the final rename cannot cross file systems). On failure the temporary file
-/// is removed and `path` is untouched.
+/// is removed and `path` is untouched: [`fkd_core::io::write_atomic`].
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or_else(|| {
-        TrainError::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
-        )
-    })?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let result = write(&tmp).and_then(|()| {
-        // Opened for writing because Windows refuses to flush a read-only handle.
-        OpenOptions::new()
-            .write(true)
-            .open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| TrainError::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
-    });
-    if result.is_err() {
-        // The temporary file is garbage either way; failing to delete it changes nothing.
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(dir);
-    Ok(())
+    fkd_core::io::write_atomic(path, write)
 }
 
-/// Makes the rename itself durable. Best effort: some platforms and file systems cannot open
-/// or sync a folder, and the data is already safe under one name or the other.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-}
-
-/// The variables of `varmap` by name.
-fn named_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
-    let data = varmap
-        .data()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
-/// Saves every variable of `varmap` to a safetensors file, atomically.
+/// Saves every variable of `varmap` to a safetensors file, atomically:
+/// [`fkd_models::save_weights`].
 pub fn save_weights(varmap: &VarMap, path: &Path) -> Result<()> {
-    let tensors: HashMap<String, Tensor> = named_vars(varmap)
-        .into_iter()
-        .map(|(k, v)| (k, v.as_tensor().clone()))
-        .collect();
-    write_atomic(path, |tmp| {
-        candle_core::safetensors::save(&tensors, tmp)
-            .map_err(|e| TrainError::checkpoint(tmp, format!("cannot write weights: {e}")))
-    })
+    Ok(fkd_models::save_weights(varmap, path)?)
 }
 
 /// Loads weights saved by [`save_weights`] into `varmap`. The file must hold exactly the
 /// variables of `varmap` with their shapes and dtypes; otherwise nothing is changed and the
-/// error names the first difference (a checkpoint of another model).
+/// error names the file and the first difference (a checkpoint of another model):
+/// [`fkd_models::load_weights`].
 pub fn load_weights(varmap: &VarMap, path: &Path) -> Result<()> {
-    let mut saved = candle_core::safetensors::load(path, &Device::Cpu)
-        .map_err(|e| TrainError::checkpoint(path, format!("cannot read weights: {e}")))?;
-    let mut vars = named_vars(varmap);
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut values = Vec::with_capacity(vars.len());
-    for (name, var) in &vars {
-        let t = saved.remove(name).ok_or_else(|| {
-            TrainError::checkpoint(
-                path,
-                format!("no tensor {name}: the checkpoint belongs to another model"),
-            )
-        })?;
-        let want = var.as_tensor();
-        if t.dims() != want.dims() || t.dtype() != want.dtype() {
-            return Err(TrainError::checkpoint(
-                path,
-                format!(
-                    "{name} is {:?} {:?} in the checkpoint but {:?} {:?} in the model: the checkpoint belongs to another model",
-                    t.dtype(),
-                    t.dims(),
-                    want.dtype(),
-                    want.dims()
-                ),
-            ));
-        }
-        values.push(t.to_device(want.device())?);
-    }
-    if !saved.is_empty() {
-        let mut extra: Vec<&String> = saved.keys().collect();
-        extra.sort();
-        return Err(TrainError::checkpoint(
-            path,
-            format!("tensors the model lacks ({extra:?}): the checkpoint belongs to another model"),
-        ));
-    }
-    for ((_, var), value) in vars.iter().zip(values) {
-        var.set(&value)?;
-    }
-    Ok(())
+    Ok(fkd_models::load_weights(varmap, path)?)
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use candle_core::DType;
+    use candle_core::{DType, Device};
     use candle_nn::Init;
 
     #[test]
@@ -237,6 +144,20 @@ mod tests {
         assert_eq!(names, ["a.json"]);
         write_bytes_atomic(&path, b"new").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn write_failures_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no/such/history.csv");
+        match write_bytes_atomic(&path, b"x").unwrap_err() {
+            TrainError::Write(e) => assert_eq!(e.path, path),
+            e => panic!("unexpected {e}"),
+        }
+        let weights = dir.path().join("missing/last.safetensors");
+        let err = save_weights(&varmap(3, "fc.weight", 1.5), &weights).unwrap_err();
+        assert!(matches!(err, TrainError::Model(_)), "{err}");
+        assert!(err.to_string().contains("last.safetensors"), "{err}");
     }
 
     fn varmap(shape: usize, name: &str, value: f32) -> VarMap {

@@ -72,6 +72,16 @@ pub enum Schedule {
         /// The floor the rate anneals towards.
         min_lr: f64,
     },
+    /// A linear warm-up over the first `warmup` epochs, step by step, from `lr/(warmup·n)` to
+    /// `lr` (`n` batches per epoch), then cosine annealing, also step by step, towards `min_lr`
+    /// at the end of the run. Large batch-normalised nets trained with AdamW from scratch
+    /// need the warm-up: full-rate steps on random weights blow the moments up.
+    WarmupCosine {
+        /// Warm-up length in epochs.
+        warmup: usize,
+        /// The floor the rate anneals towards.
+        min_lr: f64,
+    },
 }
 
 impl Schedule {
@@ -90,7 +100,35 @@ impl Schedule {
                 let phase = std::f64::consts::PI * epoch as f64 / epochs as f64;
                 min_lr + (base_lr - min_lr) * (1.0 + phase.cos()) / 2.0
             }
+            // Without the batch count, each epoch counts as one step.
+            Schedule::WarmupCosine { .. } => self.lr_at_step(base_lr, epoch, 0, 1, epochs),
         }
+    }
+
+    /// The learning rate of batch `batch` (of `n_batches`) in `epoch`. Only
+    /// [`Schedule::WarmupCosine`] changes within an epoch; the others give [`Schedule::lr_at`].
+    pub fn lr_at_step(
+        &self,
+        base_lr: f64,
+        epoch: usize,
+        batch: usize,
+        n_batches: usize,
+        epochs: usize,
+    ) -> f64 {
+        let Schedule::WarmupCosine { warmup, min_lr } = *self else {
+            return self.lr_at(base_lr, epoch, epochs);
+        };
+        let n = n_batches.max(1) as f64;
+        let step = epoch as f64 * n + batch as f64;
+        let (warm_steps, total) = (warmup as f64 * n, epochs as f64 * n);
+        if step < warm_steps {
+            return base_lr * (step + 1.0) / warm_steps;
+        }
+        if total <= warm_steps {
+            return base_lr;
+        }
+        let phase = std::f64::consts::PI * (step - warm_steps) / (total - warm_steps);
+        min_lr + (base_lr - min_lr) * (1.0 + phase.cos()) / 2.0
     }
 }
 
@@ -151,6 +189,12 @@ impl TrainConfig {
         self.schedule.lr_at(self.lr, epoch, self.epochs)
     }
 
+    /// The learning rate of batch `batch` of `n_batches` in `epoch` ([`Schedule::lr_at_step`]).
+    pub fn lr_at_step(&self, epoch: usize, batch: usize, n_batches: usize) -> f64 {
+        self.schedule
+            .lr_at_step(self.lr, epoch, batch, n_batches, self.epochs)
+    }
+
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(TrainError::Config(what));
@@ -200,7 +244,7 @@ impl TrainConfig {
                     ));
                 }
             }
-            Schedule::Cosine { min_lr } => {
+            Schedule::Cosine { min_lr } | Schedule::WarmupCosine { min_lr, .. } => {
                 if !(min_lr.is_finite() && (0.0..=self.lr).contains(&min_lr)) {
                     return bad(format!(
                         "cosine min_lr must lie in [0, lr={}], not {min_lr}",
@@ -250,7 +294,10 @@ impl TrainConfig {
             format!("{:?}", self.schedule),
         );
         check("seed", saved.seed.to_string(), self.seed.to_string());
-        if matches!(self.schedule, Schedule::Cosine { .. }) {
+        if matches!(
+            self.schedule,
+            Schedule::Cosine { .. } | Schedule::WarmupCosine { .. }
+        ) {
             check(
                 "epochs (the cosine schedule depends on it)",
                 saved.epochs.to_string(),
@@ -282,6 +329,26 @@ mod tests {
         assert!((cos.lr_at(1.0, 3, 4) - (1.0 - 0.5f64.sqrt()) / 2.0).abs() < 1e-15);
         let floor = Schedule::Cosine { min_lr: 0.2 };
         assert!((floor.lr_at(1.0, 2, 4) - 0.6).abs() < 1e-15);
+        // Per-epoch schedules ignore the batch.
+        assert_eq!(cos.lr_at_step(1.0, 2, 7, 10, 4), cos.lr_at(1.0, 2, 4));
+        // Warm-up over 2 epochs of 4 batches: 1/8, 2/8, … 8/8 of the rate, then a cosine over
+        // the remaining 2 epochs (8 steps): halfway (step 12) it is at the midpoint.
+        let wc = Schedule::WarmupCosine {
+            warmup: 2,
+            min_lr: 0.0,
+        };
+        let warm: Vec<f64> = (0..8)
+            .map(|s| wc.lr_at_step(0.8, s / 4, s % 4, 4, 4))
+            .collect();
+        let want = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
+        for (a, b) in warm.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{warm:?}");
+        }
+        assert!((wc.lr_at_step(0.8, 2, 0, 4, 4) - 0.8).abs() < 1e-12);
+        assert!((wc.lr_at_step(0.8, 3, 0, 4, 4) - 0.4).abs() < 1e-12);
+        assert!(wc.lr_at_step(0.8, 3, 3, 4, 4) < 0.05);
+        // Per epoch, the warm-up counts each epoch as one step.
+        assert_eq!(wc.lr_at(0.8, 0, 4), wc.lr_at_step(0.8, 0, 0, 1, 4));
     }
 
     #[test]

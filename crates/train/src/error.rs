@@ -19,6 +19,12 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// A file could not be written atomically (created, written, flushed or renamed).
+    #[error(transparent)]
+    Write(#[from] fkd_core::WriteError),
+    /// A weight file could not be saved or loaded, or belongs to another model.
+    #[error(transparent)]
+    Model(#[from] fkd_models::ModelError),
     /// A JSON file (history, checkpoint description) could not be written or parsed.
     #[error("{}: {source}", path.display())]
     Json {

@@ -8,6 +8,7 @@ use crate::optim::{Adam, AdamConfig};
 use crate::{EpochRecord, History, Loss, Result, TrainConfig, TrainError};
 use candle_core::{DType, ModuleT, Tensor};
 use candle_nn::VarMap;
+use fkd_core::{Affine, ImageSize};
 use fkd_data::batch::{Loader, Prepare};
 use std::path::Path;
 use std::time::Instant;
@@ -38,6 +39,35 @@ pub trait Observer {
 }
 
 impl Observer for () {}
+
+/// One sample's raw network output, with what is needed to read it in the source photo.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// The sample's index in the loader's list.
+    pub index: usize,
+    /// The model's output for the sample, flattened.
+    pub output: Vec<f32>,
+    /// The output for the horizontally mirrored input (the flip test), when asked for. It is
+    /// the raw output: undoing the mirror (and renumbering left/right points) depends on what
+    /// the output means, which the caller knows.
+    pub flipped: Option<Vec<f32>>,
+    /// The network input's size in pixels.
+    pub input: ImageSize,
+    /// Maps the input's pixels to the source photo's ([`fkd_data::batch::Prepared::to_source`]).
+    pub to_source: Affine,
+}
+
+/// Scores a model's validation predictions after each epoch; the epoch with the lowest score
+/// is the one `best.safetensors` keeps. [`fit`] selects by the validation loss;
+/// [`fit_selecting`] takes a `Selector` so that a part can select by what it reports (NME on
+/// 300-W, pixel error on IMM), computed from the same forward pass as the loss.
+pub trait Selector {
+    /// The score's name, for the history and reports ("NME").
+    fn name(&self) -> String;
+    /// The score of these predictions (every validation sample, in index order); lower is
+    /// better.
+    fn score(&mut self, predictions: &[Prediction]) -> Result<f64>;
+}
 
 /// Where a run stands between epochs.
 #[derive(Debug, Default)]
@@ -75,6 +105,33 @@ pub fn fit<M: Model + ?Sized, P: Prepare, Q: Prepare>(
     cfg: &TrainConfig,
     observer: &mut dyn Observer,
 ) -> Result<History> {
+    fit_impl(model, varmap, train, valid, cfg, observer, None)
+}
+
+/// [`fit`], keeping as `best.safetensors` the epoch with the lowest `selector` score instead
+/// of the lowest validation loss. Each epoch's score is recorded in the history
+/// ([`EpochRecord::valid_metric`], named by [`History::metric`]).
+pub fn fit_selecting<M: Model + ?Sized, P: Prepare, Q: Prepare>(
+    model: &M,
+    varmap: &VarMap,
+    train: &Loader<P>,
+    valid: &Loader<Q>,
+    cfg: &TrainConfig,
+    observer: &mut dyn Observer,
+    selector: &mut dyn Selector,
+) -> Result<History> {
+    fit_impl(model, varmap, train, valid, cfg, observer, Some(selector))
+}
+
+fn fit_impl<M: Model + ?Sized, P: Prepare, Q: Prepare>(
+    model: &M,
+    varmap: &VarMap,
+    train: &Loader<P>,
+    valid: &Loader<Q>,
+    cfg: &TrainConfig,
+    observer: &mut dyn Observer,
+    mut selector: Option<&mut dyn Selector>,
+) -> Result<History> {
     cfg.validate()?;
     if train.n_batches() == 0 {
         return Err(TrainError::Config(
@@ -105,6 +162,7 @@ pub fn fit<M: Model + ?Sized, P: Prepare, Q: Prepare>(
         }
         RunState::default()
     };
+    state.history.metric = selector.as_ref().map(|s| s.name());
     if state.next_epoch >= cfg.epochs {
         tracing::info!(
             epochs = cfg.epochs,
@@ -114,15 +172,17 @@ pub fn fit<M: Model + ?Sized, P: Prepare, Q: Prepare>(
 
     for epoch in state.next_epoch..cfg.epochs {
         let started = Instant::now();
-        let lr = cfg.lr_at(epoch);
+        let lr = cfg.lr_at_step(epoch, 0, train.n_batches());
         opt.set_lr(lr);
         let diverged = |loss: f64| TrainError::Diverged { epoch, lr, loss };
         observer.epoch_started(epoch, train.n_batches());
 
+        let n_batches = train.n_batches();
         let (sum, count) = train.prefetched(epoch as u64, PREFETCH_BATCHES, |batches| {
             let (mut sum, mut count) = (0.0, 0usize);
             for (b, batch) in batches.enumerate() {
                 let batch = batch?;
+                opt.set_lr(cfg.lr_at_step(epoch, b, n_batches));
                 let pred = model.forward_t(&batch.images, true)?;
                 let loss = cfg.loss.compute(&pred, &batch.targets)?;
                 let value = scalar(&loss)?;
@@ -147,21 +207,31 @@ pub fn fit<M: Model + ?Sized, P: Prepare, Q: Prepare>(
         if too_large(train_loss, first_epoch_loss, cfg.diverge_factor) {
             return Err(stop(dir, varmap, &mut state.history, diverged(train_loss)));
         }
-        let valid_loss = evaluate_loss(model, valid, &cfg.loss)?;
+        let (valid_loss, valid_metric) = match selector.as_deref_mut() {
+            None => (evaluate_loss(model, valid, &cfg.loss)?, None),
+            Some(selector) => {
+                let (loss, predictions) = validate(model, valid, &cfg.loss)?;
+                (loss, Some(selector.score(&predictions)?))
+            }
+        };
         if !valid_loss.is_finite() {
             return Err(stop(dir, varmap, &mut state.history, diverged(valid_loss)));
         }
+        // What picks the best epoch: the selector's score, else the validation loss. A
+        // non-finite score never wins.
+        let score = valid_metric.unwrap_or(valid_loss);
 
         let record = EpochRecord {
             epoch,
             lr,
             train_loss,
             valid_loss,
+            valid_metric,
             seconds: started.elapsed().as_secs_f64(),
         };
         state.history.epochs.push(record.clone());
-        if state.best_valid.is_none_or(|best| valid_loss < best) {
-            state.best_valid = Some(valid_loss);
+        if score.is_finite() && state.best_valid.is_none_or(|best| score < best) {
+            state.best_valid = Some(score);
             state.history.best_epoch = Some(epoch);
             save_weights(varmap, &dir.join(BEST_WEIGHTS))?;
         }
@@ -289,95 +359,103 @@ pub fn evaluate_loss<M: Model + ?Sized, P: Prepare>(
     loader: &Loader<P>,
     loss: &Loss,
 ) -> Result<f64> {
+    Ok(infer(model, loader, Some(loss), false, false)?.0)
+}
+
+/// [`evaluate_loss`] and [`predict`] from one forward pass per batch.
+pub fn validate<M: Model + ?Sized, P: Prepare>(
+    model: &M,
+    loader: &Loader<P>,
+    loss: &Loss,
+) -> Result<(f64, Vec<Prediction>)> {
+    infer(model, loader, Some(loss), true, false)
+}
+
+/// The model's output for every sample of `loader` (inference mode), in index order.
+pub fn predict<M: Model + ?Sized, P: Prepare>(
+    model: &M,
+    loader: &Loader<P>,
+) -> Result<Vec<Prediction>> {
+    Ok(infer(model, loader, None, true, false)?.1)
+}
+
+/// [`predict`] with the flip test's second pass: each prediction also carries the model's
+/// output for the horizontally mirrored input ([`Prediction::flipped`]), for the caller to map
+/// back and average (for faces trained with flips, the mean of the two halves the error of an
+/// asymmetric bias).
+pub fn predict_flip<M: Model + ?Sized, P: Prepare>(
+    model: &M,
+    loader: &Loader<P>,
+) -> Result<Vec<Prediction>> {
+    Ok(infer(model, loader, None, true, true)?.1)
+}
+
+/// One inference pass over `loader`: the mean loss (0 without one) and, when `collect`, every
+/// sample's prediction (with the mirrored input's when `flip`).
+fn infer<M: Model + ?Sized, P: Prepare>(
+    model: &M,
+    loader: &Loader<P>,
+    loss: Option<&Loss>,
+    collect: bool,
+    flip: bool,
+) -> Result<(f64, Vec<Prediction>)> {
+    let rows_of = |out: &Tensor| -> Result<Vec<Vec<f32>>> {
+        Ok(out
+            .flatten_from(1)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?)
+    };
     let (mut sum, mut count) = (0.0, 0usize);
+    let mut preds = Vec::with_capacity(if collect { loader.samples().len() } else { 0 });
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let pred = model.forward_t(&batch.images, false)?;
-        let value = scalar(&loss.compute(&pred, &batch.targets)?)?;
+        let out = model.forward_t(&batch.images, false)?;
         let rows = batch.indices.len();
-        sum += value * rows as f64;
+        if let Some(loss) = loss {
+            sum += scalar(&loss.compute(&out, &batch.targets)?)? * rows as f64;
+        }
         count += rows;
+        if !collect {
+            continue;
+        }
+        let outputs = rows_of(&out)?;
+        if outputs.len() != rows {
+            return Err(TrainError::Config(format!(
+                "the model returned {} rows for a batch of {rows}",
+                outputs.len()
+            )));
+        }
+        let mut flipped: Vec<Option<Vec<f32>>> = vec![None; rows];
+        if flip {
+            let w = batch.images.dim(3)?;
+            let reversed: Vec<u32> = (0..w as u32).rev().collect();
+            let reversed = Tensor::new(reversed.as_slice(), batch.images.device())?;
+            let mirrored = model.forward_t(&batch.images.index_select(&reversed, 3)?, false)?;
+            flipped = rows_of(&mirrored)?.into_iter().map(Some).collect();
+        }
+        let (_, _, h, w) = batch.images.dims4()?;
+        let input = ImageSize::new(w as u32, h as u32);
+        for (((&index, output), flipped), &to_source) in batch
+            .indices
+            .iter()
+            .zip(outputs)
+            .zip(flipped)
+            .zip(&batch.to_source)
+        {
+            preds.push(Prediction {
+                index,
+                output,
+                flipped,
+                input,
+                to_source,
+            });
+        }
     }
     if count == 0 {
         return Err(TrainError::Config(
             "cannot evaluate on a loader without samples".into(),
         ));
     }
-    Ok(sum / count as f64)
-}
-
-/// The model's output for every sample of `loader` (inference mode), flattened per sample and
-/// paired with the sample's index in the loader's list, in index order.
-pub fn predict<M: Model + ?Sized, P: Prepare>(
-    model: &M,
-    loader: &Loader<P>,
-) -> Result<Vec<(usize, Vec<f32>)>> {
-    predict_impl(model, loader, None)
-}
-
-/// [`predict`] with the flip test: each prediction is the mean of the model's prediction for
-/// the image and, mapped back, for its mirror image. Targets must be normalised `(x, y)` pairs
-/// of a layout whose left/right permutation is `mirror` (`fkd_core::Layout::mirror`): the
-/// mirrored image's point `mirror[i]`, with `x → 1 − x`, is the original's point `i`. Meant
-/// for models trained with flips, which see mirrored faces as ordinary ones.
-pub fn predict_flip<M: Model + ?Sized, P: Prepare>(
-    model: &M,
-    loader: &Loader<P>,
-    mirror: &[usize],
-) -> Result<Vec<(usize, Vec<f32>)>> {
-    if mirror.iter().any(|&m| m >= mirror.len()) {
-        return Err(TrainError::Config(format!(
-            "the mirror permutation refers to points past its {} entries",
-            mirror.len()
-        )));
-    }
-    predict_impl(model, loader, Some(mirror))
-}
-
-fn predict_impl<M: Model + ?Sized, P: Prepare>(
-    model: &M,
-    loader: &Loader<P>,
-    mirror: Option<&[usize]>,
-) -> Result<Vec<(usize, Vec<f32>)>> {
-    let rows_of = |images: &Tensor| -> Result<Vec<Vec<f32>>> {
-        Ok(model
-            .forward_t(images, false)?
-            .flatten_from(1)?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?)
-    };
-    let mut out = Vec::with_capacity(loader.samples().len());
-    for batch in loader.epoch(0) {
-        let batch = batch?;
-        let mut rows = rows_of(&batch.images)?;
-        if rows.len() != batch.indices.len() {
-            return Err(TrainError::Config(format!(
-                "the model returned {} rows for a batch of {}",
-                rows.len(),
-                batch.indices.len()
-            )));
-        }
-        if let Some(mirror) = mirror {
-            let w = batch.images.dim(3)?;
-            let reversed: Vec<u32> = (0..w as u32).rev().collect();
-            let reversed = Tensor::new(reversed.as_slice(), batch.images.device())?;
-            let flipped = rows_of(&batch.images.index_select(&reversed, 3)?)?;
-            for (row, flip) in rows.iter_mut().zip(&flipped) {
-                if row.len() != 2 * mirror.len() || flip.len() != row.len() {
-                    return Err(TrainError::Config(format!(
-                        "flip test: the model predicts {} values, the mirror permutation has {} points",
-                        row.len(),
-                        mirror.len()
-                    )));
-                }
-                for (i, &m) in mirror.iter().enumerate() {
-                    row[2 * i] = 0.5 * (row[2 * i] + 1.0 - flip[2 * m]);
-                    row[2 * i + 1] = 0.5 * (row[2 * i + 1] + flip[2 * m + 1]);
-                }
-            }
-        }
-        out.extend(batch.indices.iter().copied().zip(rows));
-    }
-    out.sort_by_key(|(i, _)| *i);
-    Ok(out)
+    preds.sort_by_key(|p| p.index);
+    Ok((sum / count as f64, preds))
 }

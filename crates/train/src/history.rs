@@ -18,6 +18,10 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Mean validation loss over the validation samples after the epoch (inference mode).
     pub valid_loss: f64,
+    /// The score that selects the best epoch ([`History::metric`]), when the run was trained
+    /// with a selector; `None` when the validation loss selects.
+    #[serde(default)]
+    pub valid_metric: Option<f64>,
     /// Wall-clock seconds for the epoch, validation included.
     pub seconds: f64,
 }
@@ -27,15 +31,19 @@ pub struct EpochRecord {
 pub struct History {
     /// The finished epochs, in order.
     pub epochs: Vec<EpochRecord>,
-    /// The epoch with the lowest validation loss (the weights in `best.safetensors`).
+    /// The epoch with the lowest selection score (the weights in `best.safetensors`): the
+    /// validation loss, or [`History::metric`] when there is one.
     pub best_epoch: Option<usize>,
+    /// The name of the validation metric that selects the best epoch (`None`: the loss).
+    #[serde(default)]
+    pub metric: Option<String>,
     /// Why the run stopped early, if it did (a divergence); `None` for a run that finished or
     /// is still going.
     pub stopped: Option<String>,
 }
 
 /// Header of `history.csv`.
-const CSV_HEADER: &str = "epoch,lr,train_loss,valid_loss,seconds";
+const CSV_HEADER: &str = "epoch,lr,train_loss,valid_loss,seconds,valid_metric";
 
 impl History {
     /// The record of the best epoch.
@@ -52,9 +60,10 @@ impl History {
         out.push('\n');
         for r in &self.epochs {
             // Writing to a String cannot fail.
+            let metric = r.valid_metric.map(|m| m.to_string()).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{},{},{},{},{}",
+                "{},{},{},{},{},{metric}",
                 r.epoch, r.lr, r.train_loss, r.valid_loss, r.seconds
             );
         }
@@ -83,16 +92,18 @@ mod tests {
     use super::*;
 
     fn history() -> History {
-        let rec = |epoch, valid_loss| EpochRecord {
+        let rec = |epoch, valid_loss, valid_metric| EpochRecord {
             epoch,
             lr: 0.001,
             train_loss: 0.25,
             valid_loss,
+            valid_metric,
             seconds: 1.5,
         };
         History {
-            epochs: vec![rec(0, 0.5), rec(1, 0.125)],
+            epochs: vec![rec(0, 0.5, None), rec(1, 0.125, Some(0.0625))],
             best_epoch: Some(1),
+            metric: Some("NME".into()),
             stopped: None,
         }
     }
@@ -101,7 +112,7 @@ mod tests {
     fn csv_lines() {
         assert_eq!(
             history().to_csv(),
-            "epoch,lr,train_loss,valid_loss,seconds\n0,0.001,0.25,0.5,1.5\n1,0.001,0.25,0.125,1.5\n"
+            "epoch,lr,train_loss,valid_loss,seconds,valid_metric\n0,0.001,0.25,0.5,1.5,\n1,0.001,0.25,0.125,1.5,0.0625\n"
         );
         assert_eq!(history().best().unwrap().valid_loss, 0.125);
         assert!(History::default().best().is_none());

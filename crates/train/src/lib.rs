@@ -1,7 +1,7 @@
 //! fkd-train: one training loop for every part.
 //!
 //! - [`config`]: [`TrainConfig`] (serde), with the [`Loss`] (MSE, L1, Wing) and learning-rate
-//!   [`Schedule`] (constant, step, cosine).
+//!   [`Schedule`] (constant, step, cosine, warm-up + cosine).
 //! - [`loss`]: the losses on `(prediction, target)` tensors.
 //! - [`optim`]: [`Adam`] with decoupled weight decay (AdamW), whose state can be saved and
 //!   loaded so a resumed run continues exactly.
@@ -9,8 +9,11 @@
 //!   written as JSON and CSV, atomic `last`/`best` checkpoints ([`checkpoint`]), resume, and a
 //!   clear stop ([`TrainError::Diverged`]) when the loss turns NaN or explodes. Progress is
 //!   reported to an [`Observer`], so a binary can draw a progress bar; logging uses `tracing`.
-//! - [`evaluate_loss`], [`predict`] and [`predict_flip`] (the flip test): inference over a
-//!   loader.
+//!   [`fit_selecting`] keeps the best epoch by a part's own validation metric (a
+//!   [`Selector`] over the epoch's [`Prediction`]s), not by the loss.
+//! - [`evaluate_loss`], [`validate`], [`predict`] and [`predict_flip`] (the flip test's second
+//!   pass): inference over a loader; a [`Prediction`] carries the map back to the source photo.
+//! - [`merge_flipped`]: the flip test's mean of a face's points and its mirror image's.
 //!
 //! Any candle `Module` or `ModuleT` is a [`Model`].
 
@@ -18,6 +21,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fit;
+pub mod flip;
 pub mod history;
 pub mod loss;
 pub mod optim;
@@ -25,6 +29,10 @@ pub mod optim;
 pub use checkpoint::{CheckpointMeta, load_weights, save_weights};
 pub use config::{Loss, Schedule, TrainConfig};
 pub use error::{Result, TrainError};
-pub use fit::{Model, Observer, evaluate_loss, fit, predict, predict_flip};
+pub use fit::{
+    Model, Observer, Prediction, Selector, evaluate_loss, fit, fit_selecting, predict,
+    predict_flip, validate,
+};
+pub use flip::merge_flipped;
 pub use history::{EpochRecord, History};
 pub use optim::{Adam, AdamConfig};

@@ -22,7 +22,8 @@ pub struct AdamConfig {
     pub betas: [f64; 2],
     /// `ε`, added to the square root of the second moment.
     pub eps: f64,
-    /// Decoupled weight decay: each step multiplies the weights by `1 − lr·weight_decay`.
+    /// Decoupled weight decay: each step multiplies the weights of rank ≥ 2 (conv and linear
+    /// kernels; not biases or norm parameters) by `1 − lr·weight_decay`.
     pub weight_decay: f64,
 }
 
@@ -40,6 +41,10 @@ impl From<&TrainConfig> for AdamConfig {
 /// One variable with its moment estimates.
 struct Slot {
     name: String,
+    /// Whether weight decay applies: kernels of rank ≥ 2 (conv, linear) yes; biases and norm
+    /// scales and shifts (rank 1) no, the usual AdamW practice — decaying a norm's γ towards 0
+    /// fights the normalisation instead of regularising.
+    decays: bool,
     var: Var,
     m: Tensor,
     v: Tensor,
@@ -78,7 +83,14 @@ impl Adam {
             .map(|(name, var)| {
                 let m = var.as_tensor().zeros_like()?;
                 let v = m.clone();
-                Ok(Slot { name, var, m, v })
+                let decays = var.as_tensor().rank() >= 2;
+                Ok(Slot {
+                    name,
+                    decays,
+                    var,
+                    m,
+                    v,
+                })
             })
             .collect::<candle_core::Result<_>>()?;
         Ok(Self {
@@ -122,8 +134,12 @@ impl Adam {
         // lr·m̂/(√v̂ + ε) = (lr·√bc2/bc1)·m/(√v + ε·√bc2).
         let step_size = self.cfg.lr * bc2.sqrt() / bc1;
         let eps_hat = self.cfg.eps * bc2.sqrt();
-        let decay = 1.0 - self.cfg.lr * self.cfg.weight_decay;
         for slot in &mut self.slots {
+            let decay = if slot.decays {
+                1.0 - self.cfg.lr * self.cfg.weight_decay
+            } else {
+                1.0
+            };
             let Some(g) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
@@ -147,7 +163,7 @@ impl Adam {
             let update =
                 (&slot.m / slot.v.sqrt()?.affine(1.0, eps_hat)?)?.affine(step_size, 0.0)?;
             let theta = &slot.var.as_tensor().detach();
-            let next = if self.cfg.weight_decay == 0.0 {
+            let next = if decay == 1.0 {
                 (theta - update)?
             } else {
                 (theta.affine(decay, 0.0)? - update)?
@@ -170,7 +186,7 @@ impl Adam {
         tensors.insert(STEP_KEY.into(), Tensor::new(&[step], &Device::Cpu)?);
         write_atomic(path, |tmp| {
             candle_core::safetensors::save(&tensors, tmp).map_err(|e| {
-                TrainError::checkpoint(tmp, format!("cannot write optimiser state: {e}"))
+                TrainError::checkpoint(path, format!("cannot write optimiser state: {e}"))
             })
         })
     }
@@ -428,20 +444,21 @@ mod tests {
     use super::*;
     use candle_nn::Init;
 
+    /// A 1×2 kernel (rank 2, so weight decay applies to it).
     fn one_param(values: [f32; 2]) -> (VarMap, Tensor) {
         let varmap = VarMap::new();
         let theta = varmap
-            .get(2, "theta", Init::Const(0.0), DType::F32, &Device::Cpu)
+            .get((1, 2), "theta", Init::Const(0.0), DType::F32, &Device::Cpu)
             .unwrap();
         let mut vm = varmap.clone();
-        vm.set_one("theta", Tensor::new(&values, &Device::Cpu).unwrap())
+        vm.set_one("theta", Tensor::new(&[values], &Device::Cpu).unwrap())
             .unwrap();
         (varmap, theta)
     }
 
     /// `sum(θ·c)` has gradient `c` whatever θ is, so each step's gradient is chosen exactly.
     fn step_with_gradient(opt: &mut Adam, theta: &Tensor, c: [f32; 2]) {
-        let c = Tensor::new(&c, &Device::Cpu).unwrap();
+        let c = Tensor::new(&[c], &Device::Cpu).unwrap();
         opt.backward_step(&(theta * c).unwrap().sum_all().unwrap())
             .unwrap();
     }
@@ -476,7 +493,7 @@ mod tests {
         // Step 1, g = (0.5, −3): m̂ = g, v̂ = g², so the update is lr·sign(g);
         // θ = (1, −2)·(1 − 0.1·0.1) − 0.1·(1, −1) = (0.89, −1.88).
         step_with_gradient(&mut opt, &theta, [0.5, -3.0]);
-        let got = theta.to_vec1::<f32>().unwrap();
+        let got = theta.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(
             (got[0] - 0.89).abs() < 1e-6 && (got[1] + 1.88).abs() < 1e-6,
             "{got:?}"
@@ -486,10 +503,40 @@ mod tests {
         // m̂ = m/0.19, v̂ = v/0.001999, θ = 0.99·θ − 0.1·m̂/(√v̂ + 1e-8)
         //   = (0.917710354, −1.807346245).
         step_with_gradient(&mut opt, &theta, [-1.0, 0.5]);
-        let got = theta.to_vec1::<f32>().unwrap();
+        let got = theta.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!((got[0] - 0.917_710_35).abs() < 1e-6, "{got:?}");
         assert!((got[1] + 1.807_346_2).abs() < 1e-6, "{got:?}");
         assert_eq!(opt.step_count(), 2);
+    }
+
+    /// Biases and norm parameters (rank 1) are not decayed: with a zero gradient a kernel
+    /// shrinks by `1 − lr·wd` per step, a vector stays put.
+    #[test]
+    fn weight_decay_skips_vectors() {
+        let varmap = VarMap::new();
+        let kernel = varmap
+            .get((2, 2), "w", Init::Const(1.0), DType::F32, &Device::Cpu)
+            .unwrap();
+        let bias = varmap
+            .get(2, "b", Init::Const(1.0), DType::F32, &Device::Cpu)
+            .unwrap();
+        for fused in [true, false] {
+            let mut opt = Adam::new(&varmap, CFG).unwrap();
+            opt.fused = fused;
+            // Multiplying by a zero tensor (not the scalar 0, which candle may fold away) gives
+            // both variables a gradient of exactly zero.
+            let zero = |t: &Tensor| t.mul(&t.zeros_like().unwrap()).unwrap().sum_all().unwrap();
+            let loss = (zero(&kernel) + zero(&bias)).unwrap();
+            let before_k = kernel.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let before_b = bias.to_vec1::<f32>().unwrap();
+            opt.backward_step(&loss).unwrap();
+            let k = kernel.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = bias.to_vec1::<f32>().unwrap();
+            for (x, x0) in k.iter().zip(&before_k) {
+                assert!((x - x0 * 0.99).abs() < 1e-6, "fused {fused}: {k:?}");
+            }
+            assert_eq!(b, before_b, "fused {fused}");
+        }
     }
 
     /// The fused CPU kernels and the tensor-op path take the same steps (f32 rounding aside),
@@ -554,16 +601,19 @@ mod tests {
         let mut opt = Adam::new(&varmap, CFG).unwrap();
         step_with_gradient(&mut opt, &theta, [0.5, -3.0]);
         opt.save(&path).unwrap();
-        let after_one = theta.to_vec1::<f32>().unwrap();
+        let after_one = theta.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         step_with_gradient(&mut opt, &theta, [-1.0, 0.5]);
-        let straight = theta.to_vec1::<f32>().unwrap();
+        let straight = theta.flatten_all().unwrap().to_vec1::<f32>().unwrap();
 
         let (varmap2, theta2) = one_param([after_one[0], after_one[1]]);
         let mut opt2 = Adam::new(&varmap2, CFG).unwrap();
         opt2.load(&path).unwrap();
         assert_eq!(opt2.step_count(), 1);
         step_with_gradient(&mut opt2, &theta2, [-1.0, 0.5]);
-        assert_eq!(theta2.to_vec1::<f32>().unwrap(), straight);
+        assert_eq!(
+            theta2.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            straight
+        );
     }
 
     #[test]
@@ -582,7 +632,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("m.theta is F32 [2] but the model's theta is F32 [3]"),
+            err.contains("m.theta is F32 [1, 2] but the model's theta is F32 [3]"),
             "{err}"
         );
         let renamed = VarMap::new();

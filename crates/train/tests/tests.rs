@@ -72,6 +72,7 @@ fn synthetic(sample: &Sample, _rng: &mut ChaCha8Rng) -> fkd_data::Result<Prepare
     Ok(Prepared {
         image: GrayImage::new(4, 1, x).unwrap(),
         target,
+        to_source: fkd_core::Affine::IDENTITY,
     })
 }
 
@@ -193,9 +194,16 @@ fn a_linear_model_learns_and_the_run_is_recorded() {
     );
     let csv = std::fs::read_to_string(dir.path().join(HISTORY_CSV)).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("epoch,lr,train_loss,valid_loss,seconds"));
+    assert_eq!(
+        lines.next(),
+        Some("epoch,lr,train_loss,valid_loss,seconds,valid_metric")
+    );
     for (line, r) in lines.zip(&history.epochs) {
-        let f: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+        let f: Vec<f64> = line
+            .split(',')
+            .take(5)
+            .map(|v| v.parse().unwrap())
+            .collect();
         assert_eq!(f[..4], [r.epoch as f64, r.lr, r.train_loss, r.valid_loss]);
     }
     assert_eq!(csv.lines().count(), 31);
@@ -236,18 +244,69 @@ fn a_linear_model_learns_and_the_run_is_recorded() {
     // Predictions: one per validation sample, in order, close to 2·x0 + 1.
     let preds = predict(&lin, &valid).unwrap();
     assert_eq!(
-        preds.iter().map(|p| p.0).collect::<Vec<_>>(),
+        preds.iter().map(|p| p.index).collect::<Vec<_>>(),
         (0..16).collect::<Vec<_>>()
     );
-    for (i, p) in &preds {
-        let prepared = synthetic(&valid.samples()[*i], &mut ChaCha8Rng::seed_from_u64(0)).unwrap();
-        assert_eq!(p.len(), 1);
+    for p in &preds {
+        let prepared =
+            synthetic(&valid.samples()[p.index], &mut ChaCha8Rng::seed_from_u64(0)).unwrap();
+        assert_eq!(p.output.len(), 1);
         assert!(
-            (p[0] - prepared.target[0]).abs() < 0.2,
+            (p.output[0] - prepared.target[0]).abs() < 0.2,
             "{p:?} vs {:?}",
             prepared.target
         );
     }
+}
+
+/// A selector that prefers the epoch it saw first: `best.safetensors` follows it, not the
+/// loss, and the history records each epoch's score under the selector's name.
+struct FirstEpochWins {
+    calls: usize,
+    seen: Vec<usize>,
+}
+
+impl fkd_train::Selector for FirstEpochWins {
+    fn name(&self) -> String {
+        "first".into()
+    }
+    fn score(&mut self, predictions: &[fkd_train::Prediction]) -> fkd_train::Result<f64> {
+        self.seen.push(predictions.len());
+        self.calls += 1;
+        Ok(self.calls as f64)
+    }
+}
+
+#[test]
+fn fit_selecting_keeps_the_selectors_best_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        epochs: 4,
+        batch_size: 8,
+        lr: 0.05,
+        out_dir: dir.path().to_path_buf(),
+        ..TrainConfig::default()
+    };
+    let (train, valid) = loaders(&cfg);
+    let (lin, varmap) = model(1);
+    let mut selector = FirstEpochWins {
+        calls: 0,
+        seen: Vec::new(),
+    };
+    let history =
+        fkd_train::fit_selecting(&lin, &varmap, &train, &valid, &cfg, &mut (), &mut selector)
+            .unwrap();
+    assert_eq!(selector.seen, vec![16; 4]);
+    assert_eq!(history.metric.as_deref(), Some("first"));
+    assert_eq!(history.best_epoch, Some(0));
+    let scores: Vec<Option<f64>> = history.epochs.iter().map(|r| r.valid_metric).collect();
+    assert_eq!(scores, [Some(1.0), Some(2.0), Some(3.0), Some(4.0)]);
+    // The loss fell after epoch 0, yet best.safetensors holds epoch 0's weights.
+    assert!(history.epochs[3].valid_loss < history.epochs[0].valid_loss);
+    let (lin0, best_vars) = model(1);
+    load_weights(&best_vars, &dir.path().join(BEST_WEIGHTS)).unwrap();
+    let again = evaluate_loss(&lin0, &valid, &cfg.loss).unwrap();
+    assert!((again - history.epochs[0].valid_loss).abs() <= 1e-6);
 }
 
 #[test]
@@ -443,31 +502,52 @@ impl Module for Fixed {
     }
 }
 
-/// The flip test averages the prediction with the mirrored image's, mapped back through the
-/// mirror permutation and x → 1 − x; worked out by hand for a bright first column.
+/// The flip test's second pass is the model's output for the mirrored input; merged back
+/// through the mirror permutation and x → W − x, worked out by hand for a bright first column.
 #[test]
-fn predict_flip_averages_with_the_mirrored_prediction() {
+fn predict_flip_gives_the_mirrored_output_and_merge_averages() {
     let bright_left = |_: &Sample, _: &mut ChaCha8Rng| -> fkd_data::Result<Prepared> {
         Ok(Prepared {
             image: GrayImage::new(4, 1, vec![1.0, 0.0, 0.0, 0.0]).unwrap(),
             target: vec![0.0; 4],
+            to_source: fkd_core::Affine::scaling(2.0, 3.0),
         })
     };
     let loader = Loader::new(samples(0..3), bright_left, 2);
     let plain = predict(&Fixed, &loader).unwrap();
-    assert_eq!(plain[0].1, vec![0.1, 0.5, 0.2, 0.7]);
-    // Mirrored: X = 0.4, so point 0 at (0.4, 0.5) and point 1 at (0.5, 0.7). Mapped back,
-    // point 0 is the mirror's point 1 at (1 − 0.5, 0.7) and point 1 the mirror's point 0 at
-    // (1 − 0.4, 0.5); averaged with the plain prediction: (0.3, 0.6) and (0.4, 0.6).
-    let flip = fkd_train::predict_flip(&Fixed, &loader, &[1, 0]).unwrap();
+    assert_eq!(plain[0].output, vec![0.1, 0.5, 0.2, 0.7]);
+    assert_eq!(plain[0].flipped, None);
+    let flip = fkd_train::predict_flip(&Fixed, &loader).unwrap();
     assert_eq!(flip.len(), 3);
-    for (i, (idx, row)) in flip.iter().enumerate() {
-        assert_eq!(*idx, i);
-        for (got, want) in row.iter().zip([0.3, 0.6, 0.4, 0.6]) {
-            assert!((got - want).abs() < 1e-6, "{row:?}");
+    let pixels = |row: &[f32]| -> Vec<PixelPoint> {
+        row.chunks_exact(2)
+            .map(|c| PixelPoint::new(c[0] * 4.0, c[1]))
+            .collect()
+    };
+    for (i, p) in flip.iter().enumerate() {
+        assert_eq!(p.index, i);
+        assert_eq!(p.input, fkd_core::ImageSize::new(4, 1));
+        assert_eq!(p.to_source, fkd_core::Affine::scaling(2.0, 3.0));
+        // Mirrored: the bright column is the last, X = 0.4.
+        assert_eq!(p.flipped.as_deref(), Some(&[0.4, 0.5, 0.5, 0.7][..]));
+        // Point 0 is the mirror's point 1 at (4 − 2, 0.7), point 1 the mirror's point 0 at
+        // (4 − 1.6, 0.5); averaged with (0.4, 0.5) and (0.8, 0.7): (1.2, 0.6), (1.6, 0.6).
+        let merged = fkd_train::merge_flipped(
+            &pixels(&p.output),
+            &pixels(p.flipped.as_deref().unwrap()),
+            4.0,
+            &[1, 0],
+        )
+        .unwrap();
+        for (got, want) in merged.iter().zip([(1.2, 0.6), (1.6, 0.6)]) {
+            assert!(
+                got.distance(PixelPoint::new(want.0, want.1)) < 1e-6,
+                "{merged:?}"
+            );
         }
     }
-    let err = fkd_train::predict_flip(&Fixed, &loader, &[0, 1, 2]).unwrap_err();
+    let two = pixels(&plain[0].output);
+    let err = fkd_train::merge_flipped(&two, &two, 4.0, &[0, 1, 2]).unwrap_err();
     assert!(err.to_string().contains("3 points"), "{err}");
-    assert!(fkd_train::predict_flip(&Fixed, &loader, &[0, 5]).is_err());
+    assert!(fkd_train::merge_flipped(&two, &two, 4.0, &[0, 5]).is_err());
 }

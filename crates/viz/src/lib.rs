@@ -25,15 +25,13 @@ pub use report::{Report, escape_html};
 
 use image::codecs::png::PngEncoder;
 use image::{ImageEncoder, RgbImage};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What can go wrong while making a figure or a report.
 #[derive(Debug, thiserror::Error)]
 pub enum VizError {
-    /// Creating, writing or renaming an output file failed.
+    /// The folder of an output file could not be created.
     #[error("cannot write {path}: {source}")]
     Io {
         /// The output file.
@@ -41,6 +39,9 @@ pub enum VizError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Creating, writing, flushing or renaming an output file failed.
+    #[error(transparent)]
+    Write(#[from] fkd_core::WriteError),
     /// Encoding a PNG failed.
     #[error("cannot encode {path}: {source}")]
     Encode {
@@ -75,8 +76,8 @@ pub enum VizError {
 /// Result alias of this crate.
 pub type Result<T, E = VizError> = std::result::Result<T, E>;
 
-/// Writes `img` to `path` as PNG, atomically: the bytes go to a temporary file beside `path`,
-/// which is then renamed over it. Missing parent directories are created.
+/// Writes `img` to `path` as PNG, atomically (see [`fkd_core::io::write_atomic`]). Missing
+/// parent directories are created.
 pub fn save_png(img: &RgbImage, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let mut bytes = Vec::new();
@@ -94,40 +95,16 @@ pub fn save_png(img: &RgbImage, path: impl AsRef<Path>) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
-/// readers see either the old file or the complete new one.
+/// Creates the folder of `path` if needed and writes `bytes` to `path` atomically, so readers
+/// see either the old file or the complete new one.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    // Unique per process and call, so concurrent writers of the same figure cannot collide.
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let io_err = |source| VizError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io_err)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".to_owned());
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        // Best effort: the temporary file is garbage whatever happened to it.
-        let _ = std::fs::remove_file(&tmp);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| VizError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
-    result.map_err(io_err)
+    Ok(fkd_core::io::write_bytes_atomic(path, bytes)?)
 }
 
 /// Registers DejaVu Sans as plotters' "sans-serif" family, once per process.
@@ -171,8 +148,20 @@ mod tests {
         std::fs::create_dir(&path).unwrap();
         std::fs::write(path.join("x"), b"x").unwrap();
         let err = save_png(&RgbImage::new(1, 1), &path).unwrap_err();
-        assert!(matches!(&err, VizError::Io { path: p, .. } if *p == path));
+        assert!(matches!(&err, VizError::Write(e) if e.path == path));
         assert!(err.to_string().contains("taken.png"));
+        assert!(path.join("x").exists());
+    }
+
+    #[test]
+    fn save_png_names_the_file_when_its_folder_cannot_be_made() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the folder should go.
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let path = dir.path().join("file/sub/fig.png");
+        let err = save_png(&RgbImage::new(1, 1), &path).unwrap_err();
+        assert!(matches!(&err, VizError::Io { path: p, .. } if *p == path));
+        assert!(err.to_string().contains("fig.png"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! 2×3 affine matrices acting on pixel points, kept in `f64` so that composing a handful of
 //! transforms and inverting the result loses nothing measurable at image scale.
 
-use fkd_core::PixelPoint;
+use crate::geometry::PixelPoint;
 
 /// An affine map of the plane, `x' = a·x + b·y + c`, `y' = d·x + e·y + f`, stored row-major as
 /// `[[a, b, c], [d, e, f]]`. Points are in fkd's continuous pixel coordinates.
@@ -31,6 +31,12 @@ impl Affine {
     /// Moving every point by `(dx, dy)`.
     pub const fn translation(dx: f64, dy: f64) -> Self {
         Self::new([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+    }
+
+    /// Scaling by `sx` along x and `sy` along y about the origin (a resize, in fkd's continuous
+    /// convention).
+    pub const fn scaling(sx: f64, sy: f64) -> Self {
+        Self::new([[sx, 0.0, 0.0], [0.0, sy, 0.0]])
     }
 
     /// The linear map `l` (rows `[[a, b], [d, e]]`) applied about `centre` instead of the origin:
