@@ -349,14 +349,16 @@ fn pipeline(args: &BenchArgs) -> anyhow::Result<Option<Pipeline>> {
         );
         return Ok(None);
     }
-    let recipe = crate::part2::recipe();
+    use crate::runner::Part;
+    let part = crate::part2::part();
+    let recipe = part.defaults();
     let imm = DataSet::imm(&dir, LoadPolicy::Strict)?;
     let (train, _) = imm.split_imm_persons();
     let augmenter = recipe
         .augment
         .map(|cfg| Augmenter::new(cfg, fkd_core::Layout::IMM58))
         .transpose()?;
-    let step = AugmentedResize::new(recipe.input(), None, augmenter);
+    let step: AugmentedResize = part.step(augmenter);
     let loader = Loader::new(train.samples.clone(), step, recipe.batch).shuffled(0);
     // Epoch 0 warms the page cache (and any image cache); epochs 1–2 are timed.
     for b in loader.epoch(0) {

@@ -1,16 +1,21 @@
 //! xtask: fkd's one command line. It only wires the library crates together; every piece of
 //! real work lives in a crate another project could import.
 //!
-//! `cargo xtask data check|fetch` (`data.rs`), `cargo xtask part1|part2` (`part1.rs`,
-//! `part2.rs`, sharing `imm.rs`), `cargo xtask check-report` (`report_check.rs`), `cargo xtask bench` (`bench.rs`).
+//! `cargo xtask data check|fetch` (`data.rs`); `cargo xtask part1|part2|part3` (`part1.rs` …,
+//! recipes over the one runner in `runner.rs`; Parts 1–2 share `imm.rs`); `cargo xtask predict`
+//! (`predict.rs`); `cargo xtask check-report` (`report_check.rs`); `cargo xtask bench`
+//! (`bench.rs`).
 
 mod bench;
 mod data;
 mod imm;
 mod part1;
 mod part2;
+mod part3;
+mod predict;
 mod progress;
 mod report_check;
+mod runner;
 
 use clap::{Parser, Subcommand};
 
@@ -35,9 +40,14 @@ enum Command {
     #[command(subcommand)]
     Data(data::DataCommand),
     /// Part 1: nose-tip detection on IMM (4 conv + 2 FC, 80×60, 20 epochs).
-    Part1(imm::ImmArgs),
+    Part1(runner::RunArgs),
     /// Part 2: all 58 IMM points (6 conv + 2 FC, 160×120, 100 epochs, augmentation).
-    Part2(imm::ImmArgs),
+    Part2(runner::RunArgs),
+    /// Part 3: 68 points on iBUG 300-W (ResNet-18 on 224×224 face crops); `part3 eval` scores a
+    /// checkpoint, `part3 predict` writes a Kaggle-style CSV.
+    Part3(part3::Part3Args),
+    /// Run a trained checkpoint on photos: points drawn (PNG) and written as JSON.
+    Predict(predict::PredictArgs),
     /// Training and inference speed and memory of the nets against the PyTorch peer.
     Bench(bench::BenchArgs),
     /// One benchmark measurement in a fresh process (run by `bench`).
@@ -109,6 +119,8 @@ fn main() -> std::process::ExitCode {
         Command::Data(cmd) => data::run(cmd),
         Command::Part1(args) => part1::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Part2(args) => part2::run(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Part3(args) => part3::run(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Predict(args) => predict::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::BenchChild(args) => bench::child(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::CheckReport(args) => {

@@ -1,8 +1,14 @@
 //! A terminal progress bar for training runs: one bar per epoch, the running loss in its
-//! message, and one log line per finished epoch.
+//! message, and one log line per finished epoch; [`bar_style`] for every other bar.
 
 use fkd_train::{EpochRecord, Observer};
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// The bar style of every fkd progress bar.
+pub fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix} {bar:25} {pos}/{len} {msg} [{elapsed}<{eta}]")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
 
 /// Draws training progress with indicatif (hidden when stderr is not a terminal).
 pub struct Bar {
@@ -29,10 +35,7 @@ impl Bar {
 impl Observer for Bar {
     fn epoch_started(&mut self, epoch: usize, n_batches: usize) {
         let bar = ProgressBar::new(n_batches as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} {bar:25} {pos}/{len} {msg} [{elapsed}<{eta}]")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        bar.set_style(bar_style());
         bar.set_prefix(format!(
             "{} epoch {}/{}",
             self.label,
@@ -58,12 +61,15 @@ impl Observer for Bar {
             bar.finish_and_clear();
         }
         tracing::info!(
-            "{} epoch {}/{}: train {:.3e}, valid {:.3e}, lr {:.1e} ({:.1} s)",
+            "{} epoch {}/{}: train {:.3e}, valid {:.3e}{}, lr {:.1e} ({:.1} s)",
             self.label,
             r.epoch + 1,
             self.epochs,
             r.train_loss,
             r.valid_loss,
+            r.valid_metric
+                .map(|m| format!(" (metric {m:.4})"))
+                .unwrap_or_default(),
             r.lr,
             r.seconds
         );
