@@ -24,6 +24,11 @@ use std::path::{Path, PathBuf};
 /// margin, like the PyTorch peer's 1.4 crop of which its net sees the central 224/256.
 pub const ENLARGE: f32 = 1.25;
 
+/// Training crops are cached with this much more of the photo around the network's view
+/// (a 160-pixel crop for a 128-pixel view), so rotations and zooms out bring in the real
+/// surroundings instead of replicated edges.
+pub const MARGIN: f32 = 1.25;
+
 /// `cargo xtask part3` and its subcommands.
 #[derive(clap::Args, Clone, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -324,8 +329,9 @@ impl Part for Part3 {
                 "iBUG 300-W in dlib's XML: {} training faces from {}, {} {how}. Each face box \
                  is made square, enlarged {:.2}× around its centre, cropped (mid-grey outside \
                  the photo), converted to grayscale in [-0.5, 0.5] and resized to {s}×{s}; each \
-                 crop is decoded once per run and augmented at network resolution. Targets are \
-                 the 68 points in the crop's normalised coordinates.",
+                 crop is decoded once per run (training crops with a {MARGIN}× margin of \
+                 surroundings) and augmented at network resolution. Targets are the 68 points \
+                 in the crop's normalised coordinates.",
                 n(&train),
                 train_xml.display(),
                 n(&valid),
@@ -338,7 +344,13 @@ impl Part for Part3 {
     }
 
     fn step(&self, augmenter: Option<Augmenter>) -> AugmentedCrop {
-        AugmentedCrop::new(self.enlarge, self.size, augmenter)
+        let plain = augmenter.is_none();
+        let step = AugmentedCrop::new(self.enlarge, self.size, augmenter);
+        if plain {
+            step
+        } else {
+            step.with_margin(MARGIN)
+        }
     }
 
     fn build(&self, vb: VarBuilder<'_>) -> anyhow::Result<ResNet> {

@@ -135,29 +135,22 @@ fn part1_short_run_trains_reports_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("p1");
     let run = |extra: &[&str]| {
-        let o = xtask()
-            .args([
-                "part1",
-                "--offline",
-                "--limit",
-                "24",
-                "--schedule",
-                "constant",
-                "--data",
-            ])
-            .arg(&root)
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(o.status.success(), "{text}");
-        text
+        run_ok(
+            xtask()
+                .args([
+                    "part1",
+                    "--offline",
+                    "--limit",
+                    "24",
+                    "--schedule",
+                    "constant",
+                    "--data",
+                ])
+                .arg(&root)
+                .arg("--out")
+                .arg(&out)
+                .args(extra),
+        )
     };
     run(&["--epochs", "3"]);
     let h = history(&out);
@@ -218,27 +211,21 @@ fn part2_short_run_writes_the_report() {
     let Some(root) = data_root() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("p2");
-    let o = xtask()
-        .args([
-            "part2",
-            "--offline",
-            "--limit",
-            "16",
-            "--epochs",
-            "2",
-            "--data",
-        ])
-        .arg(&root)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    let text = run_ok(
+        xtask()
+            .args([
+                "part2",
+                "--offline",
+                "--limit",
+                "16",
+                "--epochs",
+                "2",
+                "--data",
+            ])
+            .arg(&root)
+            .arg("--out")
+            .arg(&out),
     );
-    assert!(o.status.success(), "{text}");
     assert!(text.contains("NME"), "{text}");
     assert_eq!(history(&out).len(), 2);
     for img in ["ced.png", "filters.png", "samples.png"] {
@@ -456,6 +443,22 @@ fn part3_trains_predicts_and_evaluates() {
     }
     assert!(html.contains("AUC@0.08") && html.contains("MAE (px)"));
     let ckpt = out.join("best.safetensors");
+
+    // --init starts a new run from those weights: every tensor matches by name and shape.
+    let text = run_ok(
+        xtask()
+            .args(["part3", "--offline", "--limit", "16", "--epochs", "1"])
+            .args(["--size", "64", "--batch", "16", "--init"])
+            .arg(&ckpt)
+            .arg("--data")
+            .arg(&root)
+            .arg("--out")
+            .arg(tmp.path().join("p3init")),
+    );
+    assert!(
+        text.contains("tensors loaded (0 converted), 0 skipped, 0 left"),
+        "{text}"
+    );
 
     // Kaggle CSV for 3 faces: 136 rows each, ids in order.
     let faces = first_boxes(&cropped.join("labels_300w_valid.xml"), 3);

@@ -215,8 +215,16 @@ impl Prepare for AugmentedResize {
 
 /// Part 3: the face crop of [`CropFace`] (box enlarged, square, resized to `side × side`),
 /// then augmented; the target is every point, normalised to the crop.
+///
+/// With a margin (`with_margin(m)`, `m > 1`), the cached crop is `m` times larger than the
+/// network's view, in source pixels and in crop pixels alike, and the augmentation (about its
+/// centre) runs on it before the central `side × side` window is cut out: rotating or
+/// shrinking the face then brings in real photo from around it instead of replicated edges.
+/// Without an augmenter the window is the plain crop of the same region.
 pub struct AugmentedCrop {
     crop: CropFace,
+    /// Pixels of margin on each side of the `side × side` view in the cached crop.
+    pad: u32,
     augmenter: Option<Augmenter>,
     /// Keyed by the image and the crop window's bits: one image may hold several faces.
     cache: Cache<(PathBuf, [u32; 4])>,
@@ -228,9 +236,22 @@ impl AugmentedCrop {
     pub fn new(enlarge: f32, side: u32, augmenter: Option<Augmenter>) -> Self {
         Self {
             crop: CropFace { enlarge, side },
+            pad: 0,
             augmenter,
             cache: Cache::new(),
         }
+    }
+
+    /// This step with a cached crop `margin` times the view's side (rounded to whole pixels on
+    /// each side; a margin below 1 counts as 1).
+    pub fn with_margin(mut self, margin: f32) -> Self {
+        let extra = self.crop.side as f32 * (margin.max(1.0) - 1.0) / 2.0;
+        self.pad = if extra.is_finite() {
+            extra.round() as u32
+        } else {
+            0
+        };
+        self
     }
 
     /// This step decoding every image afresh each time (no memory held between epochs).
@@ -247,6 +268,11 @@ impl AugmentedCrop {
     /// Side of the crop in pixels.
     pub fn side(&self) -> u32 {
         self.crop.side
+    }
+
+    /// Pixels of margin on each side of the view in the cached crop.
+    pub fn pad(&self) -> u32 {
+        self.pad
     }
 
     /// The augmenter, if any.
@@ -270,6 +296,7 @@ impl fmt::Debug for AugmentedCrop {
         f.debug_struct("AugmentedCrop")
             .field("enlarge", &self.crop.enlarge)
             .field("side", &self.crop.side)
+            .field("pad", &self.pad)
             .field("augmenter", &self.augmenter)
             .field("cached_images", &self.cached_images())
             .finish()
@@ -279,7 +306,14 @@ impl fmt::Debug for AugmentedCrop {
 impl Prepare for AugmentedCrop {
     fn prepare(&self, sample: &Sample, rng: &mut ChaCha8Rng) -> Result<Prepared> {
         check_points(sample, self.augmenter.as_ref())?;
-        let crop = self.crop.crop_of(sample)?;
+        let side = self.crop.side;
+        let big = side + 2 * self.pad;
+        // The same face region as the margin-less crop, grown by big/side around its centre.
+        let step = CropFace {
+            enlarge: self.crop.enlarge * big as f32 / side as f32,
+            side: big,
+        };
+        let crop = step.crop_of(sample)?;
         let r = crop.region();
         let key = (
             sample.image.clone(),
@@ -290,7 +324,7 @@ impl Prepare for AugmentedCrop {
             .cache
             .get_or_make(key, || Ok(crop.apply(&load_gray(&sample.image)?, 0.0)))?;
         let points = crop.points_to_crop(&sample.points);
-        finish(
+        let prepared = finish(
             sample,
             &img,
             &points,
@@ -298,7 +332,26 @@ impl Prepare for AugmentedCrop {
             self.augmenter.as_ref(),
             None,
             rng,
-        )
+        )?;
+        if self.pad == 0 {
+            return Ok(prepared);
+        }
+        // Cut the central view out: points move by −pad, normalised to the view.
+        let image = prepared
+            .image
+            .sub_image(self.pad, self.pad, side, side)
+            .ok_or_else(|| DataError::Dataset {
+                path: sample.image.clone(),
+                reason: format!("face {}: the view lies outside its crop", sample.id),
+            })?;
+        let (k, p) = (big as f32 / side as f32, self.pad as f32 / side as f32);
+        let target = prepared.target.iter().map(|&v| v * k - p).collect();
+        let pad = f64::from(self.pad);
+        Ok(Prepared {
+            image,
+            target,
+            to_source: prepared.to_source.compose(&Affine::translation(pad, pad)),
+        })
     }
 }
 
@@ -495,15 +548,40 @@ mod tests {
         let (path, points) = big_dots(dir.path(), 4);
         let s = sample(path, points);
         let side = 160;
-        let step = AugmentedCrop::new(1.5, side, Some(augmenter()));
-        for seed in 0..6 {
-            let p = step.prepare(&s, &mut rng(seed)).unwrap();
-            let size = ImageSize::new(side, side);
-            assert_eq!(p.image.size(), size);
-            let pts = targets_as_points(&p.target, size);
-            let worst = assert_dots_at(&p.image, &pts, &format!("crop, seed {seed}"));
-            assert!(worst < 0.2, "crop, seed {seed}: worst error {worst} px");
+        for margin in [1.0, 1.25] {
+            let step = AugmentedCrop::new(1.5, side, Some(augmenter())).with_margin(margin);
+            for seed in 0..6 {
+                let p = step.prepare(&s, &mut rng(seed)).unwrap();
+                let size = ImageSize::new(side, side);
+                assert_eq!(p.image.size(), size);
+                let pts = targets_as_points(&p.target, size);
+                let what = format!("crop, margin {margin}, seed {seed}");
+                let worst = assert_dots_at(&p.image, &pts, &what);
+                assert!(worst < 0.2, "{what}: worst error {worst} px");
+            }
         }
+    }
+
+    /// Without an augmenter the margin changes nothing but resampling: the view is the plain
+    /// crop's region, its targets the same to a fraction of a pixel.
+    #[test]
+    fn margin_without_augmenter_is_the_plain_crop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, points) = big_dots(dir.path(), 6);
+        let s = sample(path, points);
+        let plain = AugmentedCrop::new(1.5, 160, None)
+            .prepare(&s, &mut rng(0))
+            .unwrap();
+        let step = AugmentedCrop::new(1.5, 160, None).with_margin(1.3);
+        assert_eq!(step.pad(), 24);
+        let wide = step.prepare(&s, &mut rng(0)).unwrap();
+        for (a, b) in plain.target.iter().zip(&wide.target) {
+            assert!((a - b).abs() * 160.0 < 0.5, "{a} vs {b}");
+        }
+        // Both windows snap to whole source pixels (half a pixel each way at most).
+        let q = PixelPoint::new(80.0, 80.0);
+        let d = plain.to_source.apply(q).distance(wide.to_source.apply(q));
+        assert!(d < 1.0, "{d}");
     }
 
     /// `to_source` takes every target back to its landmark in the source photo: to the same
@@ -517,7 +595,8 @@ mod tests {
         let crop = AugmentedCrop::new(1.5, 160, Some(augmenter()));
         let resize = AugmentedResize::new(SMALL, None, Some(augmenter()));
         let plain = AugmentedCrop::new(1.5, 160, None);
-        let steps: [&dyn Prepare; 3] = [&crop, &resize, &plain];
+        let margin = AugmentedCrop::new(1.5, 160, Some(augmenter())).with_margin(1.25);
+        let steps: [&dyn Prepare; 4] = [&crop, &resize, &plain, &margin];
         let mut flipped = 0;
         for (k, step) in steps.into_iter().enumerate() {
             for seed in 0..8 {

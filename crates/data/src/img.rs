@@ -93,6 +93,22 @@ impl GrayImage {
         self.data.get(start..start + w).unwrap_or(&[])
     }
 
+    /// The `width × height` window whose top-left pixel is `(left, top)`, copied; `None` when
+    /// the window does not lie inside the image.
+    pub fn sub_image(&self, left: u32, top: u32, width: u32, height: u32) -> Option<GrayImage> {
+        let inside =
+            left.checked_add(width)? <= self.width && top.checked_add(height)? <= self.height;
+        if !inside {
+            return None;
+        }
+        let (l, w) = (left as usize, width as usize);
+        let mut data = Vec::with_capacity(w * height as usize);
+        for y in top..top + height {
+            data.extend_from_slice(&self.row(y)[l..l + w]);
+        }
+        GrayImage::new(width, height, data)
+    }
+
     /// This image resampled to `width × height`.
     ///
     /// Separable triangle filter: bilinear interpolation when enlarging, and when shrinking by
@@ -352,6 +368,12 @@ mod tests {
         assert_eq!(img.row(1), &[0.3, 0.4, 0.5]);
         assert!(img.row(2).is_empty());
         assert_eq!(GrayImage::filled(2, 2, -0.5).data(), &[-0.5; 4]);
+        let sub = img.sub_image(1, 0, 2, 2).unwrap();
+        assert_eq!(sub.data(), &[0.1, 0.2, 0.4, 0.5]);
+        assert_eq!(img.sub_image(0, 0, 3, 2).unwrap(), img);
+        assert!(img.sub_image(2, 0, 2, 1).is_none());
+        assert!(img.sub_image(0, 1, 1, 2).is_none());
+        assert!(img.sub_image(u32::MAX, 0, 2, 1).is_none());
     }
 
     #[test]
