@@ -244,14 +244,119 @@ impl BasicBlock {
     }
 }
 
-/// torchvision's ResNet-18 or ResNet-34 with a configurable stem and head; see the module docs.
+/// The convolutional part of a ResNet (conv1 … layer4, no pooling or head), under torchvision's
+/// names: the encoder of [`ResNet`] and of the heatmap nets.
 #[derive(Clone, Debug)]
-pub struct ResNet {
-    cfg: ResNetConfig,
+pub struct ResNetTrunk {
+    depth: ResNetDepth,
+    in_channels: usize,
     conv1: Conv2d,
     bn1: BatchNorm,
     /// `(name, block)` in order: layer1.0, layer1.1, …, the last block of layer4.
     blocks: Vec<(String, BasicBlock)>,
+}
+
+/// Channels of layer4's output.
+pub const TRUNK_CHANNELS: usize = 512;
+
+impl ResNetTrunk {
+    /// Builds conv1 … layer4 of `depth` for `in_channels` input channels on `vb` (no prefix:
+    /// the vars are `conv1.weight`, `layer1.0.conv1.weight`, …).
+    pub fn new(depth: ResNetDepth, in_channels: usize, vb: VarBuilder<'_>) -> Result<Self> {
+        if in_channels == 0 {
+            return Err(ModelError::Config(format!("{depth} needs in_channels ≥ 1")));
+        }
+        let conv1 = conv(in_channels, 64, 7, 2, vb.pp("conv1"))?;
+        let bn1 = bn(64, vb.pp("bn1"))?;
+        let n_blocks = depth.blocks();
+        let mut blocks = Vec::with_capacity(n_blocks.iter().sum());
+        let mut c_in = 64;
+        for (l, (c_out, n)) in [64, 128, 256, TRUNK_CHANNELS]
+            .into_iter()
+            .zip(n_blocks)
+            .enumerate()
+        {
+            for b in 0..n {
+                let stride = if l > 0 && b == 0 { 2 } else { 1 };
+                let name = format!("layer{}.{b}", l + 1);
+                let block = BasicBlock::new(c_in, c_out, stride, vb.pp(&name))?;
+                blocks.push((name, block));
+                c_in = c_out;
+            }
+        }
+        Ok(Self {
+            depth,
+            in_channels,
+            conv1,
+            bn1,
+            blocks,
+        })
+    }
+
+    /// The stem's weights, (64, in_channels, 7, 7).
+    pub fn conv1_weights(&self) -> &Tensor {
+        self.conv1.weight()
+    }
+
+    /// Parameters (running statistics not counted).
+    pub fn num_params(&self) -> usize {
+        conv_params(&self.conv1)
+            + bn_params(&self.bn1)
+            + self.blocks.iter().map(|(_, b)| b.params()).sum::<usize>()
+    }
+
+    /// (B, in_channels, H, W) → (B, 512, H/32, W/32) (see [`ResNetConfig::feature_hw`]).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, train, Trace(None))
+    }
+
+    pub(crate) fn run(
+        &self,
+        x: &Tensor,
+        train: bool,
+        mut trace: Trace<'_>,
+    ) -> candle_core::Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if c != self.in_channels {
+            candle_core::bail!(
+                "{} expects (batch, {}, H, W) input, got {:?}",
+                self.depth,
+                self.in_channels,
+                x.dims()
+            );
+        }
+        // PyTorch refuses to train batch-norm on one value per channel ("Expected more than 1
+        // value per channel when training"); Candle would divide by zero instead. layer4's
+        // output is the smallest map a batch-norm sees.
+        let small = ResNetConfig::feature_hw((h, w)).is_none_or(|(fh, fw)| n * fh * fw < 2);
+        if train && small {
+            candle_core::bail!(
+                "{} cannot train on {:?}: batch × layer4 height × width must be ≥ 2",
+                self.depth,
+                x.dims()
+            );
+        }
+        // Conv, batch norm and ReLU run as one or two nodes (the norm folds into the conv in
+        // inference); the summary lists them as three layers.
+        let x = conv2d_batch_norm(&self.conv1, &self.bn1, x, train, true)?;
+        trace.record(|| "conv1".into(), &x, conv_params(&self.conv1));
+        trace.record(|| "bn1".into(), &x, bn_params(&self.bn1));
+        trace.record(|| "relu".into(), &x, 0);
+        let mut x = max_pool2d(&x, 3, 2, 1)?;
+        trace.record(|| "maxpool".into(), &x, 0);
+        for (name, block) in &self.blocks {
+            x = block.forward_t(&x, train)?;
+            trace.record(|| name.clone(), &x, block.params());
+        }
+        Ok(x)
+    }
+}
+
+/// torchvision's ResNet-18 or ResNet-34 with a configurable stem and head; see the module docs.
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    cfg: ResNetConfig,
+    trunk: ResNetTrunk,
     fc: Linear,
 }
 
@@ -274,26 +379,11 @@ impl ResNet {
                 cfg.input
             )));
         }
-        let conv1 = conv(cfg.in_channels, 64, 7, 2, vb.pp("conv1"))?;
-        let bn1 = bn(64, vb.pp("bn1"))?;
-        let n_blocks = cfg.depth.blocks();
-        let mut blocks = Vec::with_capacity(n_blocks.iter().sum());
-        let mut c_in = 64;
-        for (l, (c_out, n)) in [64, 128, 256, 512].into_iter().zip(n_blocks).enumerate() {
-            for b in 0..n {
-                let stride = if l > 0 && b == 0 { 2 } else { 1 };
-                let name = format!("layer{}.{b}", l + 1);
-                let block = BasicBlock::new(c_in, c_out, stride, vb.pp(&name))?;
-                blocks.push((name, block));
-                c_in = c_out;
-            }
-        }
-        let fc = linear_torch(512, cfg.out, vb.pp("fc"))?;
+        let trunk = ResNetTrunk::new(cfg.depth, cfg.in_channels, vb.clone())?;
+        let fc = linear_torch(TRUNK_CHANNELS, cfg.out, vb.pp("fc"))?;
         Ok(Self {
             cfg: cfg.clone(),
-            conv1,
-            bn1,
-            blocks,
+            trunk,
             fc,
         })
     }
@@ -305,42 +395,16 @@ impl ResNet {
 
     /// The stem's weights, (64, in_channels, 7, 7).
     pub fn conv1_weights(&self) -> &Tensor {
-        self.conv1.weight()
+        self.trunk.conv1_weights()
+    }
+
+    /// The encoder (conv1 … layer4).
+    pub fn trunk(&self) -> &ResNetTrunk {
+        &self.trunk
     }
 
     fn run(&self, x: &Tensor, train: bool, mut trace: Trace<'_>) -> candle_core::Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        if c != self.cfg.in_channels {
-            candle_core::bail!(
-                "{} expects (batch, {}, H, W) input, got {:?}",
-                self.cfg.depth,
-                self.cfg.in_channels,
-                x.dims()
-            );
-        }
-        // PyTorch refuses to train batch-norm on one value per channel ("Expected more than 1
-        // value per channel when training"); Candle would divide by zero instead. layer4's
-        // output is the smallest map a batch-norm sees.
-        let small = ResNetConfig::feature_hw((h, w)).is_none_or(|(fh, fw)| n * fh * fw < 2);
-        if train && small {
-            candle_core::bail!(
-                "{} cannot train on {:?}: batch × layer4 height × width must be ≥ 2",
-                self.cfg.depth,
-                x.dims()
-            );
-        }
-        // Conv, batch norm and ReLU run as one or two nodes (the norm folds into the conv in
-        // inference); the summary lists them as three layers.
-        let x = conv2d_batch_norm(&self.conv1, &self.bn1, x, train, true)?;
-        trace.record(|| "conv1".into(), &x, conv_params(&self.conv1));
-        trace.record(|| "bn1".into(), &x, bn_params(&self.bn1));
-        trace.record(|| "relu".into(), &x, 0);
-        let mut x = max_pool2d(&x, 3, 2, 1)?;
-        trace.record(|| "maxpool".into(), &x, 0);
-        for (name, block) in &self.blocks {
-            x = block.forward_t(&x, train)?;
-            trace.record(|| name.clone(), &x, block.params());
-        }
+        let x = self.trunk.run(x, train, Trace(trace.0.as_deref_mut()))?;
         let x = global_avg_pool(&x)?;
         trace.record(|| "avgpool".into(), &x, 0);
         let x = self.fc.forward(&x)?;
@@ -361,7 +425,7 @@ impl ModuleT for ResNet {
 
 impl Summarize for ResNet {
     fn summary(&self) -> Result<Vec<LayerInfo>> {
-        let wt = self.conv1.weight();
+        let wt = self.trunk.conv1_weights();
         let (h, w) = self.cfg.input;
         let x = Tensor::zeros((1, self.cfg.in_channels, h, w), wt.dtype(), wt.device())?;
         let mut rows = Vec::new();
@@ -370,9 +434,7 @@ impl Summarize for ResNet {
     }
 
     fn num_params(&self) -> usize {
-        conv_params(&self.conv1)
-            + bn_params(&self.bn1)
-            + self.blocks.iter().map(|(_, b)| b.params()).sum::<usize>()
+        self.trunk.num_params()
             + self.fc.weight().elem_count()
             + self.fc.bias().map_or(0, Tensor::elem_count)
     }

@@ -1,0 +1,263 @@
+//! Part 4's modern heatmap net: "Simple Baselines" (Xiao, Wu, Wei, ECCV 2018). A ResNet encoder
+//! ([`ResNetTrunk`], torchvision names, so `--init` loads its weights) followed by transposed
+//! convolutions that bring layer4's 1/32-size features back to a quarter of the input, and a
+//! 1×1 conv to one heatmap per point; no fully connected layer, so any input size works.
+//!
+//! layer4 (512 ch, H/32) → [ConvTranspose 4×4/2 pad 1 (no bias) → BN → ReLU] × 3 (256 ch each,
+//! H/16, H/8, H/4) → conv 1×1 → `points` maps at H/4 × W/4.
+//!
+//! Var names follow the paper's PyTorch code: `deconv_layers.{0,3,6}.weight` for the transposed
+//! convs, `deconv_layers.{1,4,7}.*` for their norms, `final_layer.{weight,bias}`. Initialised as
+//! that code does: transposed convs and the final conv N(0, 0.001²), norms γ 1 and β 0, bias 0.
+
+use candle_core::{Module, ModuleT, Tensor};
+use candle_nn::{
+    BatchNorm, BatchNormConfig, Conv2d, ConvTranspose2d, ConvTranspose2dConfig, Init, VarBuilder,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+use crate::ops::batch_norm2d;
+use crate::resnet::{ResNetDepth, ResNetTrunk, TRUNK_CHANNELS};
+use crate::summary::{LayerInfo, Summarize, Trace};
+
+/// Configuration of a [`ResNetDeconv`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResNetDeconvConfig {
+    /// The encoder.
+    pub depth: ResNetDepth,
+    /// Input channels (1 for grey faces).
+    pub in_channels: usize,
+    /// Heatmaps (points) out.
+    pub points: usize,
+    /// Nominal input (height, width), for the summary.
+    pub input: (usize, usize),
+    /// Channels of each transposed conv.
+    pub deconv_channels: usize,
+    /// Number of 2× transposed convs (3: maps at a quarter of the input).
+    pub deconv_layers: usize,
+}
+
+impl ResNetDeconvConfig {
+    /// Simple Baselines' head on a ResNet-18 of one input channel: 3 × 256-channel upsamplings.
+    pub fn new(points: usize, input: (usize, usize)) -> Self {
+        Self {
+            depth: ResNetDepth::R18,
+            in_channels: 1,
+            points,
+            input,
+            deconv_channels: 256,
+            deconv_layers: 3,
+        }
+    }
+
+    /// The heatmaps' (height, width) for an input of `input`: layer4's size doubled per
+    /// transposed conv.
+    pub fn map_hw(&self, input: (usize, usize)) -> Option<(usize, usize)> {
+        let (h, w) = crate::resnet::ResNetConfig::feature_hw(input)?;
+        let k = 1usize.checked_shl(self.deconv_layers as u32)?;
+        Some((h * k, w * k))
+    }
+}
+
+/// The encoder, the upsampling transposed convs and the 1×1 heatmap conv.
+#[derive(Clone, Debug)]
+pub struct ResNetDeconv {
+    cfg: ResNetDeconvConfig,
+    trunk: ResNetTrunk,
+    deconvs: Vec<(ConvTranspose2d, BatchNorm)>,
+    final_layer: Conv2d,
+}
+
+impl ResNetDeconv {
+    /// Builds the net on `vb`; errors on zero points or upsamplings, or an empty input.
+    pub fn new(cfg: &ResNetDeconvConfig, vb: VarBuilder<'_>) -> Result<Self> {
+        if cfg.points == 0 || cfg.deconv_channels == 0 || cfg.deconv_layers == 0 {
+            return Err(ModelError::Config(format!(
+                "a heatmap net needs points, deconv channels and layers ≥ 1, got {cfg:?}"
+            )));
+        }
+        if cfg.map_hw(cfg.input).is_none() {
+            return Err(ModelError::Config(format!(
+                "input size {:?} is empty",
+                cfg.input
+            )));
+        }
+        let trunk = ResNetTrunk::new(cfg.depth, cfg.in_channels, vb.clone())?;
+        let small = Init::Randn {
+            mean: 0.0,
+            stdev: 0.001,
+        };
+        let vd = vb.pp("deconv_layers");
+        let mut deconvs = Vec::with_capacity(cfg.deconv_layers);
+        let mut c_in = TRUNK_CHANNELS;
+        for i in 0..cfg.deconv_layers {
+            let c = cfg.deconv_channels;
+            let w = vd
+                .pp((3 * i).to_string())
+                .get_with_hints((c_in, c, 4, 4), "weight", small)?;
+            let conv = ConvTranspose2d::new(
+                w,
+                None,
+                ConvTranspose2dConfig {
+                    padding: 1,
+                    output_padding: 0,
+                    stride: 2,
+                    dilation: 1,
+                },
+            );
+            let norm = candle_nn::batch_norm(
+                c,
+                BatchNormConfig {
+                    eps: 1e-5,
+                    remove_mean: true,
+                    affine: true,
+                    momentum: 0.1,
+                },
+                vd.pp((3 * i + 1).to_string()),
+            )?;
+            deconvs.push((conv, norm));
+            c_in = c;
+        }
+        let vf = vb.pp("final_layer");
+        let w = vf.get_with_hints((cfg.points, c_in, 1, 1), "weight", small)?;
+        let b = vf.get_with_hints(cfg.points, "bias", Init::Const(0.0))?;
+        let final_layer = Conv2d::new(w, Some(b), Default::default());
+        Ok(Self {
+            cfg: cfg.clone(),
+            trunk,
+            deconvs,
+            final_layer,
+        })
+    }
+
+    /// The configuration this net was built from.
+    pub fn config(&self) -> &ResNetDeconvConfig {
+        &self.cfg
+    }
+
+    /// The stem's weights, (64, in_channels, 7, 7).
+    pub fn conv1_weights(&self) -> &Tensor {
+        self.trunk.conv1_weights()
+    }
+
+    fn run(&self, x: &Tensor, train: bool, mut trace: Trace<'_>) -> candle_core::Result<Tensor> {
+        let mut x = self.trunk.run(x, train, Trace(trace.0.as_deref_mut()))?;
+        for (i, (conv, norm)) in self.deconvs.iter().enumerate() {
+            x = batch_norm2d(norm, &conv.forward(&x)?, train, true)?;
+            let params = conv.weight().elem_count() + 2 * norm_channels(norm);
+            trace.record(|| format!("deconv_layers.{}", 3 * i), &x, params);
+        }
+        let x = self.final_layer.forward(&x)?;
+        let params = self.final_layer.weight().elem_count() + self.cfg.points;
+        trace.record(|| "final_layer".into(), &x, params);
+        Ok(x)
+    }
+}
+
+fn norm_channels(b: &BatchNorm) -> usize {
+    b.weight_and_bias().map_or(0, |(w, _)| w.elem_count())
+}
+
+impl ModuleT for ResNetDeconv {
+    /// (B, in_channels, H, W) → (B, points, H/4, W/4) heatmaps (for H, W multiples of 32).
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, train, Trace(None))
+    }
+}
+
+impl Summarize for ResNetDeconv {
+    fn summary(&self) -> Result<Vec<LayerInfo>> {
+        let wt = self.trunk.conv1_weights();
+        let (h, w) = self.cfg.input;
+        let x = Tensor::zeros((1, self.cfg.in_channels, h, w), wt.dtype(), wt.device())?;
+        let mut rows = Vec::new();
+        self.run(&x, false, Trace(Some(&mut rows)))?;
+        Ok(rows)
+    }
+
+    fn num_params(&self) -> usize {
+        self.trunk.num_params()
+            + self
+                .deconvs
+                .iter()
+                .map(|(c, n)| c.weight().elem_count() + 2 * norm_channels(n))
+                .sum::<usize>()
+            + self.final_layer.weight().elem_count()
+            + self.cfg.points
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn build(cfg: &ResNetDeconvConfig) -> (VarMap, ResNetDeconv) {
+        let vm = VarMap::new();
+        let net =
+            ResNetDeconv::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        (vm, net)
+    }
+
+    /// Shapes, names and the parameter count of the paper's ResNet-18 head: 3 × (4·4·c_in·256
+    /// + 2·256) + 256·68 + 68 on top of the 1-channel trunk.
+    #[test]
+    fn shapes_names_and_parameters() {
+        let cfg = ResNetDeconvConfig::new(68, (128, 128));
+        assert_eq!(cfg.map_hw((128, 128)), Some((32, 32)));
+        assert_eq!(cfg.map_hw((256, 192)), Some((64, 48)));
+        let (vm, net) = build(&cfg);
+        let x = Tensor::zeros((2, 1, 128, 128), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(net.forward_t(&x, false).unwrap().dims(), &[2, 68, 32, 32]);
+        let head = 16 * 512 * 256 + 2 * 256 + 2 * (16 * 256 * 256 + 2 * 256) + 256 * 68 + 68;
+        assert_eq!(net.num_params(), net.trunk.num_params() + head);
+        let names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+        for name in [
+            "conv1.weight",
+            "layer4.1.bn2.running_var",
+            "deconv_layers.0.weight",
+            "deconv_layers.1.running_mean",
+            "deconv_layers.6.weight",
+            "deconv_layers.7.weight",
+            "final_layer.weight",
+            "final_layer.bias",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing");
+        }
+        let rows = net.summary().unwrap();
+        assert_eq!(rows.last().unwrap().name, "final_layer");
+        assert!(
+            ResNetDeconv::new(
+                &ResNetDeconvConfig { points: 0, ..cfg },
+                VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu)
+            )
+            .is_err()
+        );
+    }
+
+    /// Training mode back-propagates to the stem and updates the head's running statistics.
+    #[test]
+    fn backward_reaches_the_stem() {
+        let cfg = ResNetDeconvConfig::new(3, (64, 64));
+        let (vm, net) = build(&cfg);
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 64, 64), &Device::Cpu).unwrap();
+        let y = net.forward_t(&x, true).unwrap();
+        assert_eq!(y.dims(), &[2, 3, 16, 16]);
+        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let data = vm.data().lock().unwrap();
+        for name in ["conv1.weight", "deconv_layers.0.weight", "final_layer.bias"] {
+            let g = grads.get(data[name].as_tensor()).unwrap();
+            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(g.iter().all(|v| v.is_finite()), "{name}");
+            assert!(g.iter().any(|&v| v != 0.0), "{name} got no gradient");
+        }
+        let mean = data["deconv_layers.1.running_mean"]
+            .as_tensor()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(mean.iter().any(|&v| v != 0.0));
+    }
+}
