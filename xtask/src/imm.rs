@@ -105,6 +105,7 @@ impl Part for ImmPart {
             points: self.select.as_ref().map_or(58, Vec::len),
             enlarge: None,
             flip_test: false,
+            heatmap: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! xtask: fkd's one command line. It only wires the library crates together; every piece of
 //! real work lives in a crate another project could import.
 //!
-//! `cargo xtask data check|fetch` (`data.rs`); `cargo xtask part1|part2|part3` (`part1.rs` …,
+//! `cargo xtask data check|fetch` (`data.rs`); `cargo xtask part1` … `part4` (`part1.rs` …,
 //! recipes over the one runner in `runner.rs`; Parts 1–2 share `imm.rs`); `cargo xtask predict`
 //! (`predict.rs`); `cargo xtask check-report` (`report_check.rs`); `cargo xtask bench`
 //! (`bench.rs`).
@@ -12,6 +12,7 @@ mod imm;
 mod part1;
 mod part2;
 mod part3;
+mod part4;
 mod predict;
 mod progress;
 mod report_check;
@@ -46,6 +47,9 @@ enum Command {
     /// Part 3: 68 points on iBUG 300-W (ResNet-18 on 224×224 face crops); `part3 eval` scores a
     /// checkpoint, `part3 predict` writes a Kaggle-style CSV.
     Part3(part3::Part3Args),
+    /// Part 4: fully convolutional heatmap nets (`--model fcn-alexnet --dataset imm`, the
+    /// write-up's; `--model resnet-deconv --dataset 300w`, Simple Baselines).
+    Part4(part4::Part4Args),
     /// Run a trained checkpoint on photos: points drawn (PNG) and written as JSON.
     Predict(predict::PredictArgs),
     /// Training and inference speed and memory of the nets against the PyTorch peer.
@@ -120,6 +124,7 @@ fn main() -> std::process::ExitCode {
         Command::Part1(args) => part1::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Part2(args) => part2::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Part3(args) => part3::run(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Part4(args) => part4::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Predict(args) => predict::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::BenchChild(args) => bench::child(&args).map(|()| std::process::ExitCode::SUCCESS),

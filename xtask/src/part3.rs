@@ -7,7 +7,7 @@
 
 use crate::runner::{self, Defaults, ModelCard, Part, RunArgs, SelectBy, Split};
 use anyhow::{Context, bail};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::{VarBuilder, VarMap};
 use fkd_augment::{AugmentConfig, AugmentedCrop, Augmenter, Interval};
 use fkd_core::{ImageSize, Layout};
@@ -358,22 +358,10 @@ impl Part for Part3 {
     }
 
     fn init(&self, varmap: &VarMap) -> anyhow::Result<()> {
-        let Some(path) = &self.init else {
-            return Ok(());
-        };
-        let r = fkd_models::load_matching(varmap, path)?;
-        tracing::info!(
-            "--init {}: {} tensors loaded ({} converted), {} skipped, {} left at their initial values",
-            path.display(),
-            r.loaded.len(),
-            r.converted.len(),
-            r.skipped.len(),
-            r.missing.len()
-        );
-        if r.loaded.is_empty() {
-            bail!("{}: no tensor matches the network's names", path.display());
+        match &self.init {
+            Some(path) => init_from(varmap, path),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn card(&self) -> ModelCard {
@@ -388,6 +376,7 @@ impl Part for Part3 {
             points: Layout::IBUG68.n_points,
             enlarge: Some(self.enlarge),
             flip_test: false,
+            heatmap: None,
         }
     }
 
@@ -415,6 +404,24 @@ impl Part for Part3 {
     }
 }
 
+/// `--init FILE`: every tensor of `path` whose name and shape match a var (an RGB stem summed to
+/// one channel, a head of another size skipped), logged; a file that sets nothing is an error.
+pub fn init_from(varmap: &VarMap, path: &Path) -> anyhow::Result<()> {
+    let r = fkd_models::load_matching(varmap, path)?;
+    tracing::info!(
+        "--init {}: {} tensors loaded ({} converted), {} skipped, {} left at their initial values",
+        path.display(),
+        r.loaded.len(),
+        r.converted.len(),
+        r.skipped.len(),
+        r.missing.len()
+    );
+    if r.loaded.is_empty() {
+        bail!("{}: no tensor matches the network's names", path.display());
+    }
+    Ok(())
+}
+
 /// `cargo xtask part3 [eval|predict]`.
 pub fn run(args: &Part3Args) -> anyhow::Result<()> {
     match &args.command {
@@ -432,44 +439,69 @@ pub fn run(args: &Part3Args) -> anyhow::Result<()> {
     }
 }
 
-/// A trained Part 3 net loaded from `checkpoint`, with its part and card.
-struct Loaded {
-    part: Part3,
-    card: ModelCard,
-    net: ResNet,
+/// What `part3 eval` and `part3 predict` do with a loaded 68-point net, whichever part made it.
+trait Job {
+    fn run<P: Part>(self, part: &P, card: &ModelCard, net: &P::Net) -> anyhow::Result<()>;
 }
 
-fn load(checkpoint: &Path) -> anyhow::Result<Loaded> {
+/// Loads a 68-point checkpoint (Part 3's regression, or Part 4's heatmaps on 300-W) and runs
+/// `job` on it; any other checkpoint is refused by name.
+fn with_checkpoint(checkpoint: &Path, job: impl Job) -> anyhow::Result<()> {
     let card = ModelCard::beside(checkpoint)?;
-    let part = Part3::from_card(&card, checkpoint)?;
-    let device = crate::device()?;
-    let vm = VarMap::new();
-    let net = part.build(VarBuilder::from_varmap(&vm, DType::F32, &device))?;
-    fkd_train::load_weights(&vm, checkpoint)?;
-    Ok(Loaded { part, card, net })
+    let on_300w = card.heatmap.as_ref().is_some_and(|h| h.dataset == "300w");
+    match card.part.as_str() {
+        "part3" => {
+            let part = Part3::from_card(&card, checkpoint)?;
+            let net = runner::load_net(&part, checkpoint)?;
+            job.run(&part, &card, &net)
+        }
+        "part4" if on_300w => {
+            let part = crate::part4::Part4::from_card(&card, checkpoint)?;
+            let net = runner::load_net(&part, checkpoint)?;
+            job.run(&part, &card, &net)
+        }
+        other => bail!(
+            "{} is a {other} checkpoint ({}, {} points); this command needs a 68-point part3 \
+             or part4 (300-W) checkpoint",
+            checkpoint.display(),
+            card.arch,
+            card.points
+        ),
+    }
+}
+
+/// `part3 eval`.
+struct Eval<'a> {
+    xml: &'a Path,
+    json: Option<&'a Path>,
+}
+
+impl Job for Eval<'_> {
+    fn run<P: Part>(self, part: &P, card: &ModelCard, net: &P::Net) -> anyhow::Result<()> {
+        let set = annotated(self.xml)?;
+        let loader = Loader::new(set.samples.clone(), part.step(None), 16).on(crate::device()?);
+        let e = runner::evaluate(part, net, &loader, card.flip_test)?;
+        let s = &e.summary;
+        let pct = |v: Option<f32>| v.map_or("–".into(), |x| format!("{:.2}%", 100.0 * x));
+        println!("{}: {} faces", self.xml.display(), s.n_faces);
+        println!("NME (inter-ocular)  {}", pct(s.nme_mean));
+        println!("FR@0.08             {}", pct(s.fr_008));
+        println!("FR@0.10             {}", pct(s.fr_010));
+        println!(
+            "AUC@0.08            {}",
+            s.auc_008.map_or("–".into(), |a| format!("{a:.4}"))
+        );
+        println!("MAE (px)            {:.3}", s.mae_px);
+        println!("mean error (px)     {:.3}", s.mean_px);
+        if let Some(path) = self.json {
+            fkd_core::io::write_bytes_atomic(path, serde_json::to_string_pretty(s)?.as_bytes())?;
+        }
+        Ok(())
+    }
 }
 
 fn eval(checkpoint: &Path, xml: &Path, json: Option<&Path>) -> anyhow::Result<()> {
-    let m = load(checkpoint)?;
-    let set = annotated(xml)?;
-    let loader = Loader::new(set.samples.clone(), m.part.step(None), 16).on(crate::device()?);
-    let e = runner::evaluate(&m.part, &m.net, &loader, m.card.flip_test)?;
-    let s = &e.summary;
-    let pct = |v: Option<f32>| v.map_or("–".into(), |x| format!("{:.2}%", 100.0 * x));
-    println!("{}: {} faces", xml.display(), s.n_faces);
-    println!("NME (inter-ocular)  {}", pct(s.nme_mean));
-    println!("FR@0.08             {}", pct(s.fr_008));
-    println!("FR@0.10             {}", pct(s.fr_010));
-    println!(
-        "AUC@0.08            {}",
-        s.auc_008.map_or("–".into(), |a| format!("{a:.4}"))
-    );
-    println!("MAE (px)            {:.3}", s.mae_px);
-    println!("mean error (px)     {:.3}", s.mean_px);
-    if let Some(path) = json {
-        fkd_core::io::write_bytes_atomic(path, serde_json::to_string_pretty(s)?.as_bytes())?;
-    }
-    Ok(())
+    with_checkpoint(checkpoint, Eval { xml, json })
 }
 
 /// The Kaggle-style rows for `faces` (points in source pixels, in XML order): `Id,Predicted`
@@ -490,37 +522,48 @@ pub fn kaggle_csv(faces: &[Vec<fkd_core::PixelPoint>]) -> String {
     out
 }
 
+/// `part3 predict`.
+struct Csv<'a> {
+    xml: &'a Path,
+    csv: &'a Path,
+}
+
+impl Job for Csv<'_> {
+    fn run<P: Part>(self, part: &P, card: &ModelCard, net: &P::Net) -> anyhow::Result<()> {
+        let set = DataSet::dlib_xml(self.xml, Layout::IBUG68, LoadPolicy::Strict)?;
+        // Boxes without parts (a test set) and boxes with parts alike: targets are not used.
+        let samples: Vec<Sample> = set
+            .samples
+            .into_iter()
+            .map(|s| Sample {
+                points: Vec::new(),
+                ..s
+            })
+            .collect();
+        let n = samples.len();
+        let loader = Loader::new(samples, part.step(None), 16).on(crate::device()?);
+        let preds = if card.flip_test {
+            fkd_train::predict_flip(net, &loader)?
+        } else {
+            fkd_train::predict(net, &loader)?
+        };
+        let faces = preds
+            .iter()
+            .map(|p| runner::source_points(part, p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        fkd_core::io::write_bytes_atomic(self.csv, kaggle_csv(&faces).as_bytes())
+            .with_context(|| format!("writing {}", self.csv.display()))?;
+        println!(
+            "{}: {n} faces, {} rows",
+            self.csv.display(),
+            n * 2 * Layout::IBUG68.n_points
+        );
+        Ok(())
+    }
+}
+
 fn predict_csv(checkpoint: &Path, xml: &Path, csv: &Path) -> anyhow::Result<()> {
-    let m = load(checkpoint)?;
-    let set = DataSet::dlib_xml(xml, Layout::IBUG68, LoadPolicy::Strict)?;
-    // Boxes without parts (a test set) and boxes with parts alike: the targets are not used.
-    let samples: Vec<Sample> = set
-        .samples
-        .into_iter()
-        .map(|s| Sample {
-            points: Vec::new(),
-            ..s
-        })
-        .collect();
-    let n = samples.len();
-    let loader = Loader::new(samples, m.part.step(None), 16).on(crate::device()?);
-    let preds = if m.card.flip_test {
-        fkd_train::predict_flip(&m.net, &loader)?
-    } else {
-        fkd_train::predict(&m.net, &loader)?
-    };
-    let faces = preds
-        .iter()
-        .map(|p| runner::source_points(&m.part, p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    fkd_core::io::write_bytes_atomic(csv, kaggle_csv(&faces).as_bytes())
-        .with_context(|| format!("writing {}", csv.display()))?;
-    println!(
-        "{}: {n} faces, {} rows",
-        csv.display(),
-        n * 2 * Layout::IBUG68.n_points
-    );
-    Ok(())
+    with_checkpoint(checkpoint, Csv { xml, csv })
 }
 
 #[cfg(test)]

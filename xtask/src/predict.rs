@@ -6,8 +6,6 @@
 use crate::progress::bar_style;
 use crate::runner::{self, ModelCard, Part};
 use anyhow::{Context, bail};
-use candle_core::DType;
-use candle_nn::{VarBuilder, VarMap};
 use fkd_core::{FaceBox, Layout, PixelPoint};
 use fkd_data::batch::Loader;
 use fkd_data::dataset::Sample;
@@ -69,6 +67,11 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
         "part2" => with_part(&crate::part2::part(), &card, args),
         "part3" => with_part(
             &crate::part3::Part3::from_card(&card, &args.checkpoint)?,
+            &card,
+            args,
+        ),
+        "part4" => with_part(
+            &crate::part4::Part4::from_card(&card, &args.checkpoint)?,
             &card,
             args,
         ),
@@ -135,9 +138,7 @@ fn xml_boxes(xml: &Path) -> anyhow::Result<HashMap<PathBuf, Vec<FaceBox>>> {
 
 fn with_part<P: Part>(part: &P, card: &ModelCard, args: &PredictArgs) -> anyhow::Result<()> {
     let device = crate::device()?;
-    let vm = VarMap::new();
-    let net = part.build(VarBuilder::from_varmap(&vm, DType::F32, &device))?;
-    fkd_train::load_weights(&vm, &args.checkpoint)?;
+    let net = runner::load_net(part, &args.checkpoint)?;
     let needs_box = card.enlarge.is_some();
 
     // Every face to predict, checked before any work: an image without a box is an error.

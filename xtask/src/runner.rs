@@ -164,6 +164,22 @@ pub struct ModelCard {
     /// Whether the model was trained with flips and is scored with the flip test.
     #[serde(default)]
     pub flip_test: bool,
+    /// For heatmap nets: the maps' size and how they are decoded.
+    #[serde(default)]
+    pub heatmap: Option<HeatmapCard>,
+}
+
+/// How a heatmap net's outputs are read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeatmapCard {
+    /// Map width × height.
+    pub map: [u32; 2],
+    /// The training maps' Gaussian σ, in map pixels.
+    pub sigma: f32,
+    /// The decoder.
+    pub decoder: fkd_heatmap::Decoder,
+    /// `imm` or `300w`.
+    pub dataset: String,
 }
 
 /// File name of the [`ModelCard`].
@@ -197,6 +213,14 @@ impl ModelCard {
         }
         Ok(())
     }
+}
+
+/// A report section of a part's own figures.
+pub struct ExtraFigures {
+    /// The section's heading.
+    pub heading: String,
+    /// `(file in the run folder, caption)`, in order.
+    pub figures: Vec<(String, String)>,
 }
 
 /// What distinguishes one part of the write-up from another.
@@ -252,6 +276,16 @@ pub trait Part {
     /// Extra report text under the network summary (the write-up's architecture notes).
     fn network_notes(&self) -> Option<String> {
         None
+    }
+    /// Figures of the part's own (e.g. Part 4's heatmaps), written into `out` for the trained
+    /// `net` and the validation faces.
+    fn extra_figures(
+        &self,
+        _net: &Self::Net,
+        _valid: &[Sample],
+        _out: &Path,
+    ) -> anyhow::Result<Option<ExtraFigures>> {
+        Ok(None)
     }
     /// How many best and worst validation faces the report shows.
     fn shown_faces(&self) -> usize {
@@ -355,6 +389,15 @@ pub fn source_points<P: Part + ?Sized>(
         pts = fkd_train::merge_flipped(&pts, &f, p.input.width as f32, part.layout().mirror)?;
     }
     Ok(pts.into_iter().map(|q| p.to_source.apply(q)).collect())
+}
+
+/// A trained net of `part` with the weights of `checkpoint` (strictly: every var, nothing
+/// else), on the build's device.
+pub fn load_net<P: Part + ?Sized>(part: &P, checkpoint: &Path) -> anyhow::Result<P::Net> {
+    let vm = VarMap::new();
+    let net = part.build(VarBuilder::from_varmap(&vm, DType::F32, &crate::device()?))?;
+    fkd_train::load_weights(&vm, checkpoint)?;
+    Ok(net)
 }
 
 /// Scores predictions against the samples they were made for.
@@ -768,6 +811,7 @@ struct Figures {
     bad: String,
     filters: Option<String>,
     ced: Option<String>,
+    extra: Option<ExtraFigures>,
     good_ids: Vec<String>,
     bad_ids: Vec<String>,
 }
@@ -918,7 +962,9 @@ impl Figures {
         } else {
             None
         };
+        let extra = part.extra_figures(&main.net, &valid.samples, out)?;
         Ok(Figures {
+            extra,
             loss,
             metric,
             lr_study,
@@ -1107,6 +1153,12 @@ fn report<P: Part>(
     );
     if let Some(ced) = &f.ced {
         r.image(ced, "Cumulative error distribution of the NME.");
+    }
+    if let Some(ExtraFigures { heading, figures }) = &f.extra {
+        r.heading(heading.clone());
+        for (file, caption) in figures {
+            r.image(file, caption.clone());
+        }
     }
     if let Some(filters) = &f.filters {
         r.heading("Learned filters");

@@ -600,3 +600,93 @@ fn part3_trains_predicts_and_evaluates() {
     );
     assert!(e.contains("part1 checkpoint") && e.contains("part3"), "{e}");
 }
+
+/// Part 4 on real data: Simple Baselines on 64 300-W faces (64-pixel crops, 2 epochs) trains
+/// with a falling loss and draws its heatmaps; `part3 eval` and `predict` take the heatmap
+/// checkpoint; the write-up's FCN-AlexNet runs on IMM.
+#[test]
+fn part4_heatmap_nets_train_and_predict() {
+    let Some(root) = data_root() else { return };
+    let cropped = root.join("ibug_300w_cropped");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p4");
+    run_ok(
+        xtask()
+            .args(["part4", "--model", "resnet-deconv", "--dataset", "300w"])
+            .args([
+                "--offline",
+                "--limit",
+                "64",
+                "--epochs",
+                "2",
+                "--size",
+                "64",
+            ])
+            .arg("--data")
+            .arg(&root)
+            .arg("--out")
+            .arg(&out),
+    );
+    let h = history(&out);
+    assert!(h[1].1 < h[0].1, "training loss did not fall: {h:?}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for img in ["heatmaps.png", "heatmaps_sum.png", "ced.png", "metric.png"] {
+        assert!(html.contains(img) && out.join(img).is_file(), "{img}");
+    }
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+    assert_eq!(card["part"], "part4");
+    assert_eq!(card["heatmap"]["map"], serde_json::json!([16, 16]));
+    let ckpt = out.join("best.safetensors");
+    let faces = first_boxes(&cropped.join("labels_300w_valid.xml"), 2);
+    let boxes = tmp.path().join("boxes.xml");
+    write_xml(&boxes, &faces, None);
+    let shown = tmp.path().join("shown");
+    run_ok(
+        xtask()
+            .args(["predict", "--checkpoint"])
+            .arg(&ckpt)
+            .arg(&faces[0].0)
+            .arg("--boxes")
+            .arg(&boxes)
+            .arg("--out")
+            .arg(&shown),
+    );
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shown.join("predictions.json")).unwrap())
+            .unwrap();
+    assert_eq!(p[0]["faces"][0]["points"].as_array().unwrap().len(), 68);
+    let printed = run_ok(
+        xtask()
+            .args(["part3", "eval", "--checkpoint"])
+            .arg(&ckpt)
+            .arg("--xml")
+            .arg(cropped.join("labels_300w_valid.xml")),
+    );
+    assert!(
+        printed.contains("224 faces") && printed.contains("NME"),
+        "{printed}"
+    );
+
+    let fcn = tmp.path().join("fcn");
+    run_ok(
+        xtask()
+            .args(["part4", "--model", "fcn-alexnet", "--dataset", "imm"])
+            .args(["--offline", "--limit", "8", "--epochs", "1", "--data"])
+            .arg(&root)
+            .arg("--out")
+            .arg(&fcn),
+    );
+    assert!(fcn.join("heatmaps.png").is_file());
+    let e = run_err(
+        xtask()
+            .args(["part3", "eval", "--checkpoint"])
+            .arg(fcn.join("best.safetensors"))
+            .arg("--xml")
+            .arg(cropped.join("labels_300w_valid.xml")),
+    );
+    assert!(
+        e.contains("part4 checkpoint") && e.contains("68-point"),
+        "{e}"
+    );
+}

@@ -7,7 +7,8 @@
 //!   stem and 136 outputs, under torchvision's var names. [`ResNet18`] and [`ResNet18Config`] are
 //!   the former names, kept as aliases; [`ResNetTrunk`] is its encoder alone.
 //! - [`ResNetDeconv`] (Part 4): Simple Baselines' heatmap net, a ResNet trunk and three 4×4/2
-//!   transposed convs to one map per point at a quarter of the input.
+//!   transposed convs to one map per point at a quarter of the input; [`FcnAlexNet`], the
+//!   write-up's fully convolutional AlexNet.
 //! - [`Summarize`] / [`format_summary`]: per-layer output shapes and parameter counts.
 //! - [`save_weights`] / [`load_weights`]: atomic safetensors checkpoints, loaded back strictly;
 //!   [`load_matching`]: initialisation from torchvision-named weights, with a [`LoadReport`].
@@ -18,6 +19,7 @@ pub mod checkpoint;
 pub mod conv_regressor;
 pub mod deconv;
 pub mod error;
+pub mod fcn;
 pub mod init;
 pub mod ops;
 pub mod pool;
@@ -29,6 +31,7 @@ pub use checkpoint::{LoadReport, load_matching, load_weights, save_weights};
 pub use conv_regressor::{ConvRegressor, ConvRegressorConfig};
 pub use deconv::{ResNetDeconv, ResNetDeconvConfig};
 pub use error::{ModelError, Result};
+pub use fcn::{FcnAlexNet, FcnAlexNetConfig};
 pub use resnet::{ResNet, ResNet18, ResNet18Config, ResNetConfig, ResNetDepth, ResNetTrunk};
 pub use seeded::seeded_var_builder;
 pub use summary::{LayerInfo, Summarize, format_summary};

@@ -5,6 +5,7 @@
 //! - [`grid`](mod@grid): sample grids (e.g. augmented samples from the loader), with captions.
 //! - [`plot`]: loss curves (train/validation, the lr study) and cumulative error distributions.
 //! - [`filters`]: the first convolution's filters as a grid of grey tiles.
+//! - [`heat`]: heatmaps blended over a face (Part 4's true and predicted maps, and their sum).
 //! - [`report`]: a small self-contained HTML write-up (`runs/partN/report.html`).
 //!
 //! Text is rendered with DejaVu Sans, embedded in the binary (the `dejavu` crate) and registered
@@ -13,12 +14,14 @@
 
 pub mod filters;
 pub mod grid;
+pub mod heat;
 pub mod landmarks;
 pub mod plot;
 pub mod report;
 
 pub use filters::filter_grid;
 pub use grid::{captioned_grid, grid};
+pub use heat::{heat_overlay, sum_maps};
 pub use landmarks::{PREDICTION, TRUTH, draw_landmarks};
 pub use plot::{Curve, PLOT_SIZE, ced_curve, loss_curves};
 pub use report::{Report, escape_html};
@@ -71,6 +74,9 @@ pub enum VizError {
         /// The length of the buffer.
         actual: usize,
     },
+    /// The data for a figure does not fit it (e.g. heatmap values that are not whole maps).
+    #[error("cannot draw: {0}")]
+    Figure(String),
 }
 
 /// Result alias of this crate.

@@ -1,0 +1,646 @@
+//! Part 4 of the write-up: fully convolutional heatmap nets. Each point becomes a Gaussian map
+//! (fkd-heatmap), a net without fully connected layers predicts the maps, and the points are
+//! decoded from them (DARK by default) and mapped back to the source photo like every other
+//! part's. `--model fcn-alexnet --dataset imm` is the write-up's experiment (an AlexNet whose
+//! fully connected layers are 1×1 convs, upsampled by transposed convs, IMM at 240×180);
+//! `--model resnet-deconv --dataset 300w` is what the field uses today (Simple Baselines).
+
+use crate::runner::{
+    self, Defaults, ExtraFigures, HeatmapCard, ModelCard, Part, RunArgs, SelectBy, Split,
+};
+use anyhow::{Context, bail};
+use candle_core::{ModuleT, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use fkd_augment::{AugmentedCrop, AugmentedResize, Augmenter};
+use fkd_core::{ImageSize, Layout, PixelPoint};
+use fkd_data::batch::{Prepare, Prepared};
+use fkd_data::dataset::Sample;
+use fkd_heatmap::{Decoder, HeatmapTargets};
+use fkd_models::{
+    FcnAlexNet, FcnAlexNetConfig, LayerInfo, ResNetDeconv, ResNetDeconvConfig, Summarize,
+};
+use fkd_train::{Loss, Schedule};
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+
+/// `cargo xtask part4`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Part4Args {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The net.
+    #[arg(long, value_enum, default_value_t = NetName::ResnetDeconv)]
+    pub model: NetName,
+    /// The data [default: 300w for resnet-deconv, imm for fcn-alexnet].
+    #[arg(long, value_enum)]
+    pub dataset: Option<DataName>,
+    /// 300-W training XML (as Part 3's `--train`).
+    #[arg(long, value_name = "XML")]
+    pub train: Option<PathBuf>,
+    /// 300-W validation XML (as Part 3's `--valid`).
+    #[arg(long, value_name = "XML")]
+    pub valid: Option<PathBuf>,
+    /// Input side for 300-W crops [default: 128].
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Gaussian σ of the training maps, in map pixels [default: 1.5].
+    #[arg(long)]
+    pub sigma: Option<f32>,
+    /// How maps become points.
+    #[arg(long, value_enum, default_value_t = DecoderArg::Dark)]
+    pub decoder: DecoderArg,
+    /// Initialise from a torchvision-named safetensors file (ResNet or AlexNet weights).
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+}
+
+/// `--model`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetName {
+    /// The write-up's fully convolutional AlexNet.
+    FcnAlexnet,
+    /// ResNet-18 and three transposed convs (Simple Baselines).
+    ResnetDeconv,
+}
+
+impl NetName {
+    fn name(self) -> &'static str {
+        match self {
+            NetName::FcnAlexnet => "fcn-alexnet",
+            NetName::ResnetDeconv => "resnet-deconv",
+        }
+    }
+}
+
+/// `--dataset`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataName {
+    /// IMM, persons 1–32 train, 33–40 validate, whole photos.
+    Imm,
+    /// iBUG 300-W in dlib XML, face crops.
+    #[value(name = "300w")]
+    W300,
+}
+
+impl DataName {
+    fn name(self) -> &'static str {
+        match self {
+            DataName::Imm => "imm",
+            DataName::W300 => "300w",
+        }
+    }
+}
+
+/// `--decoder`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecoderArg {
+    /// The hottest pixel.
+    Argmax,
+    /// Argmax moved ¼ pixel towards the hotter neighbour.
+    Shift,
+    /// A Newton step on the log map (DARK).
+    Dark,
+}
+
+impl From<DecoderArg> for Decoder {
+    fn from(d: DecoderArg) -> Decoder {
+        match d {
+            DecoderArg::Argmax => Decoder::Argmax,
+            DecoderArg::Shift => Decoder::Shift,
+            DecoderArg::Dark => Decoder::Dark,
+        }
+    }
+}
+
+/// Either heatmap net.
+pub enum HeatNet {
+    Fcn(FcnAlexNet),
+    Deconv(ResNetDeconv),
+}
+
+impl ModuleT for HeatNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            HeatNet::Fcn(n) => n.forward_t(x, train),
+            HeatNet::Deconv(n) => n.forward_t(x, train),
+        }
+    }
+}
+
+impl Summarize for HeatNet {
+    fn summary(&self) -> fkd_models::Result<Vec<LayerInfo>> {
+        match self {
+            HeatNet::Fcn(n) => n.summary(),
+            HeatNet::Deconv(n) => n.summary(),
+        }
+    }
+
+    fn num_params(&self) -> usize {
+        match self {
+            HeatNet::Fcn(n) => n.num_params(),
+            HeatNet::Deconv(n) => n.num_params(),
+        }
+    }
+}
+
+/// The loader step under the maps: the whole photo resized (IMM) or the face crop (300-W).
+pub enum BaseStep {
+    Resize(AugmentedResize),
+    Crop(AugmentedCrop),
+}
+
+impl Prepare for BaseStep {
+    fn prepare(&self, sample: &Sample, rng: &mut ChaCha8Rng) -> fkd_data::Result<Prepared> {
+        match self {
+            BaseStep::Resize(s) => s.prepare(sample, rng),
+            BaseStep::Crop(s) => s.prepare(sample, rng),
+        }
+    }
+}
+
+/// Part 4 as a [`Part`] of the runner.
+pub struct Part4 {
+    pub net: NetName,
+    pub data: DataName,
+    /// Network input, width × height.
+    pub input: ImageSize,
+    /// Map size, width × height (what the net outputs for `input`).
+    pub map: ImageSize,
+    pub sigma: f32,
+    pub decoder: Decoder,
+    pub train_xml: Option<PathBuf>,
+    pub valid_xml: Option<PathBuf>,
+    pub init: Option<PathBuf>,
+}
+
+/// Default 300-W input side: as Part 3's, for the same reason (two CPU cores).
+pub const SIZE: u32 = 128;
+
+/// Default σ of the training maps in map pixels (HRNet uses 2 at 64×64 maps; 1.5 at the
+/// 32×32 maps of a 128-pixel input keeps the same share of the face).
+pub const SIGMA: f32 = 1.5;
+
+impl Part4 {
+    fn new(
+        net: NetName,
+        data: DataName,
+        size: Option<u32>,
+        sigma: f32,
+        decoder: Decoder,
+    ) -> anyhow::Result<Part4> {
+        let input = match data {
+            DataName::Imm => ImageSize::new(240, 180),
+            DataName::W300 => {
+                let s = size.unwrap_or(SIZE);
+                ImageSize::new(s, s)
+            }
+        };
+        let points = layout_of(data).n_points;
+        let hw = (input.height as usize, input.width as usize);
+        let map_hw = match net {
+            NetName::ResnetDeconv => ResNetDeconvConfig::new(points, hw).map_hw(hw),
+            NetName::FcnAlexnet => fcn_map_hw(points, hw),
+        }
+        .with_context(|| format!("{input} is too small an input for {}", net.name()))?;
+        if !(sigma.is_finite() && sigma > 0.0) {
+            bail!("--sigma must be a positive number of map pixels, not {sigma}");
+        }
+        Ok(Part4 {
+            net,
+            data,
+            input,
+            map: ImageSize::new(map_hw.1 as u32, map_hw.0 as u32),
+            sigma,
+            decoder,
+            train_xml: None,
+            valid_xml: None,
+            init: None,
+        })
+    }
+
+    fn from_args(a: &Part4Args) -> anyhow::Result<Part4> {
+        let data = a.dataset.unwrap_or(match a.model {
+            NetName::FcnAlexnet => DataName::Imm,
+            NetName::ResnetDeconv => DataName::W300,
+        });
+        if data == DataName::Imm && a.size.is_some() {
+            bail!("--size applies to 300-W crops; IMM runs at the write-up's 240×180");
+        }
+        let mut p = Part4::new(
+            a.model,
+            data,
+            a.size,
+            a.sigma.unwrap_or(SIGMA),
+            a.decoder.into(),
+        )?;
+        p.train_xml = a.train.clone();
+        p.valid_xml = a.valid.clone();
+        p.init = a.init.clone();
+        Ok(p)
+    }
+
+    /// The part a checkpoint's card describes (for `predict` and `eval`).
+    pub fn from_card(card: &ModelCard, checkpoint: &Path) -> anyhow::Result<Part4> {
+        card.expect_part("part4", checkpoint)?;
+        let h = card.heatmap.as_ref().with_context(|| {
+            format!(
+                "{}: a part4 card without heatmap settings",
+                checkpoint.display()
+            )
+        })?;
+        let net = match card.arch.as_str() {
+            "fcn-alexnet" => NetName::FcnAlexnet,
+            "resnet-deconv" => NetName::ResnetDeconv,
+            other => bail!("{}: unknown heatmap net {other:?}", checkpoint.display()),
+        };
+        let data = match h.dataset.as_str() {
+            "imm" => DataName::Imm,
+            "300w" => DataName::W300,
+            other => bail!("{}: unknown data set {other:?}", checkpoint.display()),
+        };
+        let p = Part4::new(net, data, Some(card.input[0]), h.sigma, h.decoder)?;
+        if [p.input.width, p.input.height] != card.input || [p.map.width, p.map.height] != h.map {
+            bail!(
+                "{}: the card's input {:?} and maps {:?} do not fit a {} net",
+                checkpoint.display(),
+                card.input,
+                h.map,
+                card.arch
+            );
+        }
+        Ok(p)
+    }
+
+    fn points(&self) -> usize {
+        layout_of(self.data).n_points
+    }
+
+    /// Part 3's data handling, for 300-W.
+    fn part3(&self) -> crate::part3::Part3 {
+        crate::part3::Part3 {
+            train_xml: self.train_xml.clone(),
+            valid_xml: self.valid_xml.clone(),
+            size: self.input.width,
+            arch: crate::part3::Arch::Resnet18,
+            enlarge: crate::part3::ENLARGE,
+            init: None,
+            write_up: false,
+            weight_decay: None,
+        }
+    }
+}
+
+fn layout_of(data: DataName) -> Layout {
+    match data {
+        DataName::Imm => Layout::IMM58,
+        DataName::W300 => Layout::IBUG68,
+    }
+}
+
+fn fcn_map_hw(points: usize, hw: (usize, usize)) -> Option<(usize, usize)> {
+    let cfg = FcnAlexNetConfig {
+        input: hw,
+        ..FcnAlexNetConfig::imm(points)
+    };
+    // The map size is arithmetic on the config; a throw-away net on an empty VarMap reads it.
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu);
+    FcnAlexNet::new(&cfg, vb).ok()?.map_hw(hw)
+}
+
+impl Part for Part4 {
+    type Net = HeatNet;
+    type Step = HeatmapTargets<BaseStep>;
+
+    fn name(&self) -> &'static str {
+        "part4"
+    }
+
+    fn title(&self) -> &'static str {
+        "Part 4: fully convolutional heatmap nets"
+    }
+
+    fn intro(&self) -> String {
+        format!(
+            "Each of the {} points becomes a Gaussian heatmap (σ {} map pixels); a {} with no \
+             fully connected layer maps the {}×{} grayscale input to {}×{} maps, and each \
+             point is decoded from its map ({:?}) and mapped back to the original photo.",
+            self.points(),
+            self.sigma,
+            match self.net {
+                NetName::FcnAlexnet => "fully convolutional AlexNet (the write-up's net)",
+                NetName::ResnetDeconv =>
+                    "ResNet-18 with three transposed convolutions (Simple Baselines)",
+            },
+            self.input.width,
+            self.input.height,
+            self.map.width,
+            self.map.height,
+            self.decoder
+        )
+    }
+
+    fn layout(&self) -> Layout {
+        layout_of(self.data)
+    }
+
+    fn whole_face(&self) -> bool {
+        true
+    }
+
+    fn defaults(&self) -> Defaults {
+        match self.data {
+            // The write-up's: lr 1e-3 (Adam), with Part 2's augmentation and length.
+            DataName::Imm => Defaults {
+                epochs: 100,
+                batch: 8,
+                lr: 1e-3,
+                weight_decay: 0.0,
+                augment: Some(fkd_augment::AugmentConfig::default().with_stretch()),
+                schedule: Schedule::Cosine { min_lr: 0.0 },
+                loss: Loss::Mse,
+            },
+            DataName::W300 => Defaults {
+                epochs: 60,
+                batch: 16,
+                lr: 1e-3,
+                weight_decay: 1e-4,
+                augment: Some(crate::part3::augmentation()),
+                schedule: Schedule::WarmupCosine {
+                    warmup: 1,
+                    min_lr: 0.0,
+                },
+                loss: Loss::Mse,
+            },
+        }
+    }
+
+    fn select_by(&self) -> SelectBy {
+        SelectBy::Nme
+    }
+
+    fn input(&self) -> ImageSize {
+        self.input
+    }
+
+    fn load(&self, args: &RunArgs) -> anyhow::Result<Split> {
+        match self.data {
+            DataName::Imm => crate::part2::part().load(args),
+            DataName::W300 => self.part3().load(args),
+        }
+    }
+
+    fn step(&self, augmenter: Option<Augmenter>) -> Self::Step {
+        let base = match self.data {
+            DataName::Imm => BaseStep::Resize(AugmentedResize::new(self.input, None, augmenter)),
+            DataName::W300 => BaseStep::Crop(self.part3().step(augmenter)),
+        };
+        HeatmapTargets::new(base, self.map, self.sigma)
+    }
+
+    fn build(&self, vb: VarBuilder<'_>) -> anyhow::Result<HeatNet> {
+        let hw = (self.input.height as usize, self.input.width as usize);
+        Ok(match self.net {
+            NetName::FcnAlexnet => HeatNet::Fcn(FcnAlexNet::new(
+                &FcnAlexNetConfig {
+                    input: hw,
+                    ..FcnAlexNetConfig::imm(self.points())
+                },
+                vb,
+            )?),
+            NetName::ResnetDeconv => HeatNet::Deconv(ResNetDeconv::new(
+                &ResNetDeconvConfig::new(self.points(), hw),
+                vb,
+            )?),
+        })
+    }
+
+    fn init(&self, varmap: &VarMap) -> anyhow::Result<()> {
+        match &self.init {
+            Some(path) => crate::part3::init_from(varmap, path),
+            None => Ok(()),
+        }
+    }
+
+    fn card(&self) -> ModelCard {
+        ModelCard {
+            part: "part4".into(),
+            arch: self.net.name().into(),
+            input: [self.input.width, self.input.height],
+            points: self.points(),
+            enlarge: (self.data == DataName::W300).then_some(crate::part3::ENLARGE),
+            flip_test: false,
+            heatmap: Some(HeatmapCard {
+                map: [self.map.width, self.map.height],
+                sigma: self.sigma,
+                decoder: self.decoder,
+                dataset: self.data.name().into(),
+            }),
+        }
+    }
+
+    fn decode(&self, output: &[f32], input: ImageSize) -> Vec<PixelPoint> {
+        let (sx, sy) = (
+            input.width as f32 / self.map.width as f32,
+            input.height as f32 / self.map.height as f32,
+        );
+        match fkd_heatmap::decode_all(output, self.points(), self.map, self.decoder) {
+            Ok(points) => points
+                .into_iter()
+                .map(|p| PixelPoint::new(p.x * sx, p.y * sy))
+                .collect(),
+            // A non-finite map: points at NaN, which the evaluator refuses by name.
+            Err(_) => vec![PixelPoint::new(f32::NAN, f32::NAN); self.points()],
+        }
+    }
+
+    fn filters(&self, net: &HeatNet) -> Option<Tensor> {
+        Some(match net {
+            HeatNet::Fcn(n) => n.conv1_weights().clone(),
+            HeatNet::Deconv(n) => n.conv1_weights().clone(),
+        })
+    }
+
+    fn network_notes(&self) -> Option<String> {
+        Some(match self.net {
+            NetName::FcnAlexnet => "The write-up's net: AlexNet's five convolutions and three \
+                max-pools, its two fully connected layers as 1×1 convolutions, a 1×1 score \
+                convolution to one channel per point, and 4×4/2 transposed convolutions \
+                (starting as bilinear upsampling) back up; no fully connected layer."
+                .into(),
+            NetName::ResnetDeconv => "Simple Baselines (Xiao et al., 2018): the ResNet-18 of \
+                Part 3 without its pooling and fully connected head, three 4×4/2 transposed \
+                convolutions of 256 channels with batch norm and ReLU, and a 1×1 convolution \
+                to one heatmap per point at a quarter of the input."
+                .into(),
+        })
+    }
+
+    fn shown_faces(&self) -> usize {
+        3
+    }
+
+    fn extra_figures(
+        &self,
+        net: &HeatNet,
+        valid: &[Sample],
+        out: &Path,
+    ) -> anyhow::Result<Option<ExtraFigures>> {
+        let Some(sample) = valid.first() else {
+            return Ok(None);
+        };
+        // The first validation face as the net sees it, its true maps and the predicted ones.
+        let mut rng = <ChaCha8Rng as rand_chacha::rand_core::SeedableRng>::seed_from_u64(0);
+        let p = self.step(None).prepare(sample, &mut rng)?;
+        let device = match net {
+            HeatNet::Fcn(n) => n.conv1_weights().device().clone(),
+            HeatNet::Deconv(n) => n.conv1_weights().device().clone(),
+        };
+        let (w, h) = (p.image.width() as usize, p.image.height() as usize);
+        let x = Tensor::from_vec(p.image.data().to_vec(), (1, 1, h, w), &device)?;
+        let predicted = net
+            .forward_t(&x, false)?
+            .flatten_all()?
+            .to_device(&candle_core::Device::Cpu)?
+            .to_vec1::<f32>()?;
+        let per = (self.map.width * self.map.height) as usize;
+        let (a, b, names) = match self.data {
+            DataName::Imm => (
+                fkd_core::layout::imm::NOSE_TIP,
+                21,
+                ["nose tip (52)", "eye corner (21)"],
+            ),
+            DataName::W300 => (
+                fkd_core::layout::ibug::NOSE_TIP,
+                fkd_core::layout::ibug::RIGHT_EYE_OUTER,
+                ["nose tip (30)", "outer eye corner (36)"],
+            ),
+        };
+        let scale = if w <= 128 { 2 } else { 1 };
+        let overlay = |maps: &[f32], k: usize| {
+            fkd_viz::heat_overlay(&p.image, &maps[k * per..(k + 1) * per], self.map, scale)
+        };
+        let tiles = vec![
+            overlay(&p.target, a)?,
+            overlay(&predicted, a)?,
+            overlay(&p.target, b)?,
+            overlay(&predicted, b)?,
+        ];
+        let captions = [
+            format!("truth: {}", names[0]),
+            format!("predicted: {}", names[0]),
+            format!("truth: {}", names[1]),
+            format!("predicted: {}", names[1]),
+        ];
+        let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+        fkd_viz::save_png(
+            &fkd_viz::captioned_grid(&tiles, &refs, 4, 6)?,
+            out.join("heatmaps.png"),
+        )?;
+        let sums = [
+            fkd_viz::sum_maps(&p.target, self.map)?,
+            fkd_viz::sum_maps(&predicted, self.map)?,
+        ];
+        let tiles = sums
+            .iter()
+            .map(|m| fkd_viz::heat_overlay(&p.image, m, self.map, scale))
+            .collect::<fkd_viz::Result<Vec<_>>>()?;
+        fkd_viz::save_png(
+            &fkd_viz::captioned_grid(&tiles, &["truth: all maps", "predicted: all maps"], 2, 6)?,
+            out.join("heatmaps_sum.png"),
+        )?;
+        Ok(Some(ExtraFigures {
+            heading: "Heatmaps".into(),
+            figures: vec![
+                (
+                    "heatmaps.png".into(),
+                    format!(
+                        "{}: true and predicted heatmaps of two points over the network input.",
+                        sample.id
+                    ),
+                ),
+                (
+                    "heatmaps_sum.png".into(),
+                    "All points' maps summed: truth and prediction.".into(),
+                ),
+            ],
+        }))
+    }
+
+    fn error_units(&self) -> &'static str {
+        match self.data {
+            DataName::Imm => "the pixels of the original 640×480 photos",
+            DataName::W300 => "the pixels of the original photos",
+        }
+    }
+}
+
+/// `cargo xtask part4`.
+pub fn run(args: &Part4Args) -> anyhow::Result<()> {
+    runner::run(&Part4::from_args(args)?, &args.run).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The real data folder, or `None` outside CI when `FKD_DATA` is unset.
+    fn data_root() -> Option<PathBuf> {
+        match std::env::var_os("FKD_DATA").map(PathBuf::from) {
+            Some(root) if root.is_dir() => Some(root),
+            other => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "real data not found (FKD_DATA={other:?})"
+                );
+                eprintln!("note: FKD_DATA not set; skipping");
+                None
+            }
+        }
+    }
+
+    /// Decoding the true maps of real faces (IMM whole photos for fcn-alexnet, 300-W crops for
+    /// resnet-deconv) and mapping them back through `to_source` gives the annotation within
+    /// 0.5 px of the source photo.
+    #[test]
+    fn true_maps_decode_back_to_the_annotation() {
+        let Some(root) = data_root() else { return };
+        let args = RunArgs {
+            root: crate::DataRoot { data: Some(root) },
+            offline: true,
+            epochs: None,
+            lr: Vec::new(),
+            batch: None,
+            seed: 0,
+            out: None,
+            resume: false,
+            force: false,
+            no_augment: false,
+            schedule: None,
+            loss: None,
+            no_flip_test: false,
+            limit: None,
+            device: None,
+        };
+        for (net, data) in [
+            (NetName::FcnAlexnet, DataName::Imm),
+            (NetName::ResnetDeconv, DataName::W300),
+        ] {
+            let part = Part4::new(net, data, None, SIGMA, Decoder::Dark).unwrap();
+            let split = part.load(&args).unwrap();
+            let step = part.step(None);
+            let mut worst = 0.0f32;
+            for s in split.valid.samples.iter().take(12) {
+                let mut rng = <ChaCha8Rng as rand_chacha::rand_core::SeedableRng>::seed_from_u64(0);
+                let p = step.prepare(s, &mut rng).unwrap();
+                let pts = part.decode(&p.target, p.image.size());
+                for (q, t) in pts.iter().zip(&s.points) {
+                    // Points outside the crop have empty maps; 300-W's are all inside.
+                    worst = worst.max(p.to_source.apply(*q).distance(*t));
+                }
+            }
+            assert!(worst < 0.5, "{net:?} on {data:?}: worst {worst} px");
+        }
+    }
+}
