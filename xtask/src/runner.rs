@@ -747,8 +747,14 @@ fn train_one<P: Part, S: Prepare, V: Prepare>(
     };
     let seconds = t.elapsed().as_secs_f64();
     let last = evaluate(part, &net, valid, set.flip_test)?.summary;
+    // A run that diverged in its first epoch saved no best checkpoint: its last good weights
+    // are all there is.
     let best_path = dir.join(fkd_train::checkpoint::BEST_WEIGHTS);
-    fkd_train::load_weights(&vm, &best_path)?;
+    if best_path.exists() {
+        fkd_train::load_weights(&vm, &best_path)?;
+    } else {
+        tracing::warn!("{}: no best checkpoint; scoring the last weights", dir.display());
+    }
     let best = evaluate(part, &net, valid, set.flip_test)?;
     Ok(Run {
         lr,

@@ -207,16 +207,20 @@ fn fit_impl<M: Model + ?Sized, P: Prepare, Q: Prepare>(
         if too_large(train_loss, first_epoch_loss, cfg.diverge_factor) {
             return Err(stop(dir, varmap, &mut state.history, diverged(train_loss)));
         }
-        let (valid_loss, valid_metric) = match selector.as_deref_mut() {
+        let (valid_loss, predictions) = match selector {
             None => (evaluate_loss(model, valid, &cfg.loss)?, None),
-            Some(selector) => {
+            Some(_) => {
                 let (loss, predictions) = validate(model, valid, &cfg.loss)?;
-                (loss, Some(selector.score(&predictions)?))
+                (loss, Some(predictions))
             }
         };
         if !valid_loss.is_finite() {
             return Err(stop(dir, varmap, &mut state.history, diverged(valid_loss)));
         }
+        let valid_metric = match (selector.as_deref_mut(), predictions) {
+            (Some(selector), Some(predictions)) => Some(selector.score(&predictions)?),
+            _ => None,
+        };
         // What picks the best epoch: the selector's score, else the validation loss. A
         // non-finite score never wins.
         let score = valid_metric.unwrap_or(valid_loss);
