@@ -753,7 +753,10 @@ fn train_one<P: Part, S: Prepare, V: Prepare>(
     if best_path.exists() {
         fkd_train::load_weights(&vm, &best_path)?;
     } else {
-        tracing::warn!("{}: no best checkpoint; scoring the last weights", dir.display());
+        tracing::warn!(
+            "{}: no best checkpoint; scoring the last weights",
+            dir.display()
+        );
     }
     let best = evaluate(part, &net, valid, set.flip_test)?;
     Ok(Run {

@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks: fkd-models' ops against the Candle ops they replace, forward and
-//! backward together (what a training step pays), at shapes of fkd's nets with batch 8.
+//! backward together (what a training step pays), at shapes of fkd's nets with batch 8 (16 for
+//! the transposed conv, which also has a forward-only case).
 //! `cargo bench -p fkd-models`; whole-network numbers against PyTorch are `cargo xtask bench`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -47,6 +48,30 @@ fn conv(c: &mut Criterion) {
     g.finish();
 }
 
+fn conv_transpose(c: &mut Criterion) {
+    // ResNetDeconv's second and third upsampling at a 128-pixel input: 256 → 256 channels,
+    // 4×4, stride 2, padding 1, 16×16 → 32×32 maps, batch 16.
+    let (x, w) = (var(&[16, 256, 16, 16]), var(&[256, 256, 4, 4]));
+    let mut g = c.benchmark_group("conv_transpose2d 16x256x16x16 k4 s2 fwd");
+    g.sample_size(10);
+    g.bench_function("fkd", |bench| {
+        bench.iter(|| std::hint::black_box(ops::conv_transpose2d(&x, &w, 2, 1).unwrap()))
+    });
+    g.bench_function("candle", |bench| {
+        bench.iter(|| std::hint::black_box(x.conv_transpose2d(&w, 1, 0, 2, 1).unwrap()))
+    });
+    g.finish();
+    let mut g = c.benchmark_group("conv_transpose2d 16x256x16x16 k4 s2 fwd+bwd");
+    g.sample_size(10);
+    g.bench_function("fkd", |bench| {
+        bench.iter(|| step(ops::conv_transpose2d(&x, &w, 2, 1).unwrap()))
+    });
+    g.bench_function("candle", |bench| {
+        bench.iter(|| step(x.conv_transpose2d(&w, 1, 0, 2, 1).unwrap()))
+    });
+    g.finish();
+}
+
 fn pool(c: &mut Criterion) {
     let x = var(&[8, 12, 120, 160]);
     let mut g = c.benchmark_group("max_pool2d 8x12x120x160 2x2 fwd+bwd");
@@ -75,5 +100,5 @@ fn batch_norm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conv, pool, batch_norm);
+criterion_group!(benches, conv, conv_transpose, pool, batch_norm);
 criterion_main!(benches);

@@ -43,17 +43,17 @@ const WINOGRAD_BLOCK_COLS: usize = 1024;
 /// Sizes of one convolution: input (n, c, h, w), square-or-not kernel (kh, kw), stride,
 /// zero padding, output (ho, wo).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    padding: usize,
-    ho: usize,
-    wo: usize,
+pub(super) struct Geometry {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) stride: usize,
+    pub(super) padding: usize,
+    pub(super) ho: usize,
+    pub(super) wo: usize,
 }
 
 impl Geometry {
@@ -322,7 +322,7 @@ fn col2im_block<T: Float>(cols: &[T], g: &Geometry, blk: &Block, dx: &mut [T], f
 /// What follows the product in the same node: nothing, a ReLU, or a ReLU and a 2×2, stride-2
 /// max-pool (floor mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Epilogue {
+pub(super) enum Epilogue {
     None,
     Relu,
     ReluPool,
@@ -335,7 +335,7 @@ const NO_GRAD: u8 = u8::MAX;
 /// The forward kernel: x (n, c, h, w), w (o, c·kh·kw), bias (o) → y (n, o, ho, wo), or
 /// (n, o, ho/2, wo/2) pooled, with the pooled node's argmax record (window position 0..4 of
 /// each output's maximum, row-major, or [`NO_GRAD`]).
-fn forward<T: Float>(
+pub(super) fn forward<T: Float>(
     x: &[T],
     w: &[T],
     bias: Option<&[T]>,
@@ -453,27 +453,37 @@ fn pool_rows<T: Float>(src: &[T], b: T, wo: usize, blk: &Block, out: &mut [T], a
     }
 }
 
-/// What the backward kernel gives: ∂x (when asked for), ∂w (o, c·kh·kw) and ∂bias (when the
-/// conv has one).
-struct Grads<T> {
-    x: Option<Vec<T>>,
-    w: Vec<T>,
-    bias: Option<Vec<T>>,
+/// What the backward kernel gives: ∂x and ∂w (o, c·kh·kw) when asked for, and ∂bias when the
+/// conv has one.
+pub(super) struct Grads<T> {
+    pub(super) x: Option<Vec<T>>,
+    pub(super) w: Option<Vec<T>>,
+    pub(super) bias: Option<Vec<T>>,
+}
+
+/// Which gradients the backward kernel computes besides ∂bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Needs {
+    /// ∂x, scattered back onto the input (col2im) or, for Winograd-sized convs, a second conv.
+    pub(super) x: bool,
+    /// ∂w, from the rebuilt input columns; without it the conv's input is never read (an empty
+    /// slice will do), which is how a transposed conv's forward runs.
+    pub(super) w: bool,
 }
 
 /// How the backward finds the gradient of the product: from the output gradient as is, masked
 /// by the forward's ReLU output (passed only where `y > 0`, PyTorch's threshold rule), or routed
 /// through the pooled node's argmax record.
 #[derive(Clone, Copy)]
-enum Route<'a, T> {
+pub(super) enum Route<'a, T> {
     Plain,
     Relu(&'a [T]),
     Pool(&'a [u8]),
 }
 
-/// The backward kernel.
+/// The backward kernel: the gradients `needs` asks for, and ∂bias with `bias`.
 #[allow(clippy::too_many_arguments)]
-fn backward<T: Float>(
+pub(super) fn backward<T: Float>(
     x: &[T],
     w: &[T],
     grad: &[T],
@@ -481,8 +491,9 @@ fn backward<T: Float>(
     g: &Geometry,
     o: usize,
     bias: bool,
-    needs_x: bool,
+    needs: Needs,
 ) -> Grads<T> {
+    let needs_x = needs.x;
     let (k, l) = (g.k(), g.l());
     let rows = match route {
         Route::Pool(_) => Rows::Pooled,
@@ -512,12 +523,14 @@ fn backward<T: Float>(
     } else {
         plan.groups.iter().map(|_| None).collect()
     };
-    let sums: Vec<(Vec<T>, Vec<T>)> = plan
-        .groups
+    // Nothing for the blocks to do when only a Winograd ∂x of the plain gradient is asked for.
+    let walk = needs.w || bias || write;
+    let groups = if walk { &plan.groups[..] } else { &[] };
+    let sums: Vec<(Vec<T>, Vec<T>)> = groups
         .par_iter()
         .zip(parts)
         .map(|(grp, mut outs)| {
-            let mut dw = zeros(o * k);
+            let mut dw = zeros(if needs.w { o * k } else { 0 });
             let mut db = zeros(if bias { o } else { 0 });
             let (mut cols, mut gy) = (Vec::new(), Vec::new());
             for blk in &grp.blocks {
@@ -556,14 +569,16 @@ fn backward<T: Float>(
                     }
                 }
                 cols.resize(k * nc, T::zero());
-                im2col_block(x, g, blk, &mut cols);
-                matmul(
-                    MatMut::rows(&mut dw, o, k, k),
-                    true,
-                    Mat::rows(&gy, o, nc, nc),
-                    Mat::rows(&cols, k, nc, nc).t(),
-                    plan.gemm_threads,
-                );
+                if needs.w {
+                    im2col_block(x, g, blk, &mut cols);
+                    matmul(
+                        MatMut::rows(&mut dw, o, k, k),
+                        true,
+                        Mat::rows(&gy, o, nc, nc),
+                        Mat::rows(&cols, k, nc, nc).t(),
+                        plan.gemm_threads,
+                    );
+                }
                 if let (true, Some(routed)) = (wino_dx, outs.as_deref_mut()) {
                     for bi in 0..blk.nb {
                         let image = blk.b0 + bi - grp.b0;
@@ -588,7 +603,7 @@ fn backward<T: Float>(
         })
         .collect();
     let mut sums = sums.into_iter();
-    // `Geometry::new` refuses empty batches, so there is at least one group.
+    // Empty only when the blocks had nothing to do (no ∂w, no ∂bias): then none is returned.
     let (mut dw, mut db) = sums.next().unwrap_or_default();
     for (w2, b2) in sums {
         dw.iter_mut().zip(w2).for_each(|(a, b)| *a += b);
@@ -615,7 +630,7 @@ fn backward<T: Float>(
     };
     Grads {
         x: dx,
-        w: dw,
+        w: needs.w.then_some(dw),
         bias: bias.then_some(db),
     }
 }
@@ -729,15 +744,21 @@ impl Conv {
             g,
             o,
             bias,
-            needs_x,
+            Needs {
+                x: needs_x,
+                w: true,
+            },
         );
         let cpu = Device::Cpu;
+        let Some(dw) = grads.w else {
+            candle_core::bail!("{name}: the backward gave no kernel gradient");
+        };
         Ok((
             grads
                 .x
                 .map(|dx| Tensor::from_vec(dx, (g.n, g.c, g.h, g.w), &cpu))
                 .transpose()?,
-            Tensor::from_vec(grads.w, (o, g.c, g.kh, g.kw), &cpu)?,
+            Tensor::from_vec(dw, (o, g.c, g.kh, g.kw), &cpu)?,
             grads
                 .bias
                 .map(|db| Tensor::from_vec(db, o, &cpu))

@@ -8,6 +8,10 @@
 //!   node: blocked im2col + single-threaded `gemm` products per thread (module `conv`), or
 //!   Winograd F(2×2, 3×3) for stride-1 3×3 convs with enough channels. The backward rebuilds
 //!   each block's columns, so nothing the size of a column matrix outlives a call.
+//! - [`conv_transpose2d`], [`conv_transpose2d_layer`]: `(N, Cin, H, W) ⊛ᵀ (Cin, Cout, kh, kw)`,
+//!   PyTorch's transposed conv without output padding or dilation, as the input gradient of
+//!   the conv with the same kernel (module `convt`): its forward is that backward's blocked
+//!   col2im, its backward a conv forward (∂x) and a conv kernel gradient (∂w).
 //! - [`max_pool2d`]: any square kernel, stride and −∞ padding, floor mode, as
 //!   `torch.nn.MaxPool2d`; the gradient goes to the first maximum of each window, as PyTorch's.
 //! - [`batch_norm2d`], [`batch_norm2d_add_relu`], [`conv2d_batch_norm`]: a candle-nn
@@ -57,6 +61,7 @@ macro_rules! float_kernel {
 }
 
 mod conv;
+mod convt;
 mod gemm;
 mod norm;
 mod pool;
@@ -66,6 +71,7 @@ mod testutil;
 pub use conv::{
     conv2d, conv2d_layer, conv2d_relu, conv2d_relu_layer, conv2d_relu_pool, conv2d_relu_pool_layer,
 };
+pub use convt::{conv_transpose2d, conv_transpose2d_layer};
 pub use norm::{batch_norm2d, batch_norm2d_add_relu, conv2d_batch_norm};
 pub use pool::max_pool2d;
 
