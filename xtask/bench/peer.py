@@ -2,11 +2,13 @@
 
 Builds the peer's own nets -- `Net` and `DEFAULTS` from ../shared/bench/torch_imm.py for NoseNet
 (part 1) and FaceNet (part 2), torchvision's resnet18 with a 1-channel stem and 136 outputs as in
-../shared/bench/torch_resnet18.py -- and times them exactly as fkd's child process times its
+../shared/bench/torch_resnet18.py, and Part 4's Simple Baselines net (that resnet18's trunk,
+three 4x4/2 ConvTranspose2d of 256 channels with BatchNorm and ReLU, a 1x1 conv to 68 maps;
+128x128 input, 32x32 maps) -- and times them exactly as fkd's child process times its
 own: random data, a training step = forward + MSE + backward + Adam(lr 1e-3), then forward in
 eval mode without gradients; a few warm-up steps, then steps until --seconds have passed.
 
-Usage: python peer.py --peer-dir ../shared/bench --model nose|face|resnet18 --batch 8
+Usage: python peer.py --peer-dir ../shared/bench --model nose|face|resnet18|deconv --batch 8
        [--threads 2] [--seconds 3] [--device cpu]
 Prints one JSON line: train_images_per_s, fwd_images_per_s, peak_rss_mb.
 """
@@ -14,7 +16,7 @@ import argparse, json, resource, sys, time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--peer-dir", required=True)
-ap.add_argument("--model", required=True, choices=["nose", "face", "resnet18"])
+ap.add_argument("--model", required=True, choices=["nose", "face", "resnet18", "deconv"])
 ap.add_argument("--batch", type=int, required=True)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--seconds", type=float, default=3.0)
@@ -32,18 +34,29 @@ if a.model == "resnet18":
 
     net = torchvision.models.resnet18(num_classes=136)
     net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
-    hw, out = (224, 224), 136
+    hw, out = (224, 224), (136,)
+elif a.model == "deconv":
+    import torchvision
+
+    trunk = torchvision.models.resnet18()
+    trunk.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    head, c = [], 512
+    for _ in range(3):
+        head += [nn.ConvTranspose2d(c, 256, 4, 2, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU(inplace=True)]
+        c = 256
+    net = nn.Sequential(*list(trunk.children())[:-2], *head, nn.Conv2d(256, 68, 1))
+    hw, out = (128, 128), (68, 32, 32)
 else:
     from torch_imm import DEFAULTS, Net
 
     part = 1 if a.model == "nose" else 2
     hw = (60, 80) if part == 1 else (120, 160)
     net = Net(DEFAULTS[part], hw)
-    out = DEFAULTS[part]["out"]
+    out = (DEFAULTS[part]["out"],)
 net = net.to(a.device)
 opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 x = torch.rand(a.batch, 1, *hw, device=a.device) - 0.5
-y = torch.rand(a.batch, out, device=a.device)
+y = torch.rand(a.batch, *out, device=a.device)
 
 
 def sync():

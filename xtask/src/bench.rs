@@ -23,8 +23,9 @@ use std::time::Instant;
 /// `xtask/bench/peer.py`: measures the peer's nets (from `--peer-dir`) as `bench-child` does.
 const PEER_SCRIPT: &str = include_str!("../bench/peer.py");
 
-/// The nets measured, with the batch size their part trains with.
-const MODELS: [(&str, usize); 3] = [("nose", 4), ("face", 8), ("resnet18", 8)];
+/// The nets measured, with the batch size their part trains with. `deconv` is Part 4's Simple
+/// Baselines net at its default 128-pixel input (68 maps of 32×32).
+const MODELS: [(&str, usize); 4] = [("nose", 4), ("face", 8), ("resnet18", 8), ("deconv", 16)];
 
 /// `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
@@ -45,7 +46,7 @@ pub struct BenchArgs {
     /// Threads for both sides (RAYON_NUM_THREADS for fkd, torch.set_num_threads for the peer).
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Nets to measure (comma-separated): nose, face, resnet18.
+    /// Nets to measure (comma-separated): nose, face, resnet18, deconv.
     #[arg(long, value_delimiter = ',', default_values_t = MODELS.map(|(m, _)| m.to_string()))]
     models: Vec<String>,
     /// Python with torch and torchvision for the peer, or `none` to measure fkd alone.
@@ -197,7 +198,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 .iter()
                 .find(|(m, _)| m == name)
                 .map(|&(_, b)| b)
-                .with_context(|| format!("unknown model {name:?}: nose, face or resnet18"))?;
+                .with_context(|| {
+                    format!("unknown model {name:?}: nose, face, resnet18 or deconv")
+                })?;
             let fkd = || {
                 let mut cmd = Command::new(&exe);
                 cmd.args(["bench-child", "--model", name, "--device", &args.device])
@@ -419,7 +422,7 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
     let device = crate::named_device(&args.device)?;
     let varmap = VarMap::new();
     let vb = fkd_models::seeded_var_builder(&varmap, 0, DType::F32, &device);
-    let (net, (h, w), out): (Box<dyn Model>, _, _) = match args.model.as_str() {
+    let (net, (h, w), out): (Box<dyn Model>, _, Vec<usize>) = match args.model.as_str() {
         "nose" | "face" => {
             let cfg = if args.model == "nose" {
                 ConvRegressorConfig::nose()
@@ -427,16 +430,30 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
                 ConvRegressorConfig::face()
             };
             let (input, out) = (cfg.input, cfg.out);
-            (Box::new(ConvRegressor::new(&cfg, vb)?), input, out)
+            (Box::new(ConvRegressor::new(&cfg, vb)?), input, vec![out])
         }
         "resnet18" => {
             let cfg = ResNet18Config::part3();
-            (Box::new(ResNet18::new(&cfg, vb)?), (224, 224), cfg.out)
+            (
+                Box::new(ResNet18::new(&cfg, vb)?),
+                (224, 224),
+                vec![cfg.out],
+            )
         }
-        other => bail!("unknown model {other:?}: nose, face or resnet18"),
+        "deconv" => {
+            let cfg = fkd_models::ResNetDeconvConfig::new(68, (128, 128));
+            let (mh, mw) = cfg.map_hw(cfg.input).context("the deconv net's map size")?;
+            (
+                Box::new(fkd_models::ResNetDeconv::new(&cfg, vb)?),
+                cfg.input,
+                vec![cfg.points, mh, mw],
+            )
+        }
+        other => bail!("unknown model {other:?}: nose, face, resnet18 or deconv"),
     };
     let x = (Tensor::rand(0f32, 1f32, (args.batch, 1, h, w), &device)? - 0.5)?;
-    let y = Tensor::rand(0f32, 1f32, (args.batch, out), &device)?;
+    let y_shape: Vec<usize> = std::iter::once(args.batch).chain(out).collect();
+    let y = Tensor::rand(0f32, 1f32, y_shape, &device)?;
     let mut opt = Adam::new(
         &varmap,
         AdamConfig {
