@@ -44,7 +44,8 @@ enum Command {
     Part1(runner::RunArgs),
     /// Part 2: all 58 IMM points (6 conv + 2 FC, 160×120, 100 epochs, augmentation).
     Part2(runner::RunArgs),
-    /// Part 3: 68 points on iBUG 300-W (ResNet-18 on 224×224 face crops); `part3 eval` scores a
+    /// Part 3: 68 points on iBUG 300-W (ResNet-18 on 128×128 face crops; `--size 224` is the
+    /// write-up's); `part3 eval` scores a
     /// checkpoint, `part3 predict` writes a Kaggle-style CSV.
     Part3(part3::Part3Args),
     /// Part 4: fully convolutional heatmap nets (`--model fcn-alexnet --dataset imm`, the

@@ -44,6 +44,23 @@ pub struct Part3Args {
 pub struct TrainArgs {
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub faces: FaceArgs,
+    /// The network.
+    #[arg(long, value_enum, default_value_t = Arch::Resnet18)]
+    pub arch: Arch,
+    /// The write-up's own recipe: lr 1e-2, 10 epochs, MSE, constant rate, plain Adam.
+    #[arg(long)]
+    pub write_up: bool,
+    /// AdamW weight decay on conv and linear kernels [default: 1e-4; 0 with --write-up].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+}
+
+/// The 300-W options Parts 3 and 4 share: where the faces are, the crop's size, and initial
+/// weights.
+#[derive(clap::Args, Clone, Debug)]
+pub struct FaceArgs {
     /// Training faces: a dlib XML with 68 parts per box [default:
     /// DATA/ibug_300w_cropped/labels_300w_train.xml].
     #[arg(long, value_name = "XML")]
@@ -52,23 +69,14 @@ pub struct TrainArgs {
     /// `--train` alone, a seeded 10% of its images].
     #[arg(long, value_name = "XML")]
     pub valid: Option<PathBuf>,
-    /// Side of the square network input in pixels.
+    /// Side of the square network input in pixels [default: 128].
     #[arg(long)]
     pub size: Option<u32>,
-    /// The network.
-    #[arg(long, value_enum, default_value_t = Arch::Resnet18)]
-    pub arch: Arch,
     /// Initialise from a torchvision-named safetensors file (e.g. ImageNet weights converted
     /// with safetensors): matching tensors are loaded, an RGB stem is summed to one channel,
     /// a head of another size is skipped.
     #[arg(long, value_name = "FILE")]
     pub init: Option<PathBuf>,
-    /// The write-up's own recipe: lr 1e-2, 10 epochs, MSE, constant rate, plain Adam.
-    #[arg(long)]
-    pub write_up: bool,
-    /// AdamW weight decay on conv and linear kernels [default: 1e-4; 0 with --write-up].
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
 }
 
 /// `--arch`.
@@ -148,12 +156,12 @@ pub const SIZE: u32 = 128;
 impl Part3 {
     fn from_args(a: &TrainArgs) -> Part3 {
         Part3 {
-            train_xml: a.train.clone(),
-            valid_xml: a.valid.clone(),
-            size: a.size.unwrap_or(SIZE),
+            train_xml: a.faces.train.clone(),
+            valid_xml: a.faces.valid.clone(),
+            size: a.faces.size.unwrap_or(SIZE),
             arch: a.arch,
             enlarge: ENLARGE,
-            init: a.init.clone(),
+            init: a.faces.init.clone(),
             write_up: a.write_up,
             weight_decay: a.weight_decay,
         }

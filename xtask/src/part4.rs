@@ -34,24 +34,15 @@ pub struct Part4Args {
     /// The data [default: 300w for resnet-deconv, imm for fcn-alexnet].
     #[arg(long, value_enum)]
     pub dataset: Option<DataName>,
-    /// 300-W training XML (as Part 3's `--train`).
-    #[arg(long, value_name = "XML")]
-    pub train: Option<PathBuf>,
-    /// 300-W validation XML (as Part 3's `--valid`).
-    #[arg(long, value_name = "XML")]
-    pub valid: Option<PathBuf>,
-    /// Input side for 300-W crops [default: 128].
-    #[arg(long)]
-    pub size: Option<u32>,
+    /// Part 3's face options (`--size` is for 300-W; IMM runs at the write-up's 240×180).
+    #[command(flatten)]
+    pub faces: crate::part3::FaceArgs,
     /// Gaussian σ of the training maps, in map pixels [default: 1.5].
     #[arg(long)]
     pub sigma: Option<f32>,
     /// How maps become points.
     #[arg(long, value_enum, default_value_t = DecoderArg::Dark)]
     pub decoder: DecoderArg,
-    /// Initialise from a torchvision-named safetensors file (ResNet or AlexNet weights).
-    #[arg(long, value_name = "FILE")]
-    pub init: Option<PathBuf>,
 }
 
 /// `--model`.
@@ -223,19 +214,19 @@ impl Part4 {
             NetName::FcnAlexnet => DataName::Imm,
             NetName::ResnetDeconv => DataName::W300,
         });
-        if data == DataName::Imm && a.size.is_some() {
+        if data == DataName::Imm && a.faces.size.is_some() {
             bail!("--size applies to 300-W crops; IMM runs at the write-up's 240×180");
         }
         let mut p = Part4::new(
             a.model,
             data,
-            a.size,
+            a.faces.size,
             a.sigma.unwrap_or(SIGMA),
             a.decoder.into(),
         )?;
-        p.train_xml = a.train.clone();
-        p.valid_xml = a.valid.clone();
-        p.init = a.init.clone();
+        p.train_xml = a.faces.train.clone();
+        p.valid_xml = a.faces.valid.clone();
+        p.init = a.faces.init.clone();
         Ok(p)
     }
 

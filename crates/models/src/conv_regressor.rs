@@ -19,7 +19,7 @@ use crate::error::{ModelError, Result};
 use crate::init::{conv2d_torch, linear_torch};
 use crate::ops::{conv2d_relu_layer, conv2d_relu_pool_layer};
 use crate::pool::window_out_len;
-use crate::summary::{LayerInfo, Summarize, Trace};
+use crate::summary::{LayerInfo, Summarize, Trace, conv_params};
 
 /// Architecture of a [`ConvRegressor`]. The three per-layer lists must have the same, non-zero,
 /// length. Input is one grey channel.
@@ -146,10 +146,6 @@ pub struct ConvRegressor {
     convs: Vec<Conv2d>,
     fc1: Linear,
     fc2: Linear,
-}
-
-fn conv_params(conv: &Conv2d) -> usize {
-    conv.weight().elem_count() + conv.bias().map_or(0, Tensor::elem_count)
 }
 
 fn linear_params(lin: &Linear) -> usize {

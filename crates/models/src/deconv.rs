@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ModelError, Result};
 use crate::ops::{batch_norm2d, conv_transpose2d_layer};
 use crate::resnet::{ResNetDepth, ResNetTrunk, TRUNK_CHANNELS};
-use crate::summary::{LayerInfo, Summarize, Trace};
+use crate::summary::{LayerInfo, Summarize, Trace, bn_params, traced_summary};
 
 /// Configuration of a [`ResNetDeconv`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,7 +147,7 @@ impl ResNetDeconv {
         let mut x = self.trunk.run(x, train, Trace(trace.0.as_deref_mut()))?;
         for (i, (conv, norm)) in self.deconvs.iter().enumerate() {
             x = batch_norm2d(norm, &conv_transpose2d_layer(conv, &x)?, train, true)?;
-            let params = conv.weight().elem_count() + 2 * norm_channels(norm);
+            let params = conv.weight().elem_count() + bn_params(norm);
             trace.record(|| format!("deconv_layers.{}", 3 * i), &x, params);
         }
         let x = self.final_layer.forward(&x)?;
@@ -155,10 +155,6 @@ impl ResNetDeconv {
         trace.record(|| "final_layer".into(), &x, params);
         Ok(x)
     }
-}
-
-fn norm_channels(b: &BatchNorm) -> usize {
-    b.weight_and_bias().map_or(0, |(w, _)| w.elem_count())
 }
 
 impl ModuleT for ResNetDeconv {
@@ -170,12 +166,12 @@ impl ModuleT for ResNetDeconv {
 
 impl Summarize for ResNetDeconv {
     fn summary(&self) -> Result<Vec<LayerInfo>> {
-        let wt = self.trunk.conv1_weights();
         let (h, w) = self.cfg.input;
-        let x = Tensor::zeros((1, self.cfg.in_channels, h, w), wt.dtype(), wt.device())?;
-        let mut rows = Vec::new();
-        self.run(&x, false, Trace(Some(&mut rows)))?;
-        Ok(rows)
+        traced_summary(
+            self.trunk.conv1_weights(),
+            (self.cfg.in_channels, h, w),
+            |x, trace| self.run(x, false, trace),
+        )
     }
 
     fn num_params(&self) -> usize {
@@ -183,7 +179,7 @@ impl Summarize for ResNetDeconv {
             + self
                 .deconvs
                 .iter()
-                .map(|(c, n)| c.weight().elem_count() + 2 * norm_channels(n))
+                .map(|(c, n)| c.weight().elem_count() + bn_params(n))
                 .sum::<usize>()
             + self.final_layer.weight().elem_count()
             + self.cfg.points

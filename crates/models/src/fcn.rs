@@ -24,7 +24,7 @@ use crate::error::{ModelError, Result};
 use crate::init::conv2d_torch;
 use crate::ops::{conv_transpose2d, conv2d_relu_layer};
 use crate::pool::max_pool2d;
-use crate::summary::{LayerInfo, Summarize, Trace};
+use crate::summary::{LayerInfo, Summarize, Trace, conv_params, traced_summary};
 
 /// Configuration of an [`FcnAlexNet`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,10 +203,6 @@ impl FcnAlexNet {
     }
 }
 
-fn conv_params(c: &Conv2d) -> usize {
-    c.weight().elem_count() + c.bias().map_or(0, Tensor::elem_count)
-}
-
 impl ModuleT for FcnAlexNet {
     /// (B, in_channels, H, W) → (B, points, h, w) heatmaps ([`FcnAlexNet::map_hw`]). No
     /// dropout or batch norm: training and inference compute the same function.
@@ -217,12 +213,12 @@ impl ModuleT for FcnAlexNet {
 
 impl Summarize for FcnAlexNet {
     fn summary(&self) -> Result<Vec<LayerInfo>> {
-        let wt = self.conv1_weights();
         let (h, w) = self.cfg.input;
-        let x = Tensor::zeros((1, self.cfg.in_channels, h, w), wt.dtype(), wt.device())?;
-        let mut rows = Vec::new();
-        self.run(&x, false, Trace(Some(&mut rows)))?;
-        Ok(rows)
+        traced_summary(
+            self.conv1_weights(),
+            (self.cfg.in_channels, h, w),
+            |x, trace| self.run(x, false, trace),
+        )
     }
 
     fn num_params(&self) -> usize {

@@ -34,7 +34,7 @@ use crate::error::{ModelError, Result};
 use crate::init::{conv2d_resnet, linear_torch};
 use crate::ops::{batch_norm2d_add_relu, conv2d_batch_norm, conv2d_layer, max_pool2d};
 use crate::pool::global_avg_pool;
-use crate::summary::{LayerInfo, Summarize, Trace};
+use crate::summary::{LayerInfo, Summarize, Trace, bn_params, conv_params, traced_summary};
 
 /// Which torchvision ResNet a [`ResNet`] is: the number of BasicBlocks in each of its four
 /// layers.
@@ -175,15 +175,6 @@ fn conv(
         ..Default::default()
     };
     conv2d_resnet(c_in, c_out, k, cfg, vb)
-}
-
-fn conv_params(c: &Conv2d) -> usize {
-    c.weight().elem_count() + c.bias().map_or(0, Tensor::elem_count)
-}
-
-fn bn_params(b: &BatchNorm) -> usize {
-    b.weight_and_bias()
-        .map_or(0, |(w, b)| w.elem_count() + b.elem_count())
 }
 
 /// torchvision's BasicBlock: conv3×3/s → BN → ReLU → conv3×3 → BN, plus the (downsampled)
@@ -425,12 +416,12 @@ impl ModuleT for ResNet {
 
 impl Summarize for ResNet {
     fn summary(&self) -> Result<Vec<LayerInfo>> {
-        let wt = self.trunk.conv1_weights();
         let (h, w) = self.cfg.input;
-        let x = Tensor::zeros((1, self.cfg.in_channels, h, w), wt.dtype(), wt.device())?;
-        let mut rows = Vec::new();
-        self.run(&x, false, Trace(Some(&mut rows)))?;
-        Ok(rows)
+        traced_summary(
+            self.trunk.conv1_weights(),
+            (self.cfg.in_channels, h, w),
+            |x, trace| self.run(x, false, trace),
+        )
     }
 
     fn num_params(&self) -> usize {

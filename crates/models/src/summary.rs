@@ -55,6 +55,30 @@ impl Trace<'_> {
     }
 }
 
+/// Parameters of a conv layer: weight and bias.
+pub(crate) fn conv_params(c: &candle_nn::Conv2d) -> usize {
+    c.weight().elem_count() + c.bias().map_or(0, Tensor::elem_count)
+}
+
+/// Parameters of a batch norm: γ and β (the running statistics are not trained).
+pub(crate) fn bn_params(b: &candle_nn::BatchNorm) -> usize {
+    b.weight_and_bias()
+        .map_or(0, |(w, b)| w.elem_count() + b.elem_count())
+}
+
+/// The summary of a net whose `run` records its layers into a [`Trace`]: one forward pass of a
+/// zero image of `(channels, height, width)`, in inference mode, on `like`'s device and dtype.
+pub(crate) fn traced_summary(
+    like: &Tensor,
+    (channels, height, width): (usize, usize, usize),
+    run: impl FnOnce(&Tensor, Trace<'_>) -> candle_core::Result<Tensor>,
+) -> crate::Result<Vec<LayerInfo>> {
+    let x = Tensor::zeros((1, channels, height, width), like.dtype(), like.device())?;
+    let mut rows = Vec::new();
+    run(&x, Trace(Some(&mut rows)))?;
+    Ok(rows)
+}
+
 /// Formats `n` with a comma every three digits (`598226` → `598,226`).
 fn thousands(n: usize) -> String {
     let digits = n.to_string();
