@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use fkd_augment::{AugmentedResize, Augmenter};
 use fkd_core::{ImageSize, Layout, PixelPoint};
-use fkd_data::dataset::{DataSet, LoadPolicy, Sample};
+use fkd_data::dataset::{DataSet, Sample};
 use fkd_models::{ConvRegressor, ConvRegressorConfig};
 
 /// A whole-image IMM part: which net, which points, which recipe, and the report's words.
@@ -71,7 +71,7 @@ impl Part for ImmPart {
 
     fn load(&self, args: &RunArgs) -> anyhow::Result<Split> {
         let dir = crate::data::ensure(&fkd_data::fetch::IMM, &args.root.path(), args.offline)?;
-        let imm = DataSet::imm(&dir, LoadPolicy::Strict)?;
+        let imm = DataSet::imm(&dir, args.policy())?;
         let (train, valid) = imm.split_imm_persons();
         let (w, h) = (self.net.input.1, self.net.input.0);
         Ok(Split {

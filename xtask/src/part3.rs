@@ -216,13 +216,18 @@ pub fn augmentation() -> AugmentConfig {
     }
 }
 
-/// Reads a dlib XML of annotated faces (every box with 68 parts).
-fn annotated(xml: &Path) -> anyhow::Result<DataSet> {
-    let set = DataSet::dlib_xml(xml, Layout::IBUG68, LoadPolicy::Strict)?;
+/// Reads a dlib XML of annotated faces (every box with 68 parts), bad faces handled by
+/// `policy`.
+fn annotated(xml: &Path, policy: LoadPolicy) -> anyhow::Result<DataSet> {
+    let mut set = DataSet::dlib_xml(xml, Layout::IBUG68, policy)?;
     let bare = set.samples.iter().filter(|s| !s.is_annotated()).count();
-    if bare > 0 {
+    if bare > 0 && policy == LoadPolicy::Skip {
+        tracing::warn!("{}: leaving out {bare} boxes without parts", xml.display());
+        set.samples.retain(Sample::is_annotated);
+    } else if bare > 0 {
         bail!(
-            "{}: {bare} of {} boxes have no parts; training and evaluation need all 68 points per box",
+            "{}: {bare} of {} boxes have no parts; training and evaluation need all 68 points per \
+             box (--on-bad-face skip leaves them out)",
             xml.display(),
             set.len()
         );
@@ -315,11 +320,11 @@ impl Part for Part3 {
                 train_xml.display()
             );
         }
-        let all = annotated(&train_xml)?;
+        let all = annotated(&train_xml, args.policy())?;
         let (train, valid, how) = match &valid_xml {
             Some(v) => (
                 all,
-                annotated(v)?,
+                annotated(v, args.policy())?,
                 format!("validation faces from {}", v.display()),
             ),
             None => {
@@ -486,7 +491,7 @@ struct Eval<'a> {
 
 impl Job for Eval<'_> {
     fn run<P: Part>(self, part: &P, card: &ModelCard, net: &P::Net) -> anyhow::Result<()> {
-        let set = annotated(self.xml)?;
+        let set = annotated(self.xml, LoadPolicy::Strict)?;
         let loader = Loader::new(set.samples.clone(), part.step(None), 16).on(crate::device()?);
         let e = runner::evaluate(part, net, &loader, card.flip_test)?;
         let s = &e.summary;

@@ -613,6 +613,7 @@ mod tests {
             no_flip_test: false,
             limit: None,
             device: None,
+            on_bad_face: crate::runner::BadFace::Fail,
         };
         for (net, data) in [
             (NetName::FcnAlexnet, DataName::Imm),

@@ -76,6 +76,30 @@ pub struct RunArgs {
     /// Device: cpu, or cuda / metal in a build with that feature [default: the build's].
     #[arg(long)]
     pub device: Option<String>,
+    /// What to do with a face whose annotation or image is unusable (missing image, wrong point
+    /// count, points far outside the photo): stop before training, naming it (`fail`), or leave
+    /// it out with a warning and count it in metrics.json (`skip`).
+    #[arg(long, value_enum, default_value_t = BadFace::Fail)]
+    pub on_bad_face: BadFace,
+}
+
+/// `--on-bad-face`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadFace {
+    /// Stop with the first bad face's error.
+    Fail,
+    /// Leave bad faces out, warn, and count them.
+    Skip,
+}
+
+impl RunArgs {
+    /// The load policy `--on-bad-face` asks for.
+    pub fn policy(&self) -> fkd_data::dataset::LoadPolicy {
+        match self.on_bad_face {
+            BadFace::Fail => fkd_data::dataset::LoadPolicy::Strict,
+            BadFace::Skip => fkd_data::dataset::LoadPolicy::Skip,
+        }
+    }
 }
 
 /// Learning-rate schedules offered on the command line.
@@ -505,6 +529,8 @@ struct Metrics<'a> {
     flip_test: bool,
     train_faces: usize,
     valid_faces: usize,
+    /// Faces left out by `--on-bad-face skip` (training and validation files together).
+    skipped_faces: usize,
     params: usize,
     main_lr: f64,
     schedule: String,
@@ -544,6 +570,12 @@ pub fn run<P: Part>(part: &P, args: &RunArgs) -> anyhow::Result<PathBuf> {
         train.len(),
         valid.len(),
     );
+    let skipped = train.skipped.len() + valid.skipped.len();
+    if skipped > 0 {
+        tracing::warn!(
+            "{skipped} faces left out (--on-bad-face skip); the warnings above name them"
+        );
+    }
     let set = Settings::new(part.defaults(), args, part.whole_face());
     let augmenter = set
         .augment
@@ -601,6 +633,7 @@ pub fn run<P: Part>(part: &P, args: &RunArgs) -> anyhow::Result<PathBuf> {
         flip_test: set.flip_test,
         train_faces: train.len(),
         valid_faces: valid.len(),
+        skipped_faces: train.skipped.len() + valid.skipped.len(),
         params: main.net.num_params(),
         main_lr: main.lr,
         schedule: schedule_name(&set.schedule),

@@ -690,3 +690,56 @@ fn part4_heatmap_nets_train_and_predict() {
         "{e}"
     );
 }
+
+/// A training XML with a face whose image is missing: by default the run stops before
+/// training and names the image; `--on-bad-face skip` leaves the face out and counts it.
+#[test]
+fn a_missing_image_fails_or_is_skipped_as_asked() {
+    let Some(root) = data_root() else { return };
+    let cropped = root.join("ibug_300w_cropped");
+    let tmp = tempfile::tempdir().unwrap();
+    let train = tmp.path().join("train.xml");
+    let valid = tmp.path().join("valid.xml");
+    let mut faces = first_boxes(&cropped.join("labels_300w_train.xml"), 16);
+    let (_, b) = faces[3].clone();
+    faces.insert(4, (tmp.path().join("gone.jpg"), b));
+    // The first annotated face's 68 points for every face (inside each of these photos): the
+    // missing image is the only fault.
+    let text = std::fs::read_to_string(cropped.join("labels_300w_train.xml")).unwrap();
+    let parts: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.contains("<part "))
+        .take(68)
+        .map(|l| {
+            let v = |k: &str| -> f64 {
+                let at = l.find(&format!("{k}='")).unwrap() + k.len() + 2;
+                l[at..].split('\'').next().unwrap().parse().unwrap()
+            };
+            (v("x"), v("y"))
+        })
+        .collect();
+    let points = vec![parts; faces.len()];
+    write_xml(&train, &faces, Some(&points));
+    write_xml(&valid, &faces[..4], Some(&points[..4]));
+    let run = |extra: &[&str]| {
+        let mut cmd = xtask();
+        cmd.args(["part3", "--offline", "--epochs", "1", "--size", "64"])
+            .arg("--train")
+            .arg(&train)
+            .arg("--valid")
+            .arg(&valid)
+            .arg("--out")
+            .arg(tmp.path().join("run"))
+            .args(extra);
+        cmd
+    };
+    let e = run_err(&mut run(&[]));
+    assert!(e.contains("gone.jpg"), "{e}");
+    run_ok(&mut run(&["--on-bad-face", "skip", "--force"]));
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("run/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metrics["skipped_faces"], 1);
+    assert_eq!(metrics["train_faces"], 16);
+}
