@@ -17,6 +17,9 @@ const REL_TOLERANCE: f32 = 0.01;
 /// decide an allocation before the lines are there.
 const MAX_PREALLOC: usize = 1024;
 
+/// The UTF-8 encoding of U+FEFF, which some editors put at the start of a text file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Fields of a point line without the optional user fields.
 const BASE_FIELDS: usize = 7;
 /// Fields of a point line with the three user fields.
@@ -63,9 +66,12 @@ impl AsfShape {
 }
 
 /// Reads an `.asf` file. The bytes are decoded as latin-1, the encoding of the original files,
-/// so a stray non-ASCII byte (in a comment, say) never makes a file unreadable.
+/// so a stray non-ASCII byte (in a comment, say) never makes a file unreadable. A leading UTF-8
+/// byte-order mark (a file re-saved by a Windows editor) is dropped, not read as three latin-1
+/// characters in front of the first line.
 pub fn read_asf(path: &Path) -> Result<AsfShape> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
     let text: String = bytes.iter().map(|&b| char::from(b)).collect();
     parse_asf(&text, path)
 }

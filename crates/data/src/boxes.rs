@@ -59,9 +59,13 @@ fn positional_lines<'a>(text: &'a str, path: &Path) -> Result<Vec<(usize, &'a st
     Ok(lines)
 }
 
-/// Reads a whole file as UTF-8 text.
+/// Reads a whole file as UTF-8 text, without a leading byte-order mark (U+FEFF, written by some
+/// Windows editors): left in, it would become part of the first box's `xmin` or the first name.
 fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let mut bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
         let line = 1 + e.as_bytes()[..valid]

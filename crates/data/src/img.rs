@@ -5,6 +5,10 @@
 //! `0.2126 R + 0.7152 G + 0.0722 B`), computed in `f32` so 16-bit files keep their precision.
 //! An alpha channel is ignored (face photos are opaque).
 //!
+//! Sizes come from the file's header, which can lie: 68 bytes of PNG can claim 60000×60000
+//! pixels. [`load_gray`] and [`image_size`] refuse a header with no pixels or more than
+//! [`MAX_PIXELS`] before any pixel is allocated.
+//!
 //! [`GrayImage::resize`] follows fkd's continuous coordinate convention (see `fkd_core`): output
 //! pixel `i` of a resize by `s` samples the input at `(i + 0.5) / s − 0.5` (in input pixel
 //! indices), so a point maps by `x' = s·x` exactly.
@@ -17,6 +21,10 @@ use std::path::Path;
 
 /// Rec. 709 luma weights, as `image`'s own RGB → luma conversion uses them.
 const LUMA_WEIGHTS: [f32; 3] = [0.2126, 0.7152, 0.0722];
+
+/// The most pixels an image may have: 100 megapixels (400 MB as `f32`), far above any face
+/// photo. A header claiming more is taken for a corrupt or hostile file and refused unread.
+pub const MAX_PIXELS: u64 = 100_000_000;
 
 /// A one-channel image of `f32` values in `[-0.5, 0.5]` (black is `-0.5`), stored row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -170,30 +178,73 @@ impl GrayImage {
 /// Decodes a JPEG, PNG (8- or 16-bit) or PNM file to a grayscale image in `[-0.5, 0.5]`.
 ///
 /// The format is taken from the file's content, not its extension. A file that cannot be read
-/// gives [`DataError::Io`]; one that is corrupt, truncated or of an unknown format gives
-/// [`DataError::Image`]. Both name `path`.
+/// gives [`DataError::Io`]; one that is corrupt, truncated, of an unknown format, or whose
+/// header gives no pixels or more than [`MAX_PIXELS`] gives [`DataError::Image`]. Both name
+/// `path`.
 pub fn load_gray(path: &Path) -> Result<GrayImage> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let image_err = |source| DataError::Image {
         path: path.to_path_buf(),
         source,
     };
-    let reader = ImageReader::new(Cursor::new(&bytes[..]))
-        .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?;
-    let format = reader.format();
-    let decoded = reader.decode().map_err(image_err)?;
+    let reader = || {
+        ImageReader::new(Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .map_err(|e| DataError::io(path, e))
+    };
+    // The header alone first: the decoder would allocate whatever size it claims.
+    let header = reader()?;
+    let format = header.format();
+    checked_size(path, format, header.into_dimensions().map_err(image_err)?)?;
+    let decoded = reader()?.decode().map_err(image_err)?;
     if format == Some(image::ImageFormat::Jpeg) && !jpeg_has_end(&bytes) {
         // The JPEG decoder fills a cut-off scan with grey instead of failing; a file that lost
         // its end must not silently become a half-grey training image.
-        return Err(image_err(image::ImageError::Decoding(
-            image::error::DecodingError::new(
-                image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
-                "truncated JPEG: no end-of-image marker",
-            ),
-        )));
+        return Err(decoding_error(
+            path,
+            format,
+            "truncated JPEG: no end-of-image marker".into(),
+        ));
     }
     Ok(to_gray(&decoded))
+}
+
+/// The size a header gives, unless it has no pixels or more than [`MAX_PIXELS`].
+fn checked_size(
+    path: &Path,
+    format: Option<image::ImageFormat>,
+    (width, height): (u32, u32),
+) -> Result<ImageSize> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels == 0 {
+        return Err(decoding_error(
+            path,
+            format,
+            format!("the header gives a {width}x{height} image, which has no pixels"),
+        ));
+    }
+    if pixels > MAX_PIXELS {
+        return Err(decoding_error(
+            path,
+            format,
+            format!(
+                "the header gives a {width}x{height} image ({pixels} pixels), over the \
+                 {MAX_PIXELS}-pixel limit"
+            ),
+        ));
+    }
+    Ok(ImageSize::new(width, height))
+}
+
+/// A [`DataError::Image`] for a file the decoder accepts but fkd does not.
+fn decoding_error(path: &Path, format: Option<image::ImageFormat>, reason: String) -> DataError {
+    let hint = format.map_or(image::error::ImageFormatHint::Unknown, |f| {
+        image::error::ImageFormatHint::Exact(f)
+    });
+    DataError::Image {
+        path: path.to_path_buf(),
+        source: image::ImageError::Decoding(image::error::DecodingError::new(hint, reason)),
+    }
 }
 
 /// Whether a JPEG stream has its end-of-image marker (`FF D9`), allowing for the padding some
@@ -203,17 +254,21 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
     tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
-/// Width and height of an image file, read from its header only.
+/// Width and height of an image file, read from its header only. A header that [`load_gray`]
+/// would refuse (no pixels, more than [`MAX_PIXELS`]) is refused here too, so a data set never
+/// takes in an image it cannot load.
 pub fn image_size(path: &Path) -> Result<ImageSize> {
-    let (width, height) = ImageReader::open(path)
+    let reader = ImageReader::open(path)
         .and_then(ImageReader::with_guessed_format)
-        .map_err(|e| DataError::io(path, e))?
+        .map_err(|e| DataError::io(path, e))?;
+    let format = reader.format();
+    let dims = reader
         .into_dimensions()
         .map_err(|source| DataError::Image {
             path: path.to_path_buf(),
             source,
         })?;
-    Ok(ImageSize::new(width, height))
+    checked_size(path, format, dims)
 }
 
 /// Luma of a decoded image, at the full precision of its samples.

@@ -22,8 +22,10 @@ pub fn read_pts(path: &Path) -> Result<Vec<PixelPoint>> {
     parse_pts(text, path)
 }
 
-/// Parses the text of a `.pts` file; `path` is only used in error messages.
+/// Parses the text of a `.pts` file; `path` is only used in error messages. A leading byte-order
+/// mark (U+FEFF, written by some Windows editors) is not part of the `version` line.
 pub fn parse_pts(text: &str, path: &Path) -> Result<Vec<PixelPoint>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Blank lines carry nothing; every other line has a fixed role.
     let mut lines = text
         .lines()

@@ -25,6 +25,7 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
+mod broken;
 mod datasets;
 #[cfg(feature = "fetch")]
 mod fetch;
