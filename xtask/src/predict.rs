@@ -28,12 +28,7 @@ pub struct PredictArgs {
     #[arg(long, value_name = "XML", conflicts_with = "face_box")]
     pub boxes: Option<PathBuf>,
     /// One face box for every image: left,top,width,height in pixels.
-    #[arg(
-        long = "box",
-        value_name = "X,Y,W,H",
-        value_delimiter = ',',
-        num_args = 4
-    )]
+    #[arg(long = "box", value_name = "X,Y,W,H", value_delimiter = ',')]
     pub face_box: Option<Vec<f32>>,
     /// Output folder for the drawn PNGs and `predictions.json`.
     #[arg(long, default_value = "runs/predict")]
@@ -137,8 +132,6 @@ fn xml_boxes(xml: &Path) -> anyhow::Result<HashMap<PathBuf, Vec<FaceBox>>> {
 }
 
 fn with_part<P: Part>(part: &P, card: &ModelCard, args: &PredictArgs) -> anyhow::Result<()> {
-    let device = crate::device()?;
-    let net = runner::load_net(part, &args.checkpoint)?;
     let needs_box = card.enlarge.is_some();
 
     // Every face to predict, checked before any work: an image without a box is an error.
@@ -193,6 +186,9 @@ fn with_part<P: Part>(part: &P, card: &ModelCard, args: &PredictArgs) -> anyhow:
             owner.push(k);
         }
     }
+    // The net is loaded once every input is known to be usable: a bad input fails fast.
+    let device = crate::device()?;
+    let net = runner::load_net(part, &args.checkpoint)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
 

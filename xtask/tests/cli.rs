@@ -743,3 +743,84 @@ fn a_missing_image_fails_or_is_skipped_as_asked() {
     assert_eq!(metrics["skipped_faces"], 1);
     assert_eq!(metrics["train_faces"], 16);
 }
+
+/// Every part's command line, given what users get wrong, answers with one clear message and
+/// exit code 1 (2 for a command line clap refuses): a missing data folder, an output folder
+/// that cannot be made, an existing run without `--resume`/`--force`; `predict` with a file
+/// that is not an image, and with a checkpoint that has no `model.json`.
+#[test]
+fn bad_command_lines_get_one_clear_message() {
+    let Some(root) = data_root() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-data-here");
+    for part in ["part1", "part2", "part3", "part4"] {
+        let e = run_err(
+            xtask()
+                .args([part, "--offline", "--data"])
+                .arg(&missing)
+                .arg("--out")
+                .arg(tmp.path().join(part)),
+        );
+        assert!(e.contains("no-data-here"), "{part}: {e}");
+        assert_eq!(
+            e.trim().lines().filter(|l| l.starts_with("error")).count(),
+            1,
+            "{e}"
+        );
+
+        let e = run_err(
+            xtask()
+                .args([part, "--offline", "--data"])
+                .arg(&root)
+                .args(["--out", "/proc/fkd-cannot-write-here/run"]),
+        );
+        assert!(e.contains("/proc/fkd-cannot-write-here"), "{part}: {e}");
+
+        let held = tmp.path().join(format!("{part}-held"));
+        std::fs::create_dir_all(&held).unwrap();
+        std::fs::write(held.join("last.json"), "{}").unwrap();
+        let e = run_err(
+            xtask()
+                .args([part, "--offline", "--limit", "4", "--data"])
+                .arg(&root)
+                .arg("--out")
+                .arg(&held),
+        );
+        assert!(
+            e.contains("--resume") && e.contains("--force"),
+            "{part}: {e}"
+        );
+    }
+    let o = xtask()
+        .args(["part3", "--schedule", "sideways"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+
+    // predict: a text file given as an image is named before any weights are read.
+    let run = tmp.path().join("card");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("model.json"),
+        r#"{"part": "part3", "arch": "resnet18", "input": [64, 64], "points": 68, "enlarge": 1.25}"#,
+    )
+    .unwrap();
+    std::fs::write(run.join("best.safetensors"), b"not weights").unwrap();
+    let text = tmp.path().join("notes.txt");
+    std::fs::write(&text, "not a face").unwrap();
+    let e = run_err(
+        xtask()
+            .args(["predict", "--checkpoint"])
+            .arg(run.join("best.safetensors"))
+            .arg(&text)
+            .args(["--box", "1,1,10,10"]),
+    );
+    assert!(e.contains("notes.txt"), "{e}");
+    let e = run_err(
+        xtask()
+            .args(["predict", "--checkpoint"])
+            .arg(tmp.path().join("nowhere/best.safetensors"))
+            .arg(&text),
+    );
+    assert!(e.contains("model.json"), "{e}");
+}
