@@ -824,3 +824,63 @@ fn bad_command_lines_get_one_clear_message() {
     );
     assert!(e.contains("model.json"), "{e}");
 }
+
+/// SIGKILL at several moments of a run (while it trains, validates or saves), each time
+/// followed by `--resume`: the run ends with the same history as an uninterrupted one.
+#[test]
+fn a_run_killed_at_any_moment_resumes_to_the_same_history() {
+    let Some(root) = data_root() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cmd = |out: &std::path::Path, resume: bool| {
+        let mut c = xtask();
+        c.args([
+            "part1",
+            "--offline",
+            "--limit",
+            "16",
+            "--epochs",
+            "8",
+            "--data",
+        ])
+        .arg(&root)
+        .arg("--out")
+        .arg(out)
+        .env("RAYON_NUM_THREADS", "2");
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let straight = tmp.path().join("straight");
+    run_ok(&mut cmd(&straight, false));
+    let want = history(&straight);
+    assert_eq!(want.len(), 8);
+
+    let out = tmp.path().join("killed");
+    let started = std::time::Instant::now();
+    let mut kills = 0;
+    // Kill after 0.5 s, 1.0 s, … of each attempt until an attempt finishes on its own.
+    for attempt in 1..=20u64 {
+        let mut child = cmd(&out, attempt > 1)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    // Whatever state the kills left, one more resume finishes the run.
+    run_ok(&mut cmd(&out, true));
+    assert!(kills > 0, "no attempt was interrupted");
+    assert_eq!(
+        history(&out),
+        want,
+        "after {kills} kills in {:?}",
+        started.elapsed()
+    );
+}

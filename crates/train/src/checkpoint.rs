@@ -6,10 +6,14 @@
 //! ([`fkd_models::checkpoint`]); this module re-exposes them with [`TrainError`]. A run folder
 //! holds:
 //!
-//! - `last.safetensors`, `last.optim.safetensors`, `last.json`: the weights, optimiser state
-//!   and description ([`CheckpointMeta`]) of the last finished epoch, written in that order:
-//!   `last.json` is written last and records the optimiser's step count, so a run interrupted
-//!   between the three files is detected on resume instead of continuing from mixed epochs;
+//! - `last.json` ([`CheckpointMeta`]): the description of the last finished epoch, naming its
+//!   weights and optimiser state, `epoch-NNNN.safetensors` and `epoch-NNNN.optim.safetensors`.
+//!   An epoch is saved as: its two state files, then `last.json` (the commit point: one atomic
+//!   rename), then the previous epoch's state files are deleted. A run killed at any moment
+//!   therefore leaves a `last.json` that names two complete files of one epoch, and `--resume`
+//!   continues from there (an epoch's files written before the kill are simply overwritten);
+//! - `last.safetensors`: the last finished epoch's weights under a fixed name for users
+//!   (a link to, or copy of, the epoch's weights, made after the commit);
 //! - `best.safetensors`: the weights of the epoch with the lowest validation loss;
 //! - `history.json`, `history.csv`: the per-epoch record (see [`crate::History`]).
 
@@ -19,10 +23,22 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::Path;
 
-/// Weights of the last finished epoch.
+/// Weights of the last finished epoch, under a fixed name for users (resume reads the file
+/// `last.json` names).
 pub const LAST_WEIGHTS: &str = "last.safetensors";
-/// Optimiser state of the last finished epoch.
+/// Optimiser state of the last finished epoch in runs saved before per-epoch state files (read
+/// on resume when `last.json` names none).
 pub const LAST_OPTIM: &str = "last.optim.safetensors";
+
+/// The weights file of `epoch`'s checkpoint.
+pub fn epoch_weights(epoch: usize) -> String {
+    format!("epoch-{epoch:04}.safetensors")
+}
+
+/// The optimiser-state file of `epoch`'s checkpoint.
+pub fn epoch_optim(epoch: usize) -> String {
+    format!("epoch-{epoch:04}.optim.safetensors")
+}
 /// Description of the last finished epoch ([`CheckpointMeta`] as JSON).
 pub const LAST_META: &str = "last.json";
 /// Weights of the epoch with the lowest validation loss.
@@ -56,6 +72,13 @@ pub struct CheckpointMeta {
     pub config: TrainConfig,
     /// The history up to and including `epoch`.
     pub history: History,
+    /// The epoch's weights, in the run folder (`None` in runs saved before per-epoch files:
+    /// [`LAST_WEIGHTS`]).
+    #[serde(default)]
+    pub weights_file: Option<String>,
+    /// The epoch's optimiser state (`None`: [`LAST_OPTIM`]).
+    #[serde(default)]
+    pub optim_file: Option<String>,
 }
 
 impl CheckpointMeta {
@@ -82,6 +105,29 @@ impl CheckpointMeta {
     pub fn write(&self, path: &Path) -> Result<()> {
         write_json_atomic(path, self)
     }
+
+    /// The weights file this checkpoint names.
+    pub fn weights_name(&self) -> &str {
+        self.weights_file.as_deref().unwrap_or(LAST_WEIGHTS)
+    }
+
+    /// The optimiser-state file this checkpoint names.
+    pub fn optim_name(&self) -> &str {
+        self.optim_file.as_deref().unwrap_or(LAST_OPTIM)
+    }
+}
+
+/// Makes `dir/LAST_WEIGHTS` the same content as `dir/from`, atomically: a hard link renamed
+/// into place (a copy where the file system has no links).
+pub(crate) fn publish_last_weights(dir: &Path, from: &str) -> Result<()> {
+    let src = dir.join(from);
+    let dst = dir.join(LAST_WEIGHTS);
+    let tmp = dir.join(format!(".{LAST_WEIGHTS}.link"));
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(&src, &tmp).is_err() {
+        fs::copy(&src, &tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    }
+    fs::rename(&tmp, &dst).map_err(|e| TrainError::io(&dst, e))
 }
 
 /// Writes `value` as pretty JSON to `path`, atomically.

@@ -1,8 +1,8 @@
 //! The training loop ([`fit`]), and inference over a loader ([`evaluate_loss`], [`predict`]).
 
 use crate::checkpoint::{
-    BEST_WEIGHTS, CheckpointMeta, LAST_META, LAST_OPTIM, LAST_WEIGHTS, META_VERSION, load_weights,
-    save_weights,
+    BEST_WEIGHTS, CheckpointMeta, LAST_META, LAST_WEIGHTS, META_VERSION, epoch_optim,
+    epoch_weights, load_weights, publish_last_weights, save_weights,
 };
 use crate::optim::{Adam, AdamConfig};
 use crate::{EpochRecord, History, Loss, Result, TrainConfig, TrainError};
@@ -77,6 +77,9 @@ struct RunState {
     /// The loss of the run's first batch.
     reference_loss: Option<f64>,
     best_valid: Option<f64>,
+    /// The state files of the last saved epoch (weights, optimiser), deleted once the next
+    /// epoch's are committed.
+    saved: Option<(String, String)>,
 }
 
 /// Trains the variables of `varmap` (those of `model`) with Adam on `train`, validating on
@@ -239,9 +242,14 @@ fn fit_impl<M: Model + ?Sized, P: Prepare, Q: Prepare>(
             state.history.best_epoch = Some(epoch);
             save_weights(varmap, &dir.join(BEST_WEIGHTS))?;
         }
-        // Optimiser, weights, then last.json: see the checkpoint module for why this order.
-        opt.save(&dir.join(LAST_OPTIM))?;
-        save_weights(varmap, &dir.join(LAST_WEIGHTS))?;
+        // This epoch's state files, then last.json naming them (the commit point), then the
+        // previous epoch's files go: see the checkpoint module.
+        let (weights_file, optim_file) = (epoch_weights(epoch), epoch_optim(epoch));
+        opt.save(&dir.join(&optim_file))?;
+        save_weights(varmap, &dir.join(&weights_file))?;
+        let previous = state
+            .saved
+            .replace((weights_file.clone(), optim_file.clone()));
         CheckpointMeta {
             version: META_VERSION,
             epoch,
@@ -252,8 +260,19 @@ fn fit_impl<M: Model + ?Sized, P: Prepare, Q: Prepare>(
             train_batches: train.n_batches(),
             config: cfg.clone(),
             history: state.history.clone(),
+            weights_file: Some(weights_file.clone()),
+            optim_file: Some(optim_file.clone()),
         }
         .write(&dir.join(LAST_META))?;
+        publish_last_weights(dir, &weights_file)?;
+        if let Some((w, o)) = previous {
+            for old in [w, o] {
+                if old != weights_file && old != optim_file {
+                    // Best effort: a stale state file only costs disk space.
+                    let _ = std::fs::remove_file(dir.join(old));
+                }
+            }
+        }
         state.history.write(dir)?;
         tracing::debug!(
             epoch,
@@ -329,25 +348,31 @@ fn resume<P: Prepare>(
             ),
         ));
     }
-    load_weights(varmap, &dir.join(LAST_WEIGHTS))?;
-    opt.load(&dir.join(LAST_OPTIM))?;
+    load_weights(varmap, &dir.join(meta.weights_name()))?;
+    opt.load(&dir.join(meta.optim_name()))?;
     if opt.step_count() != meta.step {
         return Err(TrainError::checkpoint(
             &meta_path,
             format!(
                 "cannot resume: the optimiser state is at step {} but last.json at step {}; the run was \
-                 interrupted while saving — best.safetensors is intact, the run must start again",
+                 written by an older build and interrupted while saving — best.safetensors is \
+                 intact, the run must start again",
                 opt.step_count(),
                 meta.step
             ),
         ));
     }
     tracing::info!(epoch = meta.epoch, "resuming after the saved epoch");
+    let saved = (
+        meta.weights_name().to_string(),
+        meta.optim_name().to_string(),
+    );
     Ok(RunState {
         next_epoch: meta.epoch + 1,
         history: meta.history,
         reference_loss: Some(meta.reference_loss),
         best_valid: meta.best_valid,
+        saved: Some(saved),
     })
 }
 

@@ -239,7 +239,17 @@ fn a_linear_model_learns_and_the_run_is_recorded() {
     );
     assert_eq!(meta.config, cfg);
     assert_eq!(meta.history, history);
-    assert!(dir.path().join(LAST_OPTIM).exists());
+    // The committed epoch's state files exist, the earlier epochs' were deleted, and
+    // last.safetensors holds the same weights.
+    assert_eq!(meta.weights_name(), "epoch-0029.safetensors");
+    assert!(dir.path().join(meta.optim_name()).exists());
+    assert!(!dir.path().join("epoch-0028.safetensors").exists());
+    assert!(!dir.path().join("epoch-0028.optim.safetensors").exists());
+    assert!(!dir.path().join(LAST_OPTIM).exists());
+    assert_eq!(
+        weights_in(&dir.path().join(meta.weights_name())),
+        weights(&varmap)
+    );
 
     // Predictions: one per validation sample, in order, close to 2·x0 + 1.
     let preds = predict(&lin, &valid).unwrap();
@@ -342,18 +352,51 @@ fn resuming_after_two_epochs_matches_an_uninterrupted_run() {
         weights(&straight_vars),
         "bitwise the same weights"
     );
-    let losses = |h: &History| {
-        h.epochs
-            .iter()
-            .map(|r| (r.epoch, r.lr, r.train_loss, r.valid_loss))
-            .collect::<Vec<_>>()
-    };
     assert_eq!(losses(&resumed), losses(&straight));
     assert_eq!(resumed.best_epoch, straight.best_epoch);
     assert_eq!(
         weights_in(&dir.path().join(BEST_WEIGHTS)),
         weights_in(&straight_dir.path().join(BEST_WEIGHTS))
     );
+}
+
+fn losses(h: &History) -> Vec<(usize, f64, f64, f64)> {
+    h.epochs
+        .iter()
+        .map(|r| (r.epoch, r.lr, r.train_loss, r.valid_loss))
+        .collect()
+}
+
+/// A run killed while saving epoch 2 (its state files half written, `last.json` not yet
+/// replaced) resumes from epoch 1, the last committed one, and ends bit for bit where an
+/// uninterrupted run ends.
+#[test]
+fn a_run_killed_while_saving_resumes_from_the_last_committed_epoch() {
+    let straight_dir = tempfile::tempdir().unwrap();
+    let (straight, straight_vars) = run(&config(straight_dir.path(), 4), &mut ());
+    let straight = straight.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    run(&config(dir.path(), 2), &mut ()).0.unwrap();
+    // What a kill in the middle of epoch 2's save leaves: its files, truncated garbage.
+    std::fs::write(
+        dir.path().join("epoch-0002.optim.safetensors"),
+        b"\x08\x00\x00",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("epoch-0002.safetensors"), b"").unwrap();
+    let cfg = TrainConfig {
+        resume: true,
+        ..config(dir.path(), 4)
+    };
+    let (lin, varmap) = model(1);
+    let (train, valid) = loaders(&cfg);
+    let resumed = fit(&lin, &varmap, &train, &valid, &cfg, &mut ()).unwrap();
+    assert_eq!(losses(&resumed), losses(&straight));
+    assert_eq!(weights(&varmap), weights(&straight_vars));
+    let meta = CheckpointMeta::read(&dir.path().join(LAST_META)).unwrap();
+    assert_eq!(meta.epoch, 3);
+    assert!(!dir.path().join("epoch-0002.safetensors").exists());
 }
 
 #[test]
