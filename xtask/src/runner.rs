@@ -911,10 +911,11 @@ impl Figures {
         let metric = if metric_curves.is_empty() {
             None
         } else {
-            fkd_viz::loss_curves(
+            fkd_viz::epoch_curves(
                 out.join("metric.png"),
                 &metric_curves,
                 &format!("validation {} per epoch", part.select_by().name()),
+                part.select_by().name(),
                 true,
             )?;
             Some("metric.png".to_string())

@@ -23,7 +23,7 @@ pub use filters::filter_grid;
 pub use grid::{captioned_grid, grid};
 pub use heat::{heat_overlay, sum_maps};
 pub use landmarks::{PREDICTION, TRUTH, draw_landmarks};
-pub use plot::{Curve, PLOT_SIZE, ced_curve, loss_curves};
+pub use plot::{Curve, PLOT_SIZE, ced_curve, epoch_curves, loss_curves};
 pub use report::{Report, escape_html};
 
 use image::codecs::png::PngEncoder;

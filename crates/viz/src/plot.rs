@@ -87,6 +87,17 @@ pub fn loss_curves(
     title: &str,
     log_y: bool,
 ) -> Result<()> {
+    epoch_curves(path, series, title, "loss", log_y)
+}
+
+/// [`loss_curves`] for any per-epoch `quantity` (the y axis's name, e.g. "NME").
+pub fn epoch_curves(
+    path: impl AsRef<Path>,
+    series: &[Curve],
+    title: &str,
+    quantity: &str,
+    log_y: bool,
+) -> Result<()> {
     let path = path.as_ref();
     let series: Vec<Curve> = series
         .iter()
@@ -103,10 +114,15 @@ pub fn loss_curves(
     let xs = span(series.iter().flat_map(|c| c.values.iter().map(|p| p.0)));
     let ys = span(series.iter().flat_map(|c| c.values.iter().map(|p| p.1)));
     let x_range = pad_linear(xs.unwrap_or((0.0, 1.0)), 0.0);
+    let y_label = if log_y {
+        format!("{quantity} (log scale)")
+    } else {
+        quantity.to_string()
+    };
     let spec = ChartSpec {
         title,
         x_label: "epoch",
-        y_label: if log_y { "loss (log scale)" } else { "loss" },
+        y_label: &y_label,
         legend: SeriesLabelPosition::UpperRight,
     };
     let mut img = RgbImage::new(PLOT_SIZE.0, PLOT_SIZE.1);
