@@ -147,14 +147,22 @@ impl ResNetDeconv {
         let mut x = self.trunk.run(x, train, Trace(trace.0.as_deref_mut()))?;
         for (i, (conv, norm)) in self.deconvs.iter().enumerate() {
             x = batch_norm2d(norm, &conv_transpose2d_layer(conv, &x)?, train, true)?;
-            let params = conv.weight().elem_count() + bn_params(norm);
-            trace.record(|| format!("deconv_layers.{}", 3 * i), &x, params);
+            trace.record(
+                || format!("deconv_layers.{}", 3 * i),
+                &x,
+                stage_params(conv, norm),
+            );
         }
         let x = self.final_layer.forward(&x)?;
         let params = self.final_layer.weight().elem_count() + self.cfg.points;
         trace.record(|| "final_layer".into(), &x, params);
         Ok(x)
     }
+}
+
+/// Parameters of one upsampling stage: the (bias-free) transposed conv and its norm.
+fn stage_params(conv: &ConvTranspose2d, norm: &BatchNorm) -> usize {
+    conv.weight().elem_count() + bn_params(norm)
 }
 
 impl ModuleT for ResNetDeconv {
@@ -179,7 +187,7 @@ impl Summarize for ResNetDeconv {
             + self
                 .deconvs
                 .iter()
-                .map(|(c, n)| c.weight().elem_count() + bn_params(n))
+                .map(|(c, n)| stage_params(c, n))
                 .sum::<usize>()
             + self.final_layer.weight().elem_count()
             + self.cfg.points
