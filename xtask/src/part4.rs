@@ -190,7 +190,11 @@ impl Part4 {
         let hw = (input.height as usize, input.width as usize);
         let map_hw = match net {
             NetName::ResnetDeconv => ResNetDeconvConfig::new(points, hw).map_hw(hw),
-            NetName::FcnAlexnet => fcn_map_hw(points, hw),
+            NetName::FcnAlexnet => FcnAlexNetConfig {
+                input: hw,
+                ..FcnAlexNetConfig::imm(points)
+            }
+            .map_hw(hw),
         }
         .with_context(|| format!("{input} is too small an input for {}", net.name()))?;
         if !(sigma.is_finite() && sigma > 0.0) {
@@ -286,17 +290,6 @@ fn layout_of(data: DataName) -> Layout {
         DataName::Imm => Layout::IMM58,
         DataName::W300 => Layout::IBUG68,
     }
-}
-
-fn fcn_map_hw(points: usize, hw: (usize, usize)) -> Option<(usize, usize)> {
-    let cfg = FcnAlexNetConfig {
-        input: hw,
-        ..FcnAlexNetConfig::imm(points)
-    };
-    // The map size is arithmetic on the config; a throw-away net on an empty VarMap reads it.
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu);
-    FcnAlexNet::new(&cfg, vb).ok()?.map_hw(hw)
 }
 
 impl Part for Part4 {

@@ -53,6 +53,22 @@ impl FcnAlexNetConfig {
             upsamplings: 3,
         }
     }
+
+    /// The heatmaps' (height, width) for an input of `input`, or `None` when the input is too
+    /// small for AlexNet's strides: arithmetic on the config, no net needed.
+    pub fn map_hw(&self, input: (usize, usize)) -> Option<(usize, usize)> {
+        let (mut h, mut w) = input;
+        for (k, stride, padding, _, pool) in FEATURES {
+            h = (h + 2 * padding).checked_sub(k)? / stride + 1;
+            w = (w + 2 * padding).checked_sub(k)? / stride + 1;
+            if pool {
+                h = h.checked_sub(3)? / 2 + 1;
+                w = w.checked_sub(3)? / 2 + 1;
+            }
+        }
+        let k = 1usize.checked_shl(self.upsamplings as u32)?;
+        Some((h * k, w * k))
+    }
 }
 
 /// (kernel, stride, padding, out channels, pool after) of AlexNet's five feature convs.
@@ -160,20 +176,9 @@ impl FcnAlexNet {
         self.features[0].0.weight()
     }
 
-    /// The heatmaps' (height, width) for an input of `input`, or `None` when the input is too
-    /// small for AlexNet's strides.
+    /// The heatmaps' (height, width) for an input of `input` ([`FcnAlexNetConfig::map_hw`]).
     pub fn map_hw(&self, input: (usize, usize)) -> Option<(usize, usize)> {
-        let (mut h, mut w) = input;
-        for (k, stride, padding, _, pool) in FEATURES {
-            h = (h + 2 * padding).checked_sub(k)? / stride + 1;
-            w = (w + 2 * padding).checked_sub(k)? / stride + 1;
-            if pool {
-                h = h.checked_sub(3)? / 2 + 1;
-                w = w.checked_sub(3)? / 2 + 1;
-            }
-        }
-        let k = 1usize.checked_shl(self.cfg.upsamplings as u32)?;
-        Some((h * k, w * k))
+        self.cfg.map_hw(input)
     }
 
     fn run(&self, x: &Tensor, _train: bool, mut trace: Trace<'_>) -> candle_core::Result<Tensor> {
