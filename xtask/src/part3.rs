@@ -149,7 +149,7 @@ pub struct Part3 {
 
 /// Default input side. The write-up used 224; on two CPU cores a 128-pixel input trains a
 /// ResNet-18 epoch about 3× faster (the convs scale with the pixel count), so the 2-hour
-/// budget buys ~80 epochs instead of ~27, and NME, being relative to the face, loses little
+/// budget buys ~72 epochs instead of ~25, and NME, being relative to the face, loses little
 /// to the coarser input. `--size 224` gives the write-up's input.
 pub const SIZE: u32 = 128;
 
@@ -282,7 +282,7 @@ impl Part for Part3 {
             };
         }
         Defaults {
-            epochs: 80,
+            epochs: 72,
             batch: 16,
             lr: 1e-3,
             weight_decay: self.weight_decay.unwrap_or(1e-4),
@@ -297,6 +297,14 @@ impl Part for Part3 {
 
     fn select_by(&self) -> SelectBy {
         SelectBy::Nme
+    }
+
+    /// Measured on the 80-epoch run's last weights (seed 0): training's running statistics
+    /// give NME 6.19 % (and 4.2–8.3 % from one late epoch to the next at lr ≤ 1e-5); the same
+    /// weights with statistics recomputed from 512 spread training faces give 4.13–4.23 %,
+    /// from all 2,012 4.14 %, for 6 s a pass (2 cores, 128 px).
+    fn bn_stats_faces(&self) -> usize {
+        512
     }
 
     fn input(&self) -> ImageSize {

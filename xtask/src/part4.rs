@@ -363,6 +363,14 @@ impl Part for Part4 {
         SelectBy::Nme
     }
 
+    /// Precise BN for resnet-deconv (see Part 3's); fcn-alexnet has no batch norm.
+    fn bn_stats_faces(&self) -> usize {
+        match self.net {
+            NetName::ResnetDeconv => 512,
+            NetName::FcnAlexnet => 0,
+        }
+    }
+
     fn input(&self) -> ImageSize {
         self.input
     }
@@ -605,6 +613,7 @@ mod tests {
             loss: None,
             no_flip_test: false,
             limit: None,
+            bn_stats: None,
             device: None,
             on_bad_face: crate::runner::BadFace::Fail,
         };

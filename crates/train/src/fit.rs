@@ -1,5 +1,6 @@
 //! The training loop ([`fit`]), and inference over a loader ([`evaluate_loss`], [`predict`]).
 
+use crate::bn::{Batches, recompute_bn_stats};
 use crate::checkpoint::{
     BEST_WEIGHTS, CheckpointMeta, LAST_META, LAST_WEIGHTS, META_VERSION, epoch_optim,
     epoch_weights, load_weights, publish_last_weights, save_weights,
@@ -108,7 +109,15 @@ pub fn fit<M: Model + ?Sized, P: Prepare, Q: Prepare>(
     cfg: &TrainConfig,
     observer: &mut dyn Observer,
 ) -> Result<History> {
-    fit_impl(model, varmap, train, valid, cfg, observer, None)
+    fit_with(
+        model,
+        varmap,
+        train,
+        valid,
+        cfg,
+        observer,
+        FitOptions::default(),
+    )
 }
 
 /// [`fit`], keeping as `best.safetensors` the epoch with the lowest `selector` score instead
@@ -123,18 +132,39 @@ pub fn fit_selecting<M: Model + ?Sized, P: Prepare, Q: Prepare>(
     observer: &mut dyn Observer,
     selector: &mut dyn Selector,
 ) -> Result<History> {
-    fit_impl(model, varmap, train, valid, cfg, observer, Some(selector))
+    let options = FitOptions {
+        selector: Some(selector),
+        bn_stats: None,
+    };
+    fit_with(model, varmap, train, valid, cfg, observer, options)
 }
 
-fn fit_impl<M: Model + ?Sized, P: Prepare, Q: Prepare>(
+/// What [`fit_with`] does beyond [`fit`].
+#[derive(Default)]
+pub struct FitOptions<'a> {
+    /// Keep as `best.safetensors` the epoch with the lowest score of this selector (as
+    /// [`fit_selecting`]) instead of the lowest validation loss.
+    pub selector: Option<&'a mut dyn Selector>,
+    /// Before each validation, recompute the batch-norm running statistics over these batches
+    /// ([`crate::recompute_bn_stats`]; typically training faces without augmentation), so the
+    /// score, `best` and `last` describe the weights rather than the luck of the last batches.
+    pub bn_stats: Option<&'a dyn Batches>,
+}
+
+/// [`fit`] with the [`FitOptions`].
+pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
     model: &M,
     varmap: &VarMap,
     train: &Loader<P>,
     valid: &Loader<Q>,
     cfg: &TrainConfig,
     observer: &mut dyn Observer,
-    mut selector: Option<&mut dyn Selector>,
+    options: FitOptions<'_>,
 ) -> Result<History> {
+    let FitOptions {
+        mut selector,
+        bn_stats,
+    } = options;
     cfg.validate()?;
     if train.n_batches() == 0 {
         return Err(TrainError::Config(
@@ -209,6 +239,9 @@ fn fit_impl<M: Model + ?Sized, P: Prepare, Q: Prepare>(
             .map_or(train_loss, |r| r.train_loss);
         if too_large(train_loss, first_epoch_loss, cfg.diverge_factor) {
             return Err(stop(dir, varmap, &mut state.history, diverged(train_loss)));
+        }
+        if let Some(stats) = bn_stats {
+            recompute_bn_stats(model, stats)?;
         }
         let (valid_loss, predictions) = match selector {
             None => (evaluate_loss(model, valid, &cfg.loss)?, None),

@@ -11,12 +11,15 @@
 //!   reported to an [`Observer`], so a binary can draw a progress bar; logging uses `tracing`.
 //!   [`fit_selecting`] keeps the best epoch by a part's own validation metric (a
 //!   [`Selector`] over the epoch's [`Prediction`]s), not by the loss.
+//!   [`fit_with`] adds "precise BN" ([`FitOptions::bn_stats`], [`recompute_bn_stats`]):
+//!   batch-norm statistics recomputed over fixed batches before each validation.
 //! - [`evaluate_loss`], [`validate`], [`predict`] and [`predict_flip`] (the flip test's second
 //!   pass): inference over a loader; a [`Prediction`] carries the map back to the source photo.
 //! - [`merge_flipped`]: the flip test's mean of a face's points and its mirror image's.
 //!
 //! Any candle `Module` or `ModuleT` is a [`Model`].
 
+pub mod bn;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
@@ -26,12 +29,13 @@ pub mod history;
 pub mod loss;
 pub mod optim;
 
+pub use bn::{Batches, recompute_bn_stats};
 pub use checkpoint::{CheckpointMeta, load_weights, save_weights};
 pub use config::{Loss, Schedule, TrainConfig};
 pub use error::{Result, TrainError};
 pub use fit::{
-    Model, Observer, Prediction, Selector, evaluate_loss, fit, fit_selecting, predict,
-    predict_flip, validate,
+    FitOptions, Model, Observer, Prediction, Selector, evaluate_loss, fit, fit_selecting, fit_with,
+    predict, predict_flip, validate,
 };
 pub use flip::merge_flipped;
 pub use history::{EpochRecord, History};

@@ -594,3 +594,97 @@ fn predict_flip_gives_the_mirrored_output_and_merge_averages() {
     assert!(err.to_string().contains("3 points"), "{err}");
     assert!(fkd_train::merge_flipped(&two, &two, 4.0, &[0, 5]).is_err());
 }
+
+/// A batch norm over the raw `(B, 1, 1, 4)` input, then the linear layer: the norm's input does
+/// not depend on the weights, so its exact statistics over a set of batches are known.
+struct NormLin {
+    bn: candle_nn::BatchNorm,
+    lin: Linear,
+}
+
+impl candle_core::ModuleT for NormLin {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let y = fkd_models::ops::batch_norm2d(&self.bn, x, train, false)?;
+        self.lin.forward(&y.flatten_from(1)?)
+    }
+}
+
+fn norm_model() -> (NormLin, VarMap) {
+    let (lin, varmap) = model(1);
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let cfg = candle_nn::BatchNormConfig {
+        eps: 1e-5,
+        remove_mean: true,
+        affine: true,
+        momentum: 0.1,
+    };
+    let bn = candle_nn::batch_norm(1, cfg, vb.pp("bn")).unwrap();
+    (NormLin { bn, lin: lin.0 }, varmap)
+}
+
+/// The batch norm's running mean and variance in `varmap`.
+fn running(varmap: &VarMap) -> (f32, f32) {
+    let data = varmap.data().lock().unwrap();
+    let get = |n: &str| data[n].as_tensor().to_vec1::<f32>().unwrap()[0];
+    (get("bn.running_mean"), get("bn.running_var"))
+}
+
+/// With `FitOptions::bn_stats`, the statistics after each epoch (in memory and in the saved
+/// checkpoints) are the mean over the stats batches of each batch's mean and unbiased
+/// variance; without it they are training's moving average, which differs.
+#[test]
+fn precise_bn_recomputes_the_running_statistics_before_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 2);
+    let (train, valid) = loaders(&cfg);
+    let stats = Loader::new(samples(0..30), synthetic as Synth, 10);
+    let mut want = (0.0f64, 0.0f64);
+    for batch in stats.epoch(0) {
+        let v: Vec<f64> = batch
+            .unwrap()
+            .images
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+        want = (want.0 + m / 3.0, want.1 + var / 3.0);
+    }
+    let (net, varmap) = norm_model();
+    let options = fkd_train::FitOptions {
+        selector: None,
+        bn_stats: Some(&stats),
+    };
+    fkd_train::fit_with(&net, &varmap, &train, &valid, &cfg, &mut (), options).unwrap();
+    let close = |(m, v): (f32, f32)| {
+        (f64::from(m) - want.0).abs() < 1e-5 && (f64::from(v) - want.1).abs() < 1e-5
+    };
+    assert!(
+        close(running(&varmap)),
+        "{:?} vs {want:?}",
+        running(&varmap)
+    );
+    let (_, saved) = norm_model();
+    load_weights(&saved, &dir.path().join(LAST_WEIGHTS)).unwrap();
+    assert!(close(running(&saved)));
+
+    let other = tempfile::tempdir().unwrap();
+    let (net, varmap) = norm_model();
+    fit(
+        &net,
+        &varmap,
+        &train,
+        &valid,
+        &config(other.path(), 2),
+        &mut (),
+    )
+    .unwrap();
+    assert!(!close(running(&varmap)), "{:?}", running(&varmap));
+
+    let none = Loader::new(Vec::new(), synthetic as Synth, 10);
+    assert!(fkd_train::recompute_bn_stats(&net, &none).is_err());
+}

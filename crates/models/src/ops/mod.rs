@@ -72,7 +72,7 @@ pub use conv::{
     conv2d, conv2d_layer, conv2d_relu, conv2d_relu_layer, conv2d_relu_pool, conv2d_relu_pool_layer,
 };
 pub use convt::{conv_transpose2d, conv_transpose2d_layer};
-pub use norm::{batch_norm2d, batch_norm2d_add_relu, conv2d_batch_norm};
+pub use norm::{StatsMomentum, batch_norm2d, batch_norm2d_add_relu, conv2d_batch_norm};
 pub use pool::max_pool2d;
 
 use candle_core::{CpuStorage, Layout, Result, WithDType};

@@ -9,7 +9,9 @@
 //! `∂x = γσ⁻¹/M · (M·g − Σg − x̂·Σg·x̂)`, in inference mode `∂x = γσ⁻¹·g`.
 //!
 //! Running statistics follow PyTorch: `r ← (1 − momentum)·r + momentum·s`, with the unbiased
-//! variance `M/(M − 1)·σ²` for the running variance.
+//! variance `M/(M − 1)·σ²` for the running variance. [`StatsMomentum`] overrides the layers'
+//! momentum on one thread for a while: with `1/k` for the `k`-th batch, the running statistics
+//! become the plain mean over the batches seen ("precise BN", see `fkd_train::recompute_bn_stats`).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -18,6 +20,7 @@ use candle_core::{
 };
 use candle_nn::BatchNorm;
 use rayon::prelude::*;
+use std::cell::Cell;
 
 use super::{contiguous, zeros};
 
@@ -477,7 +480,7 @@ fn batch_norm_impl(
 ) -> Result<Tensor> {
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     let (Some((gamma, beta)), true) = (bn.weight_and_bias(), fused) else {
-        let y = bn.forward_t(x, train)?;
+        let y = candle_forward_t(bn, x, train)?;
         let y = match residual {
             Some(r) => (y + r)?,
             None => y,
@@ -532,9 +535,63 @@ fn batch_norm_impl(
     }
 }
 
+thread_local! {
+    /// The momentum that [`StatsMomentum`] imposes on this thread's training-mode batch norms.
+    static STATS_MOMENTUM: Cell<Option<f64>> = const { Cell::new(None) };
+}
+
+/// While a value of this type lives, every training-mode batch norm run on this thread
+/// ([`batch_norm2d`], [`batch_norm2d_add_relu`], [`conv2d_batch_norm`]) updates its running
+/// statistics with this momentum instead of its own; dropping it restores what was in force
+/// before. With momentum `1/k` for the `k`-th of a series of forward passes, each layer's
+/// running statistics end as the mean of the batch statistics of the series (momentum 1 for the
+/// first pass discards the old values).
+#[derive(Debug)]
+#[must_use = "the momentum applies only while the guard lives"]
+pub struct StatsMomentum {
+    previous: Option<f64>,
+}
+
+impl StatsMomentum {
+    /// Imposes `momentum` (in (0, 1]) on this thread until the guard is dropped.
+    pub fn set(momentum: f64) -> Result<Self> {
+        if !(momentum > 0.0 && momentum <= 1.0) {
+            candle_core::bail!("batch-norm momentum must be in (0, 1], got {momentum}");
+        }
+        Ok(Self {
+            previous: STATS_MOMENTUM.replace(Some(momentum)),
+        })
+    }
+}
+
+impl Drop for StatsMomentum {
+    fn drop(&mut self) {
+        STATS_MOMENTUM.set(self.previous);
+    }
+}
+
+/// Candle-nn's training-mode forward, its running-statistics update redone with the momentum
+/// that [`StatsMomentum`] imposes (if any): candle-nn applied `r₁ = (1 − m)·r₀ + m·s` with the
+/// layer's own `m`, so `s = (r₁ − (1 − m)·r₀)/m` and the update becomes `(1 − m')·r₀ + m'·s`.
+fn candle_forward_t(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
+    let imposed = STATS_MOMENTUM.get().filter(|_| train);
+    let Some(imposed) = imposed else {
+        return bn.forward_t(x, train);
+    };
+    let old = [bn.running_mean().copy()?, bn.running_var().copy()?];
+    let y = bn.forward_t(x, train)?;
+    let m = bn.momentum();
+    for (stat, old) in [bn.running_mean(), bn.running_var()].into_iter().zip(old) {
+        let batch = ((stat - (&old * (1.0 - m))?)? / m)?;
+        let new = ((old * (1.0 - imposed))? + (batch * imposed)?)?;
+        Var::from_tensor(stat)?.set(&new)?;
+    }
+    Ok(y)
+}
+
 /// PyTorch's running-statistics update, written into the layer's vars.
 fn update_running(bn: &BatchNorm, mean: &[f64], var: &[f64], m: usize) -> Result<()> {
-    let momentum = bn.momentum();
+    let momentum = STATS_MOMENTUM.get().unwrap_or_else(|| bn.momentum());
     let unbiased = m as f64 / (m as f64 - 1.0);
     for (stat, batch, factor) in [
         (bn.running_mean(), mean, 1.0),
@@ -698,6 +755,73 @@ mod tests {
                 "train {train} relu {relu}"
             );
         }
+    }
+
+    /// Under `StatsMomentum::set(1/k)` for the k-th batch, the running statistics of the fused
+    /// node and of candle-nn's layer (its update redone) both end as the mean over the batches of
+    /// the batch mean and of the unbiased batch variance; the layer's own momentum is back after.
+    #[test]
+    fn imposed_momentum_averages_batch_statistics() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let [(vm_a, bn_a), (vm_b, bn_b)] = twin_layers(3, &mut rng);
+        let batches: Vec<Tensor> = (0..3)
+            .map(|k| random_in(&[2, 3, 4, 5], &mut rng, -1.0 + k as f64, 2.0 + k as f64))
+            .collect();
+        let (mut mean, mut var) = (vec![0.0; 3], vec![0.0; 3]);
+        for (k, x) in batches.iter().enumerate() {
+            let guard = StatsMomentum::set(1.0 / (k + 1) as f64).unwrap();
+            batch_norm2d(&bn_a, x, true, false).unwrap();
+            candle_forward_t(&bn_b, x, true).unwrap();
+            drop(guard);
+            let per_channel = x.transpose(0, 1).unwrap().flatten_from(1).unwrap();
+            let m = per_channel.mean(1).unwrap().to_vec1::<f64>().unwrap();
+            let v = per_channel
+                .broadcast_sub(&per_channel.mean_keepdim(1).unwrap())
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum(1)
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            for ch in 0..3 {
+                mean[ch] += m[ch] / 3.0;
+                var[ch] += v[ch] / 39.0 / 3.0; // 40 values per channel, unbiased
+            }
+        }
+        for (vm, who) in [(&vm_a, "fused"), (&vm_b, "candle-nn")] {
+            let data = vm.data().lock().unwrap();
+            for (name, want) in [("running_mean", &mean), ("running_var", &var)] {
+                let got = data[name].as_tensor().to_vec1::<f64>().unwrap();
+                for (g, w) in got.iter().zip(want) {
+                    assert!((g - w).abs() < 1e-9, "{who} {name}: {got:?} vs {want:?}");
+                }
+            }
+        }
+        // The guard is gone: the layer's momentum 0.1 applies again.
+        let before = vm_a.data().lock().unwrap()["running_mean"]
+            .as_tensor()
+            .to_vec1::<f64>()
+            .unwrap();
+        let x = &batches[0];
+        batch_norm2d(&bn_a, x, true, false).unwrap();
+        let after = vm_a.data().lock().unwrap()["running_mean"]
+            .as_tensor()
+            .to_vec1::<f64>()
+            .unwrap();
+        let m = x
+            .transpose(0, 1)
+            .unwrap()
+            .flatten_from(1)
+            .unwrap()
+            .mean(1)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for ch in 0..3 {
+            assert!((after[ch] - (0.9 * before[ch] + 0.1 * m[ch])).abs() < 1e-12);
+        }
+        assert!(StatsMomentum::set(0.0).is_err() && StatsMomentum::set(1.5).is_err());
     }
 
     #[test]
