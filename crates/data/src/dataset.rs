@@ -7,7 +7,7 @@
 //! applies a [`LoadPolicy`]: stop at the first bad sample, or skip it, count it and log a warning.
 
 use crate::asf::read_asf;
-use crate::dlib_xml::DlibXmlReader;
+use crate::dlib_xml::{DlibXmlReader, XmlImage};
 use crate::img::image_size;
 use crate::{DataError, Result};
 use fkd_core::{FaceBox, ImageSize, Layout, PixelPoint};
@@ -100,41 +100,10 @@ impl DataSet {
     /// `<box>` not marked `ignore`. Image paths are resolved against the XML's folder.
     /// Boxes without parts become unannotated samples (test files give boxes only).
     pub fn dlib_xml(xml: &Path, layout: Layout, policy: LoadPolicy) -> Result<DataSet> {
-        let base = xml.parent().unwrap_or(Path::new("."));
-        let reader = DlibXmlReader::open(xml, layout.n_points)?;
-        let mut entries = Vec::new();
-        for image in reader {
-            entries.push(image?);
-        }
-        let results: Vec<Vec<Result<Sample>>> = entries
-            .par_iter()
-            .map(|entry| {
-                let image = base.join(&entry.file);
-                let size = match image_size(&image) {
-                    Ok(size) => size,
-                    Err(e) => return vec![Err(e)],
-                };
-                entry
-                    .boxes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| !b.ignore)
-                    .map(|(k, b)| {
-                        let points = b.points.clone().unwrap_or_default();
-                        check_face(xml, b.line, size, &points, Some(b.bbox))?;
-                        Ok(Sample {
-                            image: image.clone(),
-                            size,
-                            points,
-                            bbox: Some(b.bbox),
-                            person: None,
-                            id: format!("{}#{k}", entry.file),
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        let (samples, skipped) = apply_policy(results.into_iter().flatten().collect(), policy)?;
+        let (mut samples, mut skipped) = (Vec::new(), Vec::new());
+        for_each_xml_face(xml, layout, |face| {
+            keep(face, policy, &mut samples, &mut skipped)
+        })?;
         if samples.is_empty() {
             return Err(DataError::Dataset {
                 path: xml.to_path_buf(),
@@ -285,6 +254,69 @@ pub(crate) fn check_face(
 
 /// Keeps the good samples; under `Strict` returns the first error, under `Skip` logs and
 /// collects the errors.
+/// How many `<image>` entries of a dlib XML file are checked together: the file is read as a
+/// stream, so the memory a load needs is its result plus one such chunk, whatever the file's
+/// size.
+const XML_CHUNK: usize = 2048;
+
+/// Streams the faces of a dlib XML file (every `<box>` not marked `ignore`, image paths resolved
+/// against the XML's folder, each checked against its image's header) to `sink`, in file order:
+/// `Ok(sample)` or the error that rejects the face. An error of the file itself (malformed XML,
+/// wrong part count) or one that `sink` returns stops the stream and is returned. Images are
+/// checked in parallel a chunk at a time.
+pub(crate) fn for_each_xml_face(
+    xml: &Path,
+    layout: Layout,
+    mut sink: impl FnMut(Result<Sample>) -> Result<()>,
+) -> Result<()> {
+    let base = xml.parent().unwrap_or(Path::new("."));
+    let mut reader = DlibXmlReader::open(xml, layout.n_points)?;
+    let mut chunk = Vec::with_capacity(XML_CHUNK);
+    loop {
+        chunk.clear();
+        for image in reader.by_ref().take(XML_CHUNK) {
+            chunk.push(image?);
+        }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let faces: Vec<Vec<Result<Sample>>> = chunk
+            .par_iter()
+            .map(|entry| xml_faces(xml, base, entry))
+            .collect();
+        for face in faces.into_iter().flatten() {
+            sink(face)?;
+        }
+    }
+}
+
+/// The faces of one `<image>` entry, or the error of its image.
+fn xml_faces(xml: &Path, base: &Path, entry: &XmlImage) -> Vec<Result<Sample>> {
+    let image = base.join(&entry.file);
+    let size = match image_size(&image) {
+        Ok(size) => size,
+        Err(e) => return vec![Err(e)],
+    };
+    entry
+        .boxes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| !b.ignore)
+        .map(|(k, b)| {
+            let points = b.points.clone().unwrap_or_default();
+            check_face(xml, b.line, size, &points, Some(b.bbox))?;
+            Ok(Sample {
+                image: image.clone(),
+                size,
+                points,
+                bbox: Some(b.bbox),
+                person: None,
+                id: format!("{}#{k}", entry.file),
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn apply_policy<T>(
     results: Vec<Result<T>>,
     policy: LoadPolicy,
@@ -292,16 +324,28 @@ pub(crate) fn apply_policy<T>(
     let mut good = Vec::with_capacity(results.len());
     let mut bad = Vec::new();
     for r in results {
-        match r {
-            Ok(s) => good.push(s),
-            Err(e) if policy == LoadPolicy::Skip => {
-                tracing::warn!("skipping a sample: {e}");
-                bad.push(e);
-            }
-            Err(e) => return Err(e),
-        }
+        keep(r, policy, &mut good, &mut bad)?;
     }
     Ok((good, bad))
+}
+
+/// [`apply_policy`] for one result: a good sample joins `good`; a bad one is the returned error
+/// ([`LoadPolicy::Strict`]) or is logged and joins `bad` ([`LoadPolicy::Skip`]).
+fn keep<T>(
+    result: Result<T>,
+    policy: LoadPolicy,
+    good: &mut Vec<T>,
+    bad: &mut Vec<DataError>,
+) -> Result<()> {
+    match result {
+        Ok(s) => good.push(s),
+        Err(e) if policy == LoadPolicy::Skip => {
+            tracing::warn!("skipping a sample: {e}");
+            bad.push(e);
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 /// The files in `dir` (not recursive) with extension `ext`, unsorted.
