@@ -884,3 +884,81 @@ fn a_run_killed_at_any_moment_resumes_to_the_same_history() {
         started.elapsed()
     );
 }
+
+/// A full disk while a checkpoint is written (a file-size limit of 1 MiB, `ulimit -f`, with
+/// SIGXFSZ ignored so the write fails with EFBIG as on a full disk instead of killing the
+/// process): the run stops with one message naming the file and the reason, the committed
+/// checkpoint (`last.json` and the files it names) is untouched and no temporary file is left;
+/// once there is room again, `--resume` continues to the history of an uninterrupted run.
+#[cfg(unix)]
+#[test]
+fn a_full_disk_while_saving_keeps_the_last_checkpoint() {
+    let Some(root) = data_root() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let part1 = |out: &std::path::Path, epochs: &str| {
+        let mut c = xtask();
+        c.args(["part1", "--offline", "--limit", "16", "--epochs", epochs])
+            .arg("--data")
+            .arg(&root)
+            .arg("--out")
+            .arg(out)
+            .env("RAYON_NUM_THREADS", "2");
+        c
+    };
+    let straight = tmp.path().join("straight");
+    run_ok(&mut part1(&straight, "4"));
+    let out = tmp.path().join("full");
+    run_ok(&mut part1(&out, "2"));
+    let listing = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|e| e == "json" || e == "safetensors")
+            })
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before: Vec<_> = listing(&out)
+        .into_iter()
+        .filter(|(n, _)| n != "model.json")
+        .collect();
+
+    let resumed = part1(&out, "4");
+    let mut limited = Command::new("bash");
+    limited
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 1024; exec \"$0\" \"$@\"")
+        .arg(resumed.get_program())
+        .args(resumed.get_args())
+        .arg("--resume")
+        .env("RAYON_NUM_THREADS", "2");
+    let e = run_err(&mut limited);
+    assert!(e.contains("File too large"), "{e}");
+    assert!(e.contains(&out.display().to_string()), "{e}");
+    assert!(e.contains(".safetensors"), "{e}");
+    let after: Vec<_> = listing(&out)
+        .into_iter()
+        .filter(|(n, _)| n != "model.json")
+        .collect();
+    assert_eq!(
+        after.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        before.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    assert!(after == before, "a committed file changed");
+    let stray: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') || n.contains("tmp"))
+        .collect();
+    assert!(stray.is_empty(), "left behind: {stray:?}");
+
+    run_ok(part1(&out, "4").arg("--resume"));
+    assert_eq!(history(&out), history(&straight));
+}
