@@ -209,6 +209,9 @@ pub struct HeatmapCard {
     pub decoder: fkd_heatmap::Decoder,
     /// `imm` or `300w`.
     pub dataset: String,
+    /// Channels of resnet-deconv's transposed convs (cards written before the option: 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deconv_channels: Option<usize>,
 }
 
 /// File name of the [`ModelCard`].
