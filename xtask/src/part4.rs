@@ -46,6 +46,19 @@ pub struct Part4Args {
     /// Channels of resnet-deconv's three transposed convs (Simple Baselines: 256).
     #[arg(long, default_value_t = DECONV_CHANNELS)]
     pub deconv_channels: usize,
+    /// What the net is trained on: its maps against Gaussian targets (`heatmap`, MSE), or the
+    /// points a soft-argmax reads from them (`integral`, L1 as Part 3).
+    #[arg(long, value_enum, default_value_t = Head::Heatmap)]
+    pub head: Head,
+}
+
+/// `--head`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// Maps trained against Gaussian targets; points decoded by `--decoder`.
+    Heatmap,
+    /// Integral regression (Sun et al. 2018): the soft-argmax of each map trained on the point.
+    Integral,
 }
 
 /// Default channels of resnet-deconv's transposed convs. Simple Baselines uses 256; at a
@@ -113,32 +126,73 @@ impl From<DecoderArg> for Decoder {
 }
 
 /// Either heatmap net.
-pub enum HeatNet {
+pub enum Body {
     Fcn(FcnAlexNet),
     Deconv(ResNetDeconv),
 }
 
+/// Part 4's net: a heatmap body, whose output is its maps (`--head heatmap`) or the points a
+/// soft-argmax reads from them (`--head integral`).
+pub struct HeatNet {
+    body: Body,
+    integral: bool,
+}
+
+impl HeatNet {
+    /// The maps `(B, K, h, w)` for `x`.
+    fn maps(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match &self.body {
+            Body::Fcn(n) => n.forward_t(x, train),
+            Body::Deconv(n) => n.forward_t(x, train),
+        }
+    }
+
+    fn conv1_weights(&self) -> &Tensor {
+        match &self.body {
+            Body::Fcn(n) => n.conv1_weights(),
+            Body::Deconv(n) => n.conv1_weights(),
+        }
+    }
+}
+
 impl ModuleT for HeatNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        match self {
-            HeatNet::Fcn(n) => n.forward_t(x, train),
-            HeatNet::Deconv(n) => n.forward_t(x, train),
+        let maps = self.maps(x, train)?;
+        if self.integral {
+            fkd_models::soft_argmax(&maps)
+        } else {
+            Ok(maps)
         }
     }
 }
 
 impl Summarize for HeatNet {
     fn summary(&self) -> fkd_models::Result<Vec<LayerInfo>> {
-        match self {
-            HeatNet::Fcn(n) => n.summary(),
-            HeatNet::Deconv(n) => n.summary(),
+        match &self.body {
+            Body::Fcn(n) => n.summary(),
+            Body::Deconv(n) => n.summary(),
         }
     }
 
     fn num_params(&self) -> usize {
+        match &self.body {
+            Body::Fcn(n) => n.num_params(),
+            Body::Deconv(n) => n.num_params(),
+        }
+    }
+}
+
+/// Part 4's loader step: Gaussian maps as targets, or the points themselves (integral head).
+pub enum Part4Step {
+    Maps(HeatmapTargets<BaseStep>),
+    Points(BaseStep),
+}
+
+impl Prepare for Part4Step {
+    fn prepare(&self, sample: &Sample, rng: &mut ChaCha8Rng) -> fkd_data::Result<Prepared> {
         match self {
-            HeatNet::Fcn(n) => n.num_params(),
-            HeatNet::Deconv(n) => n.num_params(),
+            Part4Step::Maps(s) => s.prepare(sample, rng),
+            Part4Step::Points(s) => s.prepare(sample, rng),
         }
     }
 }
@@ -170,6 +224,8 @@ pub struct Part4 {
     pub decoder: Decoder,
     /// resnet-deconv's transposed-conv channels.
     pub deconv_channels: usize,
+    /// Train on the soft-argmax points instead of the maps.
+    pub integral: bool,
     pub train_xml: Option<PathBuf>,
     pub valid_xml: Option<PathBuf>,
     pub init: Option<PathBuf>,
@@ -223,6 +279,7 @@ impl Part4 {
             sigma,
             decoder,
             deconv_channels,
+            integral: false,
             train_xml: None,
             valid_xml: None,
             init: None,
@@ -245,6 +302,7 @@ impl Part4 {
             a.decoder.into(),
             a.deconv_channels,
         )?;
+        p.integral = a.head == Head::Integral;
         p.train_xml = a.faces.train.clone();
         p.valid_xml = a.faces.valid.clone();
         p.init = a.faces.init.clone();
@@ -271,7 +329,12 @@ impl Part4 {
             other => bail!("{}: unknown data set {other:?}", checkpoint.display()),
         };
         let channels = h.deconv_channels.unwrap_or(256);
-        let p = Part4::new(net, data, Some(card.input[0]), h.sigma, h.decoder, channels)?;
+        let mut p = Part4::new(net, data, Some(card.input[0]), h.sigma, h.decoder, channels)?;
+        p.integral = match h.head.as_deref() {
+            None | Some("heatmap") => false,
+            Some("integral") => true,
+            Some(other) => bail!("{}: unknown head {other:?}", checkpoint.display()),
+        };
         if [p.input.width, p.input.height] != card.input || [p.map.width, p.map.height] != h.map {
             bail!(
                 "{}: the card's input {:?} and maps {:?} do not fit a {} net",
@@ -286,6 +349,20 @@ impl Part4 {
 
     fn points(&self) -> usize {
         layout_of(self.data).n_points
+    }
+
+    /// Maps are fitted by MSE (Simple Baselines, the write-up); the integral head's points by
+    /// L1, as Part 3's regression.
+    fn loss(&self) -> Loss {
+        if self.integral { Loss::L1 } else { Loss::Mse }
+    }
+
+    /// The input and point targets: the whole photo resized (IMM) or the face crop (300-W).
+    fn base_step(&self, augmenter: Option<Augmenter>) -> BaseStep {
+        match self.data {
+            DataName::Imm => BaseStep::Resize(AugmentedResize::new(self.input, None, augmenter)),
+            DataName::W300 => BaseStep::Crop(self.part3().step(augmenter)),
+        }
     }
 
     /// Part 3's data handling, for 300-W.
@@ -320,7 +397,7 @@ fn layout_of(data: DataName) -> Layout {
 
 impl Part for Part4 {
     type Net = HeatNet;
-    type Step = HeatmapTargets<BaseStep>;
+    type Step = Part4Step;
 
     fn name(&self) -> &'static str {
         "part4"
@@ -347,7 +424,13 @@ impl Part for Part4 {
             self.map.width,
             self.map.height,
             self.decoder
-        )
+        ) + if self.integral {
+            " The net is trained on the points themselves: each map's softmax gives a \
+             probability over its pixels and the point is their expected position (integral \
+             regression, Sun et al. 2018)."
+        } else {
+            ""
+        }
     }
 
     fn layout(&self) -> Layout {
@@ -368,7 +451,7 @@ impl Part for Part4 {
                 weight_decay: 0.0,
                 augment: Some(fkd_augment::AugmentConfig::default().with_stretch()),
                 schedule: Schedule::Cosine { min_lr: 0.0 },
-                loss: Loss::Mse,
+                loss: self.loss(),
             },
             DataName::W300 => Defaults {
                 epochs: 60,
@@ -380,7 +463,7 @@ impl Part for Part4 {
                     warmup: 1,
                     min_lr: 0.0,
                 },
-                loss: Loss::Mse,
+                loss: self.loss(),
             },
         }
     }
@@ -409,27 +492,32 @@ impl Part for Part4 {
     }
 
     fn step(&self, augmenter: Option<Augmenter>) -> Self::Step {
-        let base = match self.data {
-            DataName::Imm => BaseStep::Resize(AugmentedResize::new(self.input, None, augmenter)),
-            DataName::W300 => BaseStep::Crop(self.part3().step(augmenter)),
-        };
-        HeatmapTargets::new(base, self.map, self.sigma)
+        let base = self.base_step(augmenter);
+        if self.integral {
+            Part4Step::Points(base)
+        } else {
+            Part4Step::Maps(HeatmapTargets::new(base, self.map, self.sigma))
+        }
     }
 
     fn build(&self, vb: VarBuilder<'_>) -> anyhow::Result<HeatNet> {
         let hw = (self.input.height as usize, self.input.width as usize);
-        Ok(match self.net {
-            NetName::FcnAlexnet => HeatNet::Fcn(FcnAlexNet::new(
+        let body = match self.net {
+            NetName::FcnAlexnet => Body::Fcn(FcnAlexNet::new(
                 &FcnAlexNetConfig {
                     input: hw,
                     ..FcnAlexNetConfig::imm(self.points())
                 },
                 vb,
             )?),
-            NetName::ResnetDeconv => HeatNet::Deconv(ResNetDeconv::new(
+            NetName::ResnetDeconv => Body::Deconv(ResNetDeconv::new(
                 &deconv_config(self.points(), hw, self.deconv_channels),
                 vb,
             )?),
+        };
+        Ok(HeatNet {
+            body,
+            integral: self.integral,
         })
     }
 
@@ -455,11 +543,19 @@ impl Part for Part4 {
                 dataset: self.data.name().into(),
                 deconv_channels: (self.net == NetName::ResnetDeconv)
                     .then_some(self.deconv_channels),
+                head: self.integral.then(|| "integral".into()),
             }),
         }
     }
 
     fn decode(&self, output: &[f32], input: ImageSize) -> Vec<PixelPoint> {
+        if self.integral {
+            // Normalised points, as Part 3's regression.
+            return output
+                .chunks_exact(2)
+                .map(|p| fkd_core::NormPoint::new(p[0], p[1]).to_pixel(input))
+                .collect();
+        }
         let (sx, sy) = (
             input.width as f32 / self.map.width as f32,
             input.height as f32 / self.map.height as f32,
@@ -475,10 +571,7 @@ impl Part for Part4 {
     }
 
     fn filters(&self, net: &HeatNet) -> Option<Tensor> {
-        Some(match net {
-            HeatNet::Fcn(n) => n.conv1_weights().clone(),
-            HeatNet::Deconv(n) => n.conv1_weights().clone(),
-        })
+        Some(net.conv1_weights().clone())
     }
 
     fn network_notes(&self) -> Option<String> {
@@ -511,17 +604,21 @@ impl Part for Part4 {
         let Some(sample) = valid.first() else {
             return Ok(None);
         };
-        // The first validation face as the net sees it, its true maps and the predicted ones.
+        // The first validation face as the net sees it, its true maps and the predicted ones
+        // (for the integral head, the softmax of each map that its points are read from).
         let mut rng = <ChaCha8Rng as rand_chacha::rand_core::SeedableRng>::seed_from_u64(0);
-        let p = self.step(None).prepare(sample, &mut rng)?;
-        let device = match net {
-            HeatNet::Fcn(n) => n.conv1_weights().device().clone(),
-            HeatNet::Deconv(n) => n.conv1_weights().device().clone(),
-        };
+        let p = HeatmapTargets::new(self.base_step(None), self.map, self.sigma)
+            .prepare(sample, &mut rng)?;
+        let device = net.conv1_weights().device().clone();
         let (w, h) = (p.image.width() as usize, p.image.height() as usize);
         let x = Tensor::from_vec(p.image.data().to_vec(), (1, 1, h, w), &device)?;
-        let predicted = net
-            .forward_t(&x, false)?
+        let maps = net.maps(&x, false)?;
+        let maps = if self.integral {
+            candle_nn::ops::softmax(&maps.flatten_from(2)?, candle_core::D::Minus1)?
+        } else {
+            maps
+        };
+        let predicted = maps
             .flatten_all()?
             .to_device(&candle_core::Device::Cpu)?
             .to_vec1::<f32>()?;
@@ -706,6 +803,47 @@ mod card_tests {
                 0
             )
             .is_err()
+        );
+    }
+
+    /// `--head integral`: the card says so and gives it back, the net outputs one normalised
+    /// (x, y) per point (the soft-argmax of its map), the step's targets are the points, and
+    /// decoding reads them in input pixels.
+    #[test]
+    fn the_integral_head_outputs_points() {
+        let mut part = Part4::new(
+            NetName::ResnetDeconv,
+            DataName::W300,
+            Some(64),
+            SIGMA,
+            Decoder::Dark,
+            16,
+        )
+        .unwrap();
+        part.integral = true;
+        let card = part.card();
+        assert_eq!(
+            card.heatmap.as_ref().unwrap().head.as_deref(),
+            Some("integral")
+        );
+        let ckpt = Path::new("run/best.safetensors");
+        assert!(Part4::from_card(&card, ckpt).unwrap().integral);
+        assert_eq!(part.loss(), Loss::L1);
+        assert!(matches!(part.step(None), Part4Step::Points(_)));
+
+        let vm = VarMap::new();
+        let device = candle_core::Device::Cpu;
+        let vb = fkd_models::seeded_var_builder(&vm, 0, candle_core::DType::F32, &device);
+        let net = part.build(vb).unwrap();
+        let x = Tensor::zeros((2, 1, 64, 64), candle_core::DType::F32, &device).unwrap();
+        let out = net.forward_t(&x, false).unwrap();
+        assert_eq!(out.dims(), [2, 2 * 68]);
+        let v = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|c| (0.0..1.0).contains(c)), "{v:?}");
+        let points = part.decode(&[0.25, 0.5, 0.75, 0.125], ImageSize::new(64, 64));
+        assert_eq!(
+            points,
+            [PixelPoint::new(16.0, 32.0), PixelPoint::new(48.0, 8.0)]
         );
     }
 }

@@ -212,6 +212,9 @@ pub struct HeatmapCard {
     /// Channels of resnet-deconv's transposed convs (cards written before the option: 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deconv_channels: Option<usize>,
+    /// `integral` when the net outputs soft-argmax points instead of maps (absent: maps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
 }
 
 /// File name of the [`ModelCard`].

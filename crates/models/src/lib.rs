@@ -8,7 +8,8 @@
 //!   the former names, kept as aliases; [`ResNetTrunk`] is its encoder alone.
 //! - [`ResNetDeconv`] (Part 4): Simple Baselines' heatmap net, a ResNet trunk and three 4×4/2
 //!   transposed convs to one map per point at a quarter of the input; [`FcnAlexNet`], the
-//!   write-up's fully convolutional AlexNet.
+//!   write-up's fully convolutional AlexNet; [`soft_argmax`] reads either's maps as
+//!   coordinates (integral regression).
 //! - [`Summarize`] / [`format_summary`]: per-layer output shapes and parameter counts.
 //! - [`save_weights`] / [`load_weights`]: atomic safetensors checkpoints, loaded back strictly;
 //!   [`load_matching`]: initialisation from torchvision-named weights, with a [`LoadReport`].
@@ -21,6 +22,7 @@ pub mod deconv;
 pub mod error;
 pub mod fcn;
 pub mod init;
+pub mod integral;
 pub mod ops;
 pub mod pool;
 pub mod resnet;
@@ -32,6 +34,7 @@ pub use conv_regressor::{ConvRegressor, ConvRegressorConfig};
 pub use deconv::{ResNetDeconv, ResNetDeconvConfig};
 pub use error::{ModelError, Result};
 pub use fcn::{FcnAlexNet, FcnAlexNetConfig};
+pub use integral::soft_argmax;
 pub use resnet::{ResNet, ResNet18, ResNet18Config, ResNetConfig, ResNetDepth, ResNetTrunk};
 pub use seeded::seeded_var_builder;
 pub use summary::{LayerInfo, Summarize, format_summary};
