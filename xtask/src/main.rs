@@ -4,10 +4,11 @@
 //! `cargo xtask data check|fetch` (`data.rs`); `cargo xtask part1` … `part4` (`part1.rs` …,
 //! recipes over the one runner in `runner.rs`; Parts 1–2 share `imm.rs`); `cargo xtask predict`
 //! (`predict.rs`); `cargo xtask check-report` (`report_check.rs`); `cargo xtask bench`
-//! (`bench.rs`).
+//! (`bench.rs`); `cargo xtask fuzz` (`fuzz.rs`, fkd-data's cargo-fuzz targets).
 
 mod bench;
 mod data;
+mod fuzz;
 mod imm;
 mod part1;
 mod part2;
@@ -60,6 +61,9 @@ enum Command {
     BenchChild(bench::ChildArgs),
     /// Open a part's report.html in headless Chromium and check its table and images.
     CheckReport(report_check::CheckArgs),
+    /// Fuzz fkd-data's parsers and image decoding for a fixed time per target (nightly and
+    /// cargo-fuzz; not part of CI) and sum up what was found.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 /// Where the data sets live: `--data DIR`, else `$FKD_DATA`, else `./data`.
@@ -132,6 +136,7 @@ fn main() -> std::process::ExitCode {
         Command::CheckReport(args) => {
             report_check::run(&args).map(|()| std::process::ExitCode::SUCCESS)
         }
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -71,9 +71,14 @@ impl AsfShape {
 /// characters in front of the first line.
 pub fn read_asf(path: &Path) -> Result<AsfShape> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
-    let text: String = bytes.iter().map(|&b| char::from(b)).collect();
-    parse_asf(&text, path)
+    parse_asf(&text_from_bytes(&bytes), path)
+}
+
+/// An `.asf` file's bytes as text, as [`read_asf`] reads them: a leading UTF-8 byte-order
+/// mark dropped, every other byte latin-1.
+pub fn text_from_bytes(bytes: &[u8]) -> String {
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
+    bytes.iter().map(|&b| char::from(b)).collect()
 }
 
 /// Parses the text of an `.asf` file; `path` is only used in error messages.

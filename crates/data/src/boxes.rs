@@ -59,10 +59,16 @@ fn positional_lines<'a>(text: &'a str, path: &Path) -> Result<Vec<(usize, &'a st
     Ok(lines)
 }
 
-/// Reads a whole file as UTF-8 text, without a leading byte-order mark (U+FEFF, written by some
-/// Windows editors): left in, it would become part of the first box's `xmin` or the first name.
+/// Reads a whole file as UTF-8 text with [`text_from_bytes`].
 fn read_text(path: &Path) -> Result<String> {
-    let mut bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    text_from_bytes(bytes, path)
+}
+
+/// A file's bytes as UTF-8 text, without a leading byte-order mark (U+FEFF, written by some
+/// Windows editors): left in, it would become part of the first box's `xmin` or the first name.
+/// Bytes that are not UTF-8 are a [`DataError::Malformed`] naming `path` and the line.
+pub fn text_from_bytes(mut bytes: Vec<u8>, path: &Path) -> Result<String> {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         bytes.drain(..3);
     }
@@ -93,13 +99,14 @@ fn number(s: &str, what: &str, path: &Path, line: usize) -> Result<f32> {
 }
 
 /// Reads a 300-W box list: one `xmin ymin xmax ymax` row per line, separated by spaces (or
-/// commas). A box must have a positive width and height.
+/// commas). A box must have a positive, finite width and height.
 pub fn read_box_list(path: &Path) -> Result<Vec<FaceBox>> {
     let text = read_text(path)?;
     parse_box_list(&text, path)
 }
 
-fn parse_box_list(text: &str, path: &Path) -> Result<Vec<FaceBox>> {
+/// Parses the text of a box list (see [`read_box_list`]); `path` is only used in errors.
+pub fn parse_box_list(text: &str, path: &Path) -> Result<Vec<FaceBox>> {
     const NAMES: [&str; 4] = ["xmin", "ymin", "xmax", "ymax"];
     positional_lines(text, path)?
         .into_iter()
@@ -127,7 +134,19 @@ fn parse_box_list(text: &str, path: &Path) -> Result<Vec<FaceBox>> {
                     format!("empty box: xmin {xmin} xmax {xmax}, ymin {ymin} ymax {ymax}"),
                 ));
             }
-            Ok(FaceBox::from_corners(xmin, ymin, xmax, ymax))
+            let bbox = FaceBox::from_corners(xmin, ymin, xmax, ymax);
+            if !bbox.is_valid() {
+                // Corners near ±f32::MAX are finite, but their difference is not.
+                return Err(DataError::malformed(
+                    path,
+                    line,
+                    format!(
+                        "box too large: width {} x height {} is not finite",
+                        bbox.width, bbox.height
+                    ),
+                ));
+            }
+            Ok(bbox)
         })
         .collect()
 }
@@ -138,7 +157,8 @@ pub fn read_name_list(path: &Path) -> Result<Vec<String>> {
     parse_name_list(&text, path)
 }
 
-fn parse_name_list(text: &str, path: &Path) -> Result<Vec<String>> {
+/// Parses the text of a name list (see [`read_name_list`]); `path` is only used in errors.
+pub fn parse_name_list(text: &str, path: &Path) -> Result<Vec<String>> {
     let mut first_seen: HashMap<&str, usize> = HashMap::new();
     let mut names = Vec::new();
     for (line, name) in positional_lines(text, path)? {
@@ -195,7 +215,8 @@ const MANIFEST_COLUMNS: [&str; 11] = [
     "scale_y",
 ];
 
-fn parse_manifest(text: &str, path: &Path) -> Result<Vec<ManifestRow>> {
+/// Parses the text of a crop manifest (see [`read_manifest`]); `path` is only used in errors.
+pub fn parse_manifest(text: &str, path: &Path) -> Result<Vec<ManifestRow>> {
     let lines = positional_lines(text, path)?;
     let Some((&(header_line, header), rows)) = lines.split_first() else {
         return Err(DataError::malformed(
@@ -344,6 +365,11 @@ mod tests {
         let e = parse_box_list("1 2 3 4\n\n1 2 3 4\n", p).unwrap_err();
         assert!(matches!(e, DataError::Malformed { line: 2, .. }), "{e:?}");
         assert_eq!(parse_box_list("1,2,3,4\n\n\n", p).unwrap().len(), 1);
+        // Finite corners whose difference overflows f32 (found by the `box_list` fuzz target).
+        let e = parse_box_list("1 2 3 4\n-3e38 0 3e38 1\n", p).unwrap_err();
+        assert!(matches!(e, DataError::Malformed { line: 2, .. }), "{e:?}");
+        let e = parse_box_list("0 -3e38 1 3e38\n", p).unwrap_err();
+        assert!(matches!(e, DataError::Malformed { line: 1, .. }), "{e:?}");
     }
 
     #[test]

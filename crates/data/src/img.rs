@@ -183,12 +183,18 @@ impl GrayImage {
 /// `path`.
 pub fn load_gray(path: &Path) -> Result<GrayImage> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_gray(&bytes, path)
+}
+
+/// [`load_gray`] of a file's bytes already in memory: the same checks and the same errors,
+/// naming `path`.
+pub fn decode_gray(bytes: &[u8], path: &Path) -> Result<GrayImage> {
     let image_err = |source| DataError::Image {
         path: path.to_path_buf(),
         source,
     };
     let reader = || {
-        ImageReader::new(Cursor::new(&bytes[..]))
+        ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| DataError::io(path, e))
     };
@@ -197,7 +203,7 @@ pub fn load_gray(path: &Path) -> Result<GrayImage> {
     let format = header.format();
     checked_size(path, format, header.into_dimensions().map_err(image_err)?)?;
     let decoded = reader()?.decode().map_err(image_err)?;
-    if format == Some(image::ImageFormat::Jpeg) && !jpeg_has_end(&bytes) {
+    if format == Some(image::ImageFormat::Jpeg) && !jpeg_has_end(bytes) {
         // The JPEG decoder fills a cut-off scan with grey instead of failing; a file that lost
         // its end must not silently become a half-grey training image.
         return Err(decoding_error(

@@ -187,6 +187,8 @@ const CASES: &[(&str, Loader, Want)] = &[
     ("boxes_truncated.csv", Boxes, at(Malformed, 2, "expected `xmin ymin xmax ymax`")),
     ("boxes_nan.csv", Boxes, at(Coordinate, 2, "(ymin) is not finite")),
     ("boxes_inf.csv", Boxes, at(Coordinate, 2, "(xmax) is not finite")),
+    // Finite corners, but xmax - xmin overflows f32 (found by the `box_list` fuzz target).
+    ("boxes_overflow.csv", Boxes, at(Malformed, 2, "box too large")),
     // A detector's box may stick out of the image.
     ("boxes_negative.csv", Boxes, Want::Holds(boxes_negative)),
     // dlib XML, parsed alone.
