@@ -3,13 +3,13 @@
 Builds the peer's own nets -- `Net` and `DEFAULTS` from ../shared/bench/torch_imm.py for NoseNet
 (part 1) and FaceNet (part 2), torchvision's resnet18 with a 1-channel stem and 136 outputs as in
 ../shared/bench/torch_resnet18.py, and Part 4's Simple Baselines net (that resnet18's trunk,
-three 4x4/2 ConvTranspose2d of 256 channels with BatchNorm and ReLU, a 1x1 conv to 68 maps;
+three 4x4/2 ConvTranspose2d of --deconv-channels (Part 4's default, 128; the paper's 256) with BatchNorm and ReLU, a 1x1 conv to 68 maps;
 128x128 input, 32x32 maps) -- and times them exactly as fkd's child process times its
 own: random data, a training step = forward + MSE + backward + Adam(lr 1e-3), then forward in
 eval mode without gradients; a few warm-up steps, then steps until --seconds have passed.
 
 Usage: python peer.py --peer-dir ../shared/bench --model nose|face|resnet18|deconv --batch 8
-       [--threads 2] [--seconds 3] [--device cpu]
+       [--threads 2] [--seconds 3] [--device cpu] [--deconv-channels 128]
 Prints one JSON line: train_images_per_s, fwd_images_per_s, peak_rss_mb.
 """
 import argparse, json, resource, sys, time
@@ -22,6 +22,7 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--seconds", type=float, default=3.0)
 ap.add_argument("--warmup", type=int, default=3)
 ap.add_argument("--device", default="cpu")
+ap.add_argument("--deconv-channels", type=int, default=128)
 a = ap.parse_args()
 sys.path.insert(0, a.peer_dir)
 
@@ -42,9 +43,10 @@ elif a.model == "deconv":
     trunk.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
     head, c = [], 512
     for _ in range(3):
-        head += [nn.ConvTranspose2d(c, 256, 4, 2, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU(inplace=True)]
-        c = 256
-    net = nn.Sequential(*list(trunk.children())[:-2], *head, nn.Conv2d(256, 68, 1))
+        d = a.deconv_channels
+        head += [nn.ConvTranspose2d(c, d, 4, 2, 1, bias=False), nn.BatchNorm2d(d), nn.ReLU(inplace=True)]
+        c = d
+    net = nn.Sequential(*list(trunk.children())[:-2], *head, nn.Conv2d(c, 68, 1))
     hw, out = (128, 128), (68, 32, 32)
 else:
     from torch_imm import DEFAULTS, Net

@@ -24,7 +24,8 @@ use std::time::Instant;
 const PEER_SCRIPT: &str = include_str!("../bench/peer.py");
 
 /// The nets measured, with the batch size their part trains with. `deconv` is Part 4's Simple
-/// Baselines net at its default 128-pixel input (68 maps of 32×32).
+/// Baselines net as Part 4 trains it by default: 128-pixel input, 68 maps of 32×32, transposed
+/// convs of `part4::DECONV_CHANNELS` channels (the peer is told the same).
 const MODELS: [(&str, usize); 4] = [("nose", 4), ("face", 8), ("resnet18", 8), ("deconv", 16)];
 
 /// `cargo xtask bench`.
@@ -220,7 +221,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     .args(["--model", name, "--batch", &batch.to_string()])
                     .args(["--threads", &args.threads.to_string()])
                     .args(["--seconds", &args.seconds.to_string()])
-                    .args(["--device", &args.device]);
+                    .args(["--device", &args.device])
+                    .args([
+                        "--deconv-channels",
+                        &crate::part4::DECONV_CHANNELS.to_string(),
+                    ]);
                 run_child(cmd, &format!("PyTorch {name}"))
             };
             let mut pair = Vec::new();
@@ -441,7 +446,10 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
             )
         }
         "deconv" => {
-            let cfg = fkd_models::ResNetDeconvConfig::new(68, (128, 128));
+            let cfg = fkd_models::ResNetDeconvConfig {
+                deconv_channels: crate::part4::DECONV_CHANNELS,
+                ..fkd_models::ResNetDeconvConfig::new(68, (128, 128))
+            };
             let (mh, mw) = cfg.map_hw(cfg.input).context("the deconv net's map size")?;
             (
                 Box::new(fkd_models::ResNetDeconv::new(&cfg, vb)?),

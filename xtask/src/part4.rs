@@ -50,6 +50,10 @@ pub struct Part4Args {
     /// points a soft-argmax reads from them (`integral`, L1 as Part 3).
     #[arg(long, value_enum, default_value_t = Head::Heatmap)]
     pub head: Head,
+    /// Weight the maps' foreground: the squared error of every target pixel above 0.2 of the
+    /// peak counts 1 + W times (Adaptive Wing's weight map uses W = 10); 0 is plain MSE.
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    pub fg_weight: f64,
 }
 
 /// `--head`.
@@ -226,6 +230,8 @@ pub struct Part4 {
     pub deconv_channels: usize,
     /// Train on the soft-argmax points instead of the maps.
     pub integral: bool,
+    /// Extra weight of the maps' foreground in the MSE (0: plain MSE).
+    pub fg_weight: f64,
     pub train_xml: Option<PathBuf>,
     pub valid_xml: Option<PathBuf>,
     pub init: Option<PathBuf>,
@@ -280,6 +286,7 @@ impl Part4 {
             decoder,
             deconv_channels,
             integral: false,
+            fg_weight: 0.0,
             train_xml: None,
             valid_xml: None,
             init: None,
@@ -303,6 +310,13 @@ impl Part4 {
             a.deconv_channels,
         )?;
         p.integral = a.head == Head::Integral;
+        if !(a.fg_weight.is_finite() && a.fg_weight >= 0.0) {
+            bail!("--fg-weight must be a number ≥ 0, not {}", a.fg_weight);
+        }
+        if a.fg_weight > 0.0 && p.integral {
+            bail!("--fg-weight weighs heatmap targets; the integral head trains on points");
+        }
+        p.fg_weight = a.fg_weight;
         p.train_xml = a.faces.train.clone();
         p.valid_xml = a.faces.valid.clone();
         p.init = a.faces.init.clone();
@@ -351,10 +365,19 @@ impl Part4 {
         layout_of(self.data).n_points
     }
 
-    /// Maps are fitted by MSE (Simple Baselines, the write-up); the integral head's points by
-    /// L1, as Part 3's regression.
+    /// Maps are fitted by MSE (Simple Baselines, the write-up), foreground-weighted with
+    /// `--fg-weight`; the integral head's points by L1, as Part 3's regression.
     fn loss(&self) -> Loss {
-        if self.integral { Loss::L1 } else { Loss::Mse }
+        if self.integral {
+            Loss::L1
+        } else if self.fg_weight > 0.0 {
+            Loss::ForegroundMse {
+                weight: self.fg_weight,
+                threshold: fkd_train::FOREGROUND_THRESHOLD,
+            }
+        } else {
+            Loss::Mse
+        }
     }
 
     /// The input and point targets: the whole photo resized (IMM) or the face crop (300-W).

@@ -393,6 +393,9 @@ pub fn loss_name(loss: &Loss) -> String {
         Loss::Mse => "MSE".into(),
         Loss::L1 => "L1".into(),
         Loss::Wing { w, eps } => format!("Wing (w {w}, ε {eps})"),
+        Loss::ForegroundMse { weight, threshold } => {
+            format!("MSE, targets above {threshold} weighted ×{}", 1.0 + weight)
+        }
     }
 }
 

@@ -33,6 +33,25 @@ pub enum Loss {
         #[serde(default = "default_wing_eps")]
         eps: f64,
     },
+    /// MSE with the squared error of every target element above `threshold` counted
+    /// `1 + weight` times: for heatmaps, whose few pixels near each point would otherwise weigh
+    /// as much as the background that fills the rest of the map (the weight map of Wang et
+    /// al.'s Adaptive Wing loss, 2019, there with w = 10 above 0.2 of the peak). A weight of
+    /// 0 is plain MSE.
+    ForegroundMse {
+        /// Extra weight of a foreground element (≥ 0).
+        weight: f64,
+        /// Targets above this are foreground.
+        #[serde(default = "default_foreground_threshold")]
+        threshold: f64,
+    },
+}
+
+/// Default foreground threshold of [`Loss::ForegroundMse`]: a fifth of a Gaussian map's peak.
+pub const FOREGROUND_THRESHOLD: f64 = 0.2;
+
+fn default_foreground_threshold() -> f64 {
+    FOREGROUND_THRESHOLD
 }
 
 fn default_wing_w() -> f64 {
@@ -233,6 +252,13 @@ impl TrainConfig {
         {
             return bad(format!(
                 "wing loss needs positive w and eps, not w={w}, eps={eps}"
+            ));
+        }
+        if let Loss::ForegroundMse { weight, threshold } = self.loss
+            && !(weight.is_finite() && weight >= 0.0 && threshold.is_finite())
+        {
+            return bad(format!(
+                "foreground-weighted MSE needs a weight ≥ 0 and a finite threshold, not weight={weight}, threshold={threshold}"
             ));
         }
         match self.schedule {

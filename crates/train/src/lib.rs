@@ -31,7 +31,7 @@ pub mod optim;
 
 pub use bn::{Batches, recompute_bn_stats};
 pub use checkpoint::{CheckpointMeta, load_weights, save_weights};
-pub use config::{Loss, Schedule, TrainConfig};
+pub use config::{FOREGROUND_THRESHOLD, Loss, Schedule, TrainConfig};
 pub use error::{Result, TrainError};
 pub use fit::{
     FitOptions, Model, Observer, Prediction, Selector, evaluate_loss, fit, fit_selecting, fit_with,

@@ -11,6 +11,9 @@ impl Loss {
             Loss::Mse => mse(pred, target),
             Loss::L1 => l1(pred, target),
             Loss::Wing { w, eps } => wing(pred, target, w, eps),
+            Loss::ForegroundMse { weight, threshold } => {
+                foreground_mse(pred, target, weight, threshold)
+            }
         }
     }
 }
@@ -33,6 +36,22 @@ pub fn wing(pred: &Tensor, target: &Tensor, w: f64, eps: f64) -> Result<Tensor> 
     let log_part = a.affine(1.0 / eps, 1.0)?.log()?.affine(w, 0.0)?;
     let linear_part = a.affine(1.0, -c)?;
     a.lt(w)?.where_cond(&log_part, &linear_part)?.mean_all()
+}
+
+/// Mean of the squared errors, each element whose target is above `threshold` weighted
+/// `1 + weight` (the others 1): see [`Loss::ForegroundMse`].
+pub fn foreground_mse(
+    pred: &Tensor,
+    target: &Tensor,
+    weight: f64,
+    threshold: f64,
+) -> Result<Tensor> {
+    let squared = difference(pred, target)?.sqr()?;
+    let weights = target
+        .gt(threshold)?
+        .to_dtype(squared.dtype())?
+        .affine(weight, 1.0)?;
+    (squared * weights)?.mean_all()
 }
 
 /// `pred − target`. A prediction with the targets' batch size and element count is read in
@@ -99,6 +118,25 @@ mod tests {
             (f64::from(got) - expected).abs() < 1e-6,
             "{got} vs {expected}"
         );
+    }
+
+    #[test]
+    fn foreground_mse_by_hand() {
+        // Squared errors 1, 4, 0, 9 against targets 0, 4, 3, 2: above 2.5 are 4 and 3, so the
+        // errors 4 and 0 weigh 1 + 10 = 11.
+        let (p, t) = pair();
+        let got = value(foreground_mse(&p, &t, 10.0, 2.5).unwrap());
+        assert_eq!(got, (1.0 + 44.0 + 0.0 + 9.0) / 4.0);
+        // Weight 0 is MSE; the loss enum dispatches to it; heatmap-shaped predictions are read
+        // in the targets' shape.
+        assert_eq!(value(foreground_mse(&p, &t, 0.0, 2.5).unwrap()), 3.5);
+        let loss = Loss::ForegroundMse {
+            weight: 10.0,
+            threshold: 2.5,
+        };
+        assert_eq!(value(loss.compute(&p, &t).unwrap()), got);
+        let maps = Tensor::new(&[[[1.0f32, 2.0]], [[3.0, -1.0]]], &Device::Cpu).unwrap();
+        assert_eq!(value(loss.compute(&maps, &t).unwrap()), got);
     }
 
     #[test]
