@@ -316,6 +316,11 @@ impl Part4 {
         if a.fg_weight > 0.0 && p.integral {
             bail!("--fg-weight weighs heatmap targets; the integral head trains on points");
         }
+        if a.fg_weight > 0.0 && a.run.loss.is_some() {
+            bail!(
+                "--fg-weight chooses the foreground-weighted MSE; it cannot be combined with --loss"
+            );
+        }
         p.fg_weight = a.fg_weight;
         p.train_xml = a.faces.train.clone();
         p.valid_xml = a.faces.valid.clone();
@@ -827,6 +832,40 @@ mod card_tests {
             )
             .is_err()
         );
+    }
+
+    /// `--fg-weight W` picks the foreground-weighted MSE for heatmaps; a negative weight, the
+    /// integral head or an explicit `--loss` beside it are refused.
+    #[test]
+    fn fg_weight_picks_the_foreground_weighted_mse() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: Part4Args,
+        }
+        let parse = |args: &[&str]| {
+            let cli = <Cli as clap::Parser>::try_parse_from(
+                std::iter::once("part4").chain(args.iter().copied()),
+            )
+            .unwrap();
+            Part4::from_args(&cli.a)
+        };
+        assert_eq!(parse(&[]).unwrap().loss(), Loss::Mse);
+        assert_eq!(
+            parse(&["--fg-weight", "10"]).unwrap().loss(),
+            Loss::ForegroundMse {
+                weight: 10.0,
+                threshold: fkd_train::FOREGROUND_THRESHOLD
+            }
+        );
+        for bad in [
+            &["--fg-weight=-1"][..],
+            &["--fg-weight", "10", "--head", "integral"],
+            &["--fg-weight", "10", "--loss", "l1"],
+        ] {
+            let err = parse(bad).err().unwrap().to_string();
+            assert!(err.contains("--fg-weight"), "{bad:?}: {err}");
+        }
     }
 
     /// `--head integral`: the card says so and gives it back, the net outputs one normalised
