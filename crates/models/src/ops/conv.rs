@@ -255,21 +255,26 @@ impl Plan {
 /// the padding).
 fn im2col_block<T: Float>(x: &[T], g: &Geometry, blk: &Block, cols: &mut [T]) {
     let (span, nc) = (blk.span(g), blk.cols(g));
-    if g.padding > 0 {
-        cols.fill(T::zero());
-    }
     for (row, out) in cols.chunks_exact_mut(nc).enumerate() {
         let ci = row / (g.kh * g.kw);
         let (ky, kx) = ((row / g.kw) % g.kh, row % g.kw);
         let (ylo, yhi) = valid_range(g.h, g.ho, g.stride, ky, g.padding);
         let (xlo, xhi) = valid_range(g.w, g.wo, g.stride, kx, g.padding);
+        // Rows inside the block that read the input; the others read only padding.
+        // (`valid_range` gives lo ≤ hi, which the clamps keep.)
+        let (y0, y1) = (ylo.clamp(blk.oy0, blk.oy1), yhi.clamp(blk.oy0, blk.oy1));
         for bi in 0..blk.nb {
             let plane = &x[((blk.b0 + bi) * g.c + ci) * g.h * g.w..][..g.h * g.w];
             let dst = &mut out[bi * span..][..span];
-            for oy in ylo.max(blk.oy0)..yhi.min(blk.oy1) {
+            // Only the padding is zeroed: the rest is overwritten below.
+            dst[..(y0 - blk.oy0) * g.wo].fill(T::zero());
+            dst[(y1 - blk.oy0) * g.wo..].fill(T::zero());
+            for oy in y0..y1 {
                 let iy = oy * g.stride + ky - g.padding;
                 let src = &plane[iy * g.w..][..g.w];
                 let drow = &mut dst[(oy - blk.oy0) * g.wo..][..g.wo];
+                drow[..xlo].fill(T::zero());
+                drow[xhi..].fill(T::zero());
                 if g.stride == 1 {
                     let at = xlo + kx - g.padding;
                     drow[xlo..xhi].copy_from_slice(&src[at..at + (xhi - xlo)]);
@@ -1207,8 +1212,9 @@ mod tests {
         assert!(err.contains("2×2 pool does not fit"), "{err}");
     }
 
-    /// 3×3 stride-1 convs with 16 or more channels run through Winograd F(2×2, 3×3), and the
-    /// input gradient through a second one: forward and every gradient equal Candle's conv
+    /// 3×3 stride-1 convs with 16 or more channels and 64 or more output pixels per image run
+    /// through Winograd F(2×2, 3×3) (a 7×7 output does not), and the input gradient through a
+    /// second one: forward and every gradient equal Candle's conv
     /// (f64), with paddings 0 to 2, odd and even sizes, row blocks and multi-image blocks,
     /// the ReLU and the pooled epilogue, on 1 to 3 threads.
     #[test]
@@ -1216,7 +1222,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(29);
         for (n, c, o, h, w, padding) in [
             (2, 16, 17, 21, 19, 1),
-            (9, 20, 16, 7, 7, 1),
+            (9, 20, 16, 9, 9, 1),
             (1, 18, 24, 30, 33, 0),
             (3, 16, 16, 6, 9, 2),
         ] {
@@ -1225,6 +1231,8 @@ mod tests {
             let b = Var::from_tensor(&random(&[o], &mut rng)).unwrap();
             let (g, _) = Geometry::new(&x, &wt, 1, padding).unwrap();
             assert!(winograd::applies(&g, o));
+            let small = Geometry { ho: 7, wo: 7, ..g };
+            assert!(!winograd::applies(&small, o));
             let conv = x
                 .conv2d(&wt, padding, 1, 1, 1)
                 .unwrap()
