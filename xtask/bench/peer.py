@@ -4,9 +4,10 @@ Builds the peer's own nets -- `Net` and `DEFAULTS` from ../shared/bench/torch_im
 (part 1) and FaceNet (part 2), torchvision's resnet18 with a 1-channel stem and 136 outputs as in
 ../shared/bench/torch_resnet18.py, and Part 4's Simple Baselines net (that resnet18's trunk,
 three 4x4/2 ConvTranspose2d of --deconv-channels channels (Part 4's default 128; the paper's
-256) with BatchNorm and ReLU, a 1x1 conv to 68 maps; 128x128 input, 32x32 maps) -- and times them exactly as fkd's child process times its
-own: random data, a training step = forward + MSE + backward + Adam(lr 1e-3), then forward in
-eval mode without gradients; a few warm-up steps, then steps until --seconds have passed.
+256) with BatchNorm and ReLU, a 1x1 conv to 68 maps; 128x128 input, 32x32 maps) -- and times
+them exactly as fkd's child process times its own: random data, a training step = forward + MSE
++ backward + Adam(lr 1e-3), then forward in eval mode without gradients; a few warm-up steps,
+then steps until --seconds have passed.
 
 Usage: python peer.py --peer-dir ../shared/bench --model nose|face|resnet18|deconv --batch 8
        [--threads 2] [--seconds 3] [--device cpu] [--deconv-channels 128]
