@@ -422,6 +422,32 @@ fn timed(
     }
 }
 
+/// The op profile of `steps` training steps (on stderr), per step: each fused op's time, and
+/// what of the backward's `backward_s` the ops do not account for (Candle's autograd: its
+/// gradient sums, and the ops Candle runs itself, such as the loss).
+fn print_profile(table: Vec<fkd_models::ops::profile::Entry>, steps: usize, backward_s: f64) {
+    let per_step = |s: f64| 1000.0 * s / steps as f64;
+    let ops_bwd: f64 = table
+        .iter()
+        .filter(|e| e.name.contains(" bwd"))
+        .map(|e| e.seconds)
+        .sum();
+    eprintln!(
+        "backward {:.1} ms per step: fused ops {:.1} ms, the rest (Candle) {:.1} ms",
+        per_step(backward_s),
+        per_step(ops_bwd),
+        per_step(backward_s - ops_bwd)
+    );
+    for e in table {
+        eprintln!(
+            "{:8.2} ms {:3}× {}",
+            per_step(e.seconds),
+            e.calls / steps,
+            e.name
+        );
+    }
+}
+
 /// `bench-child`: measures one net in this process and prints one JSON line.
 pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
     let device = crate::named_device(&args.device)?;
@@ -484,6 +510,8 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
     })?;
     if args.phases {
         let (mut fwd_s, mut bwd_s, mut opt_s, n) = (0.0, 0.0, 0.0, 20);
+        fkd_models::ops::profile::enable(true);
+        fkd_models::ops::profile::take();
         for _ in 0..n {
             let t = Instant::now();
             let loss = candle_nn::loss::mse(&net.forward_t(&x, true)?, &y)?;
@@ -505,6 +533,8 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
             ms(opt_s),
             args.batch
         );
+        fkd_models::ops::profile::enable(false);
+        print_profile(fkd_models::ops::profile::take(), n, bwd_s);
     }
     let fwd = if args.train_only {
         f64::NAN

@@ -14,16 +14,16 @@
 //! initialisation. Each upsampling kernel is bilinear interpolation of each map plus a learned
 //! `delta` that starts at 0 (FCN initialises its upsampling to bilinear and learns from there;
 //! writing it as a fixed part and a learned part keeps that start with any var initialiser).
-//! The upsamplings run on [`crate::ops::conv_transpose2d`].
+//! Convs, pools and upsamplings run on fkd's fused CPU ops ([`crate::ops`]); the score conv
+//! used to be Candle's own `Conv2d::forward`, whose backward is a single-threaded loop.
 
-use candle_core::{Module, ModuleT, Tensor};
+use candle_core::{ModuleT, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::init::conv2d_torch;
-use crate::ops::{conv_transpose2d, conv2d_relu_layer};
-use crate::pool::max_pool2d;
+use crate::ops::{conv_transpose2d, conv2d_layer, conv2d_relu_layer, max_pool2d};
 use crate::summary::{LayerInfo, Summarize, Trace, conv_params, traced_summary};
 
 /// Configuration of an [`FcnAlexNet`].
@@ -194,7 +194,7 @@ impl FcnAlexNet {
         trace.record(|| "fc6".into(), &x, conv_params(&self.fc6));
         let x = conv2d_relu_layer(&self.fc7, &x)?;
         trace.record(|| "fc7".into(), &x, conv_params(&self.fc7));
-        let mut x = self.score.forward(&x)?;
+        let mut x = conv2d_layer(&self.score, &x)?;
         trace.record(|| "score".into(), &x, conv_params(&self.score));
         for (i, delta) in self.upsample.iter().enumerate() {
             if i > 0 {

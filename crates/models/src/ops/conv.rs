@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use std::sync::OnceLock;
 
 use super::gemm::{Float, Mat, MatMut, matmul};
-use super::{contiguous, valid_range, zeros};
+use super::{contiguous, profile, valid_range, zeros};
 use crate::pool::window_out_len;
 
 mod winograd;
@@ -105,6 +105,19 @@ impl Geometry {
     /// Output positions per image: ho·wo.
     fn l(&self) -> usize {
         self.ho * self.wo
+    }
+
+    /// `c×h×w → o, kh×kw/stride[, epilogue]`, for the op profile.
+    pub(super) fn label(&self, o: usize, epilogue: Epilogue) -> String {
+        let tail = match epilogue {
+            Epilogue::None => "",
+            Epilogue::Relu => ", relu",
+            Epilogue::ReluPool => ", relu, pool",
+        };
+        format!(
+            "{}×{}×{} → {o}, {}×{}/{}{tail}",
+            self.c, self.h, self.w, self.kh, self.kw, self.stride
+        )
     }
 }
 
@@ -680,7 +693,10 @@ impl Conv {
         let name = "fkd-conv2d";
         let bias = bias.map(|(s, l)| contiguous::<T>(name, s, l)).transpose()?;
         let (x, w) = (contiguous(name, x.0, x.1)?, contiguous(name, w.0, w.1)?);
-        let (y, argmax) = forward(x, w, bias, &self.g, self.o, self.epilogue);
+        let (y, argmax) = profile::time(
+            || format!("conv fwd {}", self.g.label(self.o, self.epilogue)),
+            || forward(x, w, bias, &self.g, self.o, self.epilogue),
+        );
         if self.epilogue == Epilogue::ReluPool && self.argmax.set(argmax).is_err() {
             candle_core::bail!("{name}: a node's forward ran twice");
         }
@@ -741,18 +757,21 @@ impl Conv {
                 None => candle_core::bail!("{name}: the backward ran before the forward"),
             },
         };
-        let grads = backward(
+        let (xd, wd, gd) = (
             contiguous::<T>(name, xs, xl)?,
             contiguous::<T>(name, ws, wl)?,
             contiguous::<T>(name, gs, gl)?,
-            route,
-            g,
-            o,
-            bias,
-            Needs {
-                x: needs_x,
-                w: true,
+        );
+        let needs = Needs {
+            x: needs_x,
+            w: true,
+        };
+        let grads = profile::time(
+            || {
+                let dx = if needs_x { ", ∂x" } else { "" };
+                format!("conv bwd {}{dx}", g.label(o, self.epilogue))
             },
+            || backward(xd, wd, gd, route, g, o, bias, needs),
         );
         let cpu = Device::Cpu;
         let Some(dw) = grads.w else {
@@ -1212,8 +1231,8 @@ mod tests {
         assert!(err.contains("2×2 pool does not fit"), "{err}");
     }
 
-    /// 3×3 stride-1 convs with 16 or more channels and 64 or more output pixels per image run
-    /// through Winograd F(2×2, 3×3) (a 7×7 output does not), and the input gradient through a
+    /// 3×3 stride-1 convs with 16 or more channels and 256 or more output pixels per image run
+    /// through Winograd F(2×2, 3×3) (a 15×15 output does not), and the input gradient through a
     /// second one: forward and every gradient equal Candle's conv
     /// (f64), with paddings 0 to 2, odd and even sizes, row blocks and multi-image blocks,
     /// the ReLU and the pooled epilogue, on 1 to 3 threads.
@@ -1222,16 +1241,20 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(29);
         for (n, c, o, h, w, padding) in [
             (2, 16, 17, 21, 19, 1),
-            (9, 20, 16, 9, 9, 1),
+            (5, 20, 16, 17, 16, 1),
             (1, 18, 24, 30, 33, 0),
-            (3, 16, 16, 6, 9, 2),
+            (3, 16, 16, 14, 17, 2),
         ] {
             let x = Var::from_tensor(&random(&[n, c, h, w], &mut rng)).unwrap();
             let wt = Var::from_tensor(&random(&[o, c, 3, 3], &mut rng)).unwrap();
             let b = Var::from_tensor(&random(&[o], &mut rng)).unwrap();
             let (g, _) = Geometry::new(&x, &wt, 1, padding).unwrap();
             assert!(winograd::applies(&g, o));
-            let small = Geometry { ho: 7, wo: 7, ..g };
+            let small = Geometry {
+                ho: 15,
+                wo: 15,
+                ..g
+            };
             assert!(!winograd::applies(&small, o));
             let conv = x
                 .conv2d(&wt, padding, 1, 1, 1)

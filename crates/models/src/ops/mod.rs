@@ -18,6 +18,8 @@
 //!   `BatchNorm` in training or inference mode, optionally with the ReLU (and a residual) that
 //!   follows it, as one node with an analytic backward; folded into the conv at inference.
 //!
+//! - [`profile`]: an opt-in timer of every fused op call (`cargo xtask bench-child --phases`).
+//!
 //! On CUDA and Metal every op falls back to Candle's own ops and the composed
 //! [`crate::pool::max_pool2d`], so the models run on every device; the fused kernels are CPU
 //! code (f32 and f64). Every op is checked against Candle's reference op and finite differences
@@ -65,6 +67,7 @@ mod convt;
 mod gemm;
 mod norm;
 mod pool;
+pub mod profile;
 #[cfg(test)]
 mod testutil;
 

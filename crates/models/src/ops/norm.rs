@@ -22,7 +22,7 @@ use candle_nn::BatchNorm;
 use rayon::prelude::*;
 use std::cell::Cell;
 
-use super::{contiguous, zeros};
+use super::{contiguous, profile, zeros};
 
 /// Per-channel affine map of one call: `y = x·scale + shift` (scale = γσ⁻¹, shift = β − μγσ⁻¹),
 /// with what the backward needs.
@@ -41,6 +41,12 @@ struct Affine {
 }
 
 impl Affine {
+    /// `c channels × hw pixels[, relu]`, for the op profile.
+    fn label(&self) -> String {
+        let relu = if self.relu { ", relu" } else { "" };
+        format!("{}×{}{relu}", self.c, self.hw)
+    }
+
     fn scale_shift(&self, ch: usize) -> (f64, f64) {
         let scale = self.gamma[ch] * self.inv_std[ch];
         (scale, self.beta[ch] - self.mean[ch] * scale)
@@ -99,15 +105,18 @@ impl candle_core::CustomOp1 for Stats {
 
     /// (n, c, h, w) → (2, c): means, then biased variances.
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let stats = match s.dtype() {
-            DType::F32 => {
-                channel_stats::<f32>(contiguous(self.name(), s, l)?, self.n, self.c, self.hw)
-            }
-            DType::F64 => {
-                channel_stats::<f64>(contiguous(self.name(), s, l)?, self.n, self.c, self.hw)
-            }
-            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
-        };
+        let label = || format!("bn stats {}×{}", self.c, self.hw);
+        let stats = profile::time(label, || -> Result<_> {
+            Ok(match s.dtype() {
+                DType::F32 => {
+                    channel_stats::<f32>(contiguous(self.name(), s, l)?, self.n, self.c, self.hw)
+                }
+                DType::F64 => {
+                    channel_stats::<f64>(contiguous(self.name(), s, l)?, self.n, self.c, self.hw)
+                }
+                dt => candle_core::bail!("{}: unsupported dtype {dt:?}", self.name()),
+            })
+        })?;
         let mut out: Vec<f64> = stats.iter().map(|s| s.0).collect();
         out.extend(stats.iter().map(|s| s.1));
         Ok((CpuStorage::F64(out), Shape::from((2, self.c))))
@@ -192,7 +201,13 @@ impl CustomOp2 for Node {
     ) -> Result<(CpuStorage, Shape)> {
         let a = &self.0;
         let shape = Shape::from(l1.dims());
-        let out = float_kernel!(CustomOp2::name(self), |x| normalise(x, None, a), s1, l1);
+        let out = profile::time(
+            || format!("bn fwd {}", a.label()),
+            || -> Result<_> {
+                let name = CustomOp2::name(self);
+                Ok(float_kernel!(name, |x| normalise(x, None, a), s1, l1))
+            },
+        )?;
         Ok((out, shape))
     }
 
@@ -204,7 +219,10 @@ impl CustomOp2 for Node {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.detach().contiguous()?;
-        let (grad_x, grad_gb) = self.grads(&self.0, x, gb, &grad)?;
+        let (grad_x, grad_gb) = profile::time(
+            || format!("bn bwd {}", self.0.label()),
+            || self.grads(&self.0, x, gb, &grad),
+        )?;
         Ok((grad_x, Some(grad_gb)))
     }
 }
@@ -226,7 +244,19 @@ impl CustomOp3 for Node {
         let a = &self.0;
         let shape = Shape::from(l1.dims());
         let name = CustomOp3::name(self);
-        let out = float_kernel!(name, |x, r| normalise(x, Some(r), a), s1, l1, s3, l3);
+        let out = profile::time(
+            || format!("bn-add fwd {}", a.label()),
+            || -> Result<_> {
+                Ok(float_kernel!(
+                    name,
+                    |x, r| normalise(x, Some(r), a),
+                    s1,
+                    l1,
+                    s3,
+                    l3
+                ))
+            },
+        )?;
         Ok((out, shape))
     }
 
@@ -241,6 +271,7 @@ impl CustomOp3 for Node {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.detach().contiguous()?;
+        let started = std::time::Instant::now();
         let masked = if self.0.relu {
             grad.apply_op2_no_bwd(&y.detach(), &ReluMask)?
         } else {
@@ -251,6 +282,10 @@ impl CustomOp3 for Node {
             ..self.0.clone()
         };
         let (grad_x, grad_gb) = self.grads(&a, x, gb, &masked)?;
+        profile::add(
+            format!("bn-add bwd {}", self.0.label()),
+            started.elapsed().as_secs_f64(),
+        );
         Ok((grad_x, Some(grad_gb), Some(masked)))
     }
 }

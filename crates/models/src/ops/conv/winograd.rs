@@ -23,12 +23,13 @@ pub(super) fn applies(g: &Geometry, o: usize) -> bool {
         && g.ho * g.wo >= MIN_PLANE
 }
 
-/// Below this many output pixels per image (8×8) the im2col path is used: on ResNet-18's last
-/// stage (4×4 at a 128-pixel input, 7×7 at 224) a 2×2 tile grid is mostly edge, and the weight
-/// transform (16·o·c values per call) outweighs the few tiles it serves. Measured on the
-/// AVX-512 Xeon, 2 threads, batch 16: Part 4's deconv net trains 5–10% faster, ResNet-18 at
-/// 224 pixels about 3% (within the noise of one run).
-const MIN_PLANE: usize = 64;
+/// Below this many output pixels per image (16×16) the im2col path is used: on small maps a
+/// 2×2 tile grid is mostly edge, and the weight transform (16·o·c values per call) outweighs
+/// the few tiles it serves. Measured on the AVX-512 Xeon, 2 threads: with the bound at 8×8,
+/// Part 4's deconv net (128-pixel input, batch 16) trained 5% slower (ResNet-18's third stage,
+/// 8×8 there, ran 4 ms slower forward and 3 ms backward); at 4×4, 5–10% slower still. ResNet-18
+/// at 224 pixels (third stage 14×14) measures the same either way.
+const MIN_PLANE: usize = 256;
 
 /// Below this many input or output channels the im2col path is used.
 const MIN_CHANNELS: usize = 16;
