@@ -504,7 +504,7 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
         Ok(())
     };
     let train = timed(args.batch, args.warmup, args.seconds, || {
-        let loss = candle_nn::loss::mse(&net.forward_t(&x, true)?, &y)?;
+        let loss = fkd_train::loss::mse(&net.forward_t(&x, true)?, &y)?;
         opt.backward_step(&loss)?;
         sync(&loss)
     })?;
@@ -514,7 +514,7 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
         fkd_models::ops::profile::take();
         for _ in 0..n {
             let t = Instant::now();
-            let loss = candle_nn::loss::mse(&net.forward_t(&x, true)?, &y)?;
+            let loss = fkd_train::loss::mse(&net.forward_t(&x, true)?, &y)?;
             sync(&loss)?;
             fwd_s += t.elapsed().as_secs_f64();
             let t = Instant::now();

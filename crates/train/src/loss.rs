@@ -1,8 +1,14 @@
 //! Regression losses on `(prediction, target)` tensors of one shape, each averaged over every
 //! element to a scalar tensor that can be back-propagated.
+//!
+//! On the CPU (f32, f64) each loss is one autograd node (module `fused`): a parallel pass
+//! forward, one backward. Elsewhere it is composed of Candle's tensor ops, whose forward and
+//! backward each run three to six passes over the batch with a buffer apiece: at Part 4's
+//! heatmaps (batch 16 × 68 maps of 32×32) MSE cost about 20 ms of a 450 ms training step that way.
+//! Both paths compute the same function and gradient (`|x|` has slope +1 at 0 in both).
 
 use crate::config::Loss;
-use candle_core::{Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 
 impl Loss {
     /// This loss of `pred` against `target` (same shape), as a scalar tensor.
@@ -20,22 +26,18 @@ impl Loss {
 
 /// Mean squared error.
 pub fn mse(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
-    difference(pred, target)?.sqr()?.mean_all()
+    mean(pred, target, Kind::Mse)
 }
 
 /// Mean absolute error.
 pub fn l1(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
-    difference(pred, target)?.abs()?.mean_all()
+    mean(pred, target, Kind::L1)
 }
 
 /// Mean Wing loss (Feng et al. 2018) with width `w` and curvature `eps`:
 /// `w·ln(1 + |x|/eps)` for `|x| < w`, else `|x| − C` with `C = w − w·ln(1 + w/eps)`.
 pub fn wing(pred: &Tensor, target: &Tensor, w: f64, eps: f64) -> Result<Tensor> {
-    let a = difference(pred, target)?.abs()?;
-    let c = w - w * (1.0 + w / eps).ln();
-    let log_part = a.affine(1.0 / eps, 1.0)?.log()?.affine(w, 0.0)?;
-    let linear_part = a.affine(1.0, -c)?;
-    a.lt(w)?.where_cond(&log_part, &linear_part)?.mean_all()
+    mean(pred, target, Kind::Wing { w, eps })
 }
 
 /// Mean of the squared errors, each element whose target is above `threshold` weighted
@@ -46,12 +48,48 @@ pub fn foreground_mse(
     weight: f64,
     threshold: f64,
 ) -> Result<Tensor> {
-    let squared = difference(pred, target)?.sqr()?;
-    let weights = target
-        .gt(threshold)?
-        .to_dtype(squared.dtype())?
-        .affine(weight, 1.0)?;
-    (squared * weights)?.mean_all()
+    mean(pred, target, Kind::Foreground { weight, threshold })
+}
+
+/// Which loss, with its parameters.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Mse,
+    L1,
+    Wing { w: f64, eps: f64 },
+    Foreground { weight: f64, threshold: f64 },
+}
+
+/// The loss as one node on the CPU, else composed.
+fn mean(pred: &Tensor, target: &Tensor, kind: Kind) -> Result<Tensor> {
+    match fused::mean(pred, target, kind)? {
+        Some(loss) => Ok(loss),
+        None => composed(pred, target, kind),
+    }
+}
+
+/// The loss as Candle's tensor ops (the path CUDA and Metal take).
+fn composed(pred: &Tensor, target: &Tensor, kind: Kind) -> Result<Tensor> {
+    let d = difference(pred, target)?;
+    match kind {
+        Kind::Mse => d.sqr()?.mean_all(),
+        Kind::L1 => d.abs()?.mean_all(),
+        Kind::Wing { w, eps } => {
+            let a = d.abs()?;
+            let c = w - w * (1.0 + w / eps).ln();
+            let log_part = a.affine(1.0 / eps, 1.0)?.log()?.affine(w, 0.0)?;
+            let linear_part = a.affine(1.0, -c)?;
+            a.lt(w)?.where_cond(&log_part, &linear_part)?.mean_all()
+        }
+        Kind::Foreground { weight, threshold } => {
+            let squared = d.sqr()?;
+            let weights = target
+                .gt(threshold)?
+                .to_dtype(squared.dtype())?
+                .affine(weight, 1.0)?;
+            (squared * weights)?.mean_all()
+        }
+    }
 }
 
 /// `pred − target`. A prediction with the targets' batch size and element count is read in
@@ -71,6 +109,193 @@ fn difference(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
         );
     }
     pred.reshape(target.shape())? - target
+}
+
+/// The CPU losses: `(pred, target) → mean of f(pred − target, target)` as one node, whose
+/// backward is one pass of `f′·∂loss/N`.
+mod fused {
+    use super::{Device, Kind, Result, Tensor, difference};
+    use candle_core::backend::BackendStorage as _;
+    use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, WithDType};
+    use rayon::prelude::*;
+
+    /// Elements per parallel task; the partial sums are added in task order, so the value does
+    /// not depend on scheduling.
+    const GRAIN: usize = 1 << 15;
+
+    impl Kind {
+        /// The loss of one element, difference `d`, target `t`.
+        fn value(self, d: f64, t: f64) -> f64 {
+            match self {
+                Kind::Mse => d * d,
+                Kind::L1 => d.abs(),
+                Kind::Wing { w, eps } => {
+                    let a = d.abs();
+                    if a < w {
+                        w * (a / eps + 1.0).ln()
+                    } else {
+                        a - (w - w * (1.0 + w / eps).ln())
+                    }
+                }
+                Kind::Foreground { weight, threshold } => {
+                    d * d * if t > threshold { 1.0 + weight } else { 1.0 }
+                }
+            }
+        }
+
+        /// Its derivative in the prediction (`|d|` has slope +1 at 0, as Candle's `abs`).
+        fn slope(self, d: f64, t: f64) -> f64 {
+            let sign = if d >= 0.0 { 1.0 } else { -1.0 };
+            match self {
+                Kind::Mse => 2.0 * d,
+                Kind::L1 => sign,
+                Kind::Wing { w, eps } => {
+                    let a = d.abs();
+                    if a < w { sign * w / (a + eps) } else { sign }
+                }
+                Kind::Foreground { weight, threshold } => {
+                    2.0 * d * if t > threshold { 1.0 + weight } else { 1.0 }
+                }
+            }
+        }
+    }
+
+    /// The loss as one node when both tensors are on the CPU in the same float type; `None`
+    /// otherwise (the caller composes it). A prediction of another shape is read in the
+    /// targets' shape under [`difference`]'s rule.
+    pub(super) fn mean(pred: &Tensor, target: &Tensor, kind: Kind) -> Result<Option<Tensor>> {
+        let cpu = matches!(pred.device(), Device::Cpu) && matches!(target.device(), Device::Cpu);
+        let float = matches!(pred.dtype(), DType::F32 | DType::F64);
+        if !cpu || !float || pred.dtype() != target.dtype() {
+            return Ok(None);
+        }
+        let pred = if pred.dims() == target.dims() {
+            pred.clone()
+        } else {
+            // The same check and error as the composed path.
+            difference(pred, target)?;
+            pred.reshape(target.shape())?
+        };
+        if pred.elem_count() == 0 {
+            candle_core::bail!("a loss over an empty batch {:?}", target.dims());
+        }
+        let (pred, target) = (pred.contiguous()?, target.contiguous()?);
+        Ok(Some(pred.apply_op2(&target, Mean(kind))?))
+    }
+
+    fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+        match l.contiguous_offsets() {
+            Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+            None => candle_core::bail!("fkd-loss: non-contiguous input"),
+        }
+    }
+
+    fn total<T: WithDType>(p: &[T], t: &[T], kind: Kind) -> f64 {
+        let parts: Vec<f64> = p
+            .par_chunks(GRAIN)
+            .zip(t.par_chunks(GRAIN))
+            .map(|(p, t)| {
+                p.iter()
+                    .zip(t)
+                    .map(|(&p, &t)| kind.value((p - t).to_f64(), t.to_f64()))
+                    .sum::<f64>()
+            })
+            .collect();
+        parts.iter().sum()
+    }
+
+    fn slopes<T: WithDType>(p: &[T], t: &[T], kind: Kind, scale: f64) -> Vec<T> {
+        let mut out = vec![T::zero(); p.len()];
+        out.par_chunks_mut(GRAIN)
+            .zip(p.par_chunks(GRAIN).zip(t.par_chunks(GRAIN)))
+            .for_each(|(o, (p, t))| {
+                for ((o, &p), &t) in o.iter_mut().zip(p).zip(t) {
+                    *o = T::from_f64(kind.slope((p - t).to_f64(), t.to_f64()) * scale);
+                }
+            });
+        out
+    }
+
+    /// `(pred, target) → mean loss`, a scalar.
+    struct Mean(Kind);
+
+    impl CustomOp2 for Mean {
+        fn name(&self) -> &'static str {
+            "fkd-loss"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let n = l1.shape().elem_count() as f64;
+            let out = match (s1.dtype(), s2.dtype()) {
+                (DType::F32, DType::F32) => {
+                    let sum = total::<f32>(slice(s1, l1)?, slice(s2, l2)?, self.0);
+                    CpuStorage::F32(vec![(sum / n) as f32])
+                }
+                (DType::F64, DType::F64) => {
+                    let sum = total::<f64>(slice(s1, l1)?, slice(s2, l2)?, self.0);
+                    CpuStorage::F64(vec![sum / n])
+                }
+                (a, b) => candle_core::bail!("fkd-loss: unsupported dtypes {a:?}, {b:?}"),
+            };
+            Ok((out, Shape::from(())))
+        }
+
+        fn bwd(
+            &self,
+            pred: &Tensor,
+            target: &Tensor,
+            _loss: &Tensor,
+            grad: &Tensor,
+        ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+            let scale = grad.to_dtype(DType::F64)?.to_scalar::<f64>()? / pred.elem_count() as f64;
+            let d_pred = pred
+                .detach()
+                .apply_op2_no_bwd(&target.detach(), &Slopes(self.0, scale))?;
+            // The loss depends on the target through `pred − target` only (the foreground
+            // weight is a step: slope 0 almost everywhere).
+            let d_target = if target.track_op() {
+                Some(d_pred.neg()?)
+            } else {
+                None
+            };
+            Ok((Some(d_pred), d_target))
+        }
+    }
+
+    /// `(pred, target) → f′(pred − target)·scale`, elementwise.
+    struct Slopes(Kind, f64);
+
+    impl CustomOp2 for Slopes {
+        fn name(&self) -> &'static str {
+            "fkd-loss-grad"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let (kind, scale) = (self.0, self.1);
+            let out = match (s1.dtype(), s2.dtype()) {
+                (DType::F32, DType::F32) => {
+                    CpuStorage::F32(slopes::<f32>(slice(s1, l1)?, slice(s2, l2)?, kind, scale))
+                }
+                (DType::F64, DType::F64) => {
+                    CpuStorage::F64(slopes::<f64>(slice(s1, l1)?, slice(s2, l2)?, kind, scale))
+                }
+                (a, b) => candle_core::bail!("fkd-loss-grad: unsupported dtypes {a:?}, {b:?}"),
+            };
+            Ok((out, l1.shape().clone()))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +380,81 @@ mod tests {
         // the linear region has slope 1, halved.
         assert!((g[0] - 1.25).abs() < 1e-5, "{g:?}");
         assert!((g[1] - 0.5).abs() < 1e-6, "{g:?}");
+    }
+
+    /// The one-node CPU losses equal Candle's composition (the GPU path, called directly here),
+    /// in f64 and f32, value and both gradients (prediction and target), including an exact
+    /// zero of `pred − target` and both sides of Wing's and the foreground's breakpoints.
+    #[test]
+    fn fused_losses_match_the_composed_ones() {
+        use candle_core::DType;
+        let p: Vec<f64> = vec![0.5, -0.2, 0.3, 0.3, 2.0, -1.5, 0.01, 0.0, 0.25, -0.04];
+        let t: Vec<f64> = vec![0.1, 0.3, 0.3, 0.9, 0.0, 0.0, 0.0, 0.0, 0.26, 0.0];
+        let kinds = [
+            Kind::Mse,
+            Kind::L1,
+            Kind::Wing { w: 0.5, eps: 0.1 },
+            Kind::Foreground {
+                weight: 10.0,
+                threshold: 0.25,
+            },
+        ];
+        for dtype in [DType::F64, DType::F32] {
+            for kind in kinds {
+                let pv = Var::from_tensor(
+                    &Tensor::new(p.as_slice(), &Device::Cpu)
+                        .unwrap()
+                        .reshape((2, 5))
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap(),
+                )
+                .unwrap();
+                let tv = Var::from_tensor(
+                    &Tensor::new(t.as_slice(), &Device::Cpu)
+                        .unwrap()
+                        .reshape((2, 5))
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap(),
+                )
+                .unwrap();
+                let ours = fused::mean(pv.as_tensor(), tv.as_tensor(), kind)
+                    .unwrap()
+                    .unwrap();
+                let theirs = composed(pv.as_tensor(), tv.as_tensor(), kind).unwrap();
+                let get = |l: &Tensor| -> (f64, Vec<f64>, Vec<f64>) {
+                    let g = l.backward().unwrap();
+                    let v = |x: &Var| {
+                        g.get(x.as_tensor())
+                            .unwrap()
+                            .to_dtype(DType::F64)
+                            .unwrap()
+                            .flatten_all()
+                            .unwrap()
+                            .to_vec1::<f64>()
+                            .unwrap()
+                    };
+                    let value = l.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+                    (value, v(&pv), v(&tv))
+                };
+                let (a, b) = (get(&ours), get(&theirs));
+                let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+                assert!(
+                    (a.0 - b.0).abs() < tol,
+                    "{kind:?} {dtype:?}: {} vs {}",
+                    a.0,
+                    b.0
+                );
+                for (x, y) in a.1.iter().zip(&b.1).chain(a.2.iter().zip(&b.2)) {
+                    assert!((x - y).abs() < tol, "{kind:?} {dtype:?}: {a:?} vs {b:?}");
+                }
+                assert!(
+                    a.0 > 0.0,
+                    "{kind:?}: the data must give a non-zero loss to compare"
+                );
+            }
+        }
     }
 
     #[test]
