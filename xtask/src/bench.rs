@@ -210,6 +210,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     .env("RAYON_NUM_THREADS", args.threads.to_string())
                     // As `.cargo/config.toml` sets it for every `cargo xtask` run.
                     .env("MIMALLOC_PURGE_DELAY", "-1")
+                    .env("CANDLE_NUM_THREADS", "1")
                     .env("RUST_LOG", "warn");
                 run_child(cmd, &format!("fkd {name}"))
             };
