@@ -65,7 +65,12 @@ pub(super) struct Geometry {
 }
 
 impl Geometry {
-    fn new(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<(Self, usize)> {
+    pub(super) fn new(
+        x: &Tensor,
+        weight: &Tensor,
+        stride: usize,
+        padding: usize,
+    ) -> Result<(Self, usize)> {
         let (n, c, h, w) = x.dims4()?;
         let (o, ci, kh, kw) = weight.dims4()?;
         if n == 0 {

@@ -16,7 +16,9 @@
 //!   `torch.nn.MaxPool2d`; the gradient goes to the first maximum of each window, as PyTorch's.
 //! - [`batch_norm2d`], [`batch_norm2d_add_relu`], [`conv2d_batch_norm`]: a candle-nn
 //!   `BatchNorm` in training or inference mode, optionally with the ReLU (and a residual) that
-//!   follows it, as one node with an analytic backward; folded into the conv at inference.
+//!   follows it, as one node with an analytic backward; folded into the conv at inference, and
+//!   in training run with the conv before it as one node (module `conv_bn`), so the norm's
+//!   input gradient never passes through Candle's gradient store.
 //!
 //! - [`profile`]: an opt-in timer of every fused op call (`cargo xtask bench-child --phases`).
 //!
@@ -63,6 +65,7 @@ macro_rules! float_kernel {
 }
 
 mod conv;
+mod conv_bn;
 mod convt;
 mod gemm;
 mod norm;

@@ -27,22 +27,22 @@ use super::{contiguous, profile, zeros};
 /// Per-channel affine map of one call: `y = x·scale + shift` (scale = γσ⁻¹, shift = β − μγσ⁻¹),
 /// with what the backward needs.
 #[derive(Clone, Debug)]
-struct Affine {
-    n: usize,
-    c: usize,
-    hw: usize,
-    mean: Vec<f64>,
-    inv_std: Vec<f64>,
-    gamma: Vec<f64>,
-    beta: Vec<f64>,
-    relu: bool,
+pub(super) struct Affine {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) hw: usize,
+    pub(super) mean: Vec<f64>,
+    pub(super) inv_std: Vec<f64>,
+    pub(super) gamma: Vec<f64>,
+    pub(super) beta: Vec<f64>,
+    pub(super) relu: bool,
     /// Training mode: μ and σ came from this batch, so ∂x has the two extra terms.
-    batch_stats: bool,
+    pub(super) batch_stats: bool,
 }
 
 impl Affine {
     /// `c channels × hw pixels[, relu]`, for the op profile.
-    fn label(&self) -> String {
+    pub(super) fn label(&self) -> String {
         let relu = if self.relu { ", relu" } else { "" };
         format!("{}×{}{relu}", self.c, self.hw)
     }
@@ -71,7 +71,12 @@ fn row_sum<T: WithDType>(xs: &[T], ys: &[T], f: impl Fn(T, T) -> T) -> f64 {
 
 /// Per-channel mean and biased variance of (n, c, hw) data (two passes: the mean, then the
 /// squared deviations from it).
-fn channel_stats<T: WithDType>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+pub(super) fn channel_stats<T: WithDType>(
+    x: &[T],
+    n: usize,
+    c: usize,
+    hw: usize,
+) -> Vec<(f64, f64)> {
     (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -124,7 +129,7 @@ impl candle_core::CustomOp1 for Stats {
 }
 
 /// `y = x·scale + shift [+ residual]`, then the ReLU when the node has one.
-fn normalise<T: WithDType>(x: &[T], residual: Option<&[T]>, a: &Affine) -> Vec<T> {
+pub(super) fn normalise<T: WithDType>(x: &[T], residual: Option<&[T]>, a: &Affine) -> Vec<T> {
     let mut y = zeros(x.len());
     y.par_chunks_mut(a.hw).enumerate().for_each(|(bc, dst)| {
         let (scale, shift) = a.scale_shift(bc % a.c);
@@ -333,7 +338,7 @@ fn masked<T: WithDType>(relu: bool, scale: T, shift: T, v: T, g: T) -> T {
 
 struct GradSums(Affine);
 
-fn grad_sums<T: WithDType>(x: &[T], grad: &[T], a: &Affine) -> Vec<f64> {
+pub(super) fn grad_sums<T: WithDType>(x: &[T], grad: &[T], a: &Affine) -> Vec<f64> {
     let per: Vec<(f64, f64)> = (0..a.c)
         .into_par_iter()
         .map(|ch| {
@@ -387,15 +392,15 @@ impl CustomOp2 for GradSums {
     }
 }
 
-struct GradInput {
-    a: Affine,
-    sum_gx: Vec<f64>,
-    sum_g: Vec<f64>,
+pub(super) struct GradInput {
+    pub(super) a: Affine,
+    pub(super) sum_gx: Vec<f64>,
+    pub(super) sum_g: Vec<f64>,
 }
 
 /// `∂x = A·g + B·x + C` per channel, the module docs' formula with x̂ expanded, so the
 /// per-element work is two multiply-adds in `T`.
-fn grad_input<T: WithDType>(x: &[T], grad: &[T], s: &GradInput) -> Vec<T> {
+pub(super) fn grad_input<T: WithDType>(x: &[T], grad: &[T], s: &GradInput) -> Vec<T> {
     let a = &s.a;
     let m = (a.n * a.hw) as f64;
     let mut dx = zeros(x.len());
@@ -483,6 +488,9 @@ pub fn conv2d_batch_norm(
         } else {
             super::conv2d(x, &w, Some(&b), cfg.stride, cfg.padding)
         };
+    }
+    if train && let Some(z) = super::conv_bn::train(conv, bn, x, relu)? {
+        return Ok(z);
     }
     batch_norm2d(bn, &super::conv2d_layer(conv, x)?, train, relu)
 }
@@ -625,7 +633,7 @@ fn candle_forward_t(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
 }
 
 /// PyTorch's running-statistics update, written into the layer's vars.
-fn update_running(bn: &BatchNorm, mean: &[f64], var: &[f64], m: usize) -> Result<()> {
+pub(super) fn update_running(bn: &BatchNorm, mean: &[f64], var: &[f64], m: usize) -> Result<()> {
     let momentum = STATS_MOMENTUM.get().unwrap_or_else(|| bn.momentum());
     let unbiased = m as f64 / (m as f64 - 1.0);
     for (stat, batch, factor) in [
@@ -766,12 +774,12 @@ mod tests {
         assert!(err.contains("residual"), "{err}");
     }
 
-    /// In inference mode the folded conv + norm (+ ReLU) equals the two ops; in training mode
-    /// it is the two ops.
+    /// The conv + norm (+ ReLU) pair equals the two ops: folded into the conv in inference
+    /// mode; in training mode one node (`conv_bn`) whose output, running statistics and
+    /// gradients of x, the kernel, γ and β equal those of the conv node then the norm node.
     #[test]
-    fn folded_conv_norm_matches_the_pair() {
+    fn conv_norm_pair_matches_the_two_ops() {
         let mut rng = ChaCha8Rng::seed_from_u64(31);
-        let [(_, bn_a), (_, bn_b)] = twin_layers(5, &mut rng);
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
         let cfg = candle_nn::Conv2dConfig {
@@ -780,15 +788,30 @@ mod tests {
             ..Default::default()
         };
         let conv = candle_nn::conv2d_no_bias(3, 5, 3, cfg, vb).unwrap();
-        let x = random_in(&[2, 3, 9, 8], &mut rng, -1.0, 1.0);
-        for (train, relu) in [(false, false), (false, true), (true, true)] {
+        let x = Var::from_tensor(&random_in(&[2, 3, 9, 8], &mut rng, -1.0, 1.0)).unwrap();
+        for (train, relu) in [(false, false), (false, true), (true, false), (true, true)] {
+            let ctx = format!("train {train} relu {relu}");
+            let [(vm_a, bn_a), (vm_b, bn_b)] = twin_layers(5, &mut rng);
             let ours = conv2d_batch_norm(&conv, &bn_a, &x, train, relu).unwrap();
-            let y = candle_core::Module::forward(&conv, &x).unwrap();
+            let y = crate::ops::conv2d_layer(&conv, &x).unwrap();
             let theirs = batch_norm2d(&bn_b, &y, train, relu).unwrap();
-            assert!(
-                max_diff(&ours, &theirs) < 1e-12,
-                "train {train} relu {relu}"
-            );
+            assert!(max_diff(&ours, &theirs) < 1e-12, "{ctx}");
+            for (a, b) in [
+                (bn_a.running_mean(), bn_b.running_mean()),
+                (bn_a.running_var(), bn_b.running_var()),
+            ] {
+                assert!(max_diff(a, b) < 1e-12, "{ctx}: running statistics");
+            }
+            if !train {
+                continue;
+            }
+            let r = random_in(ours.dims(), &mut rng, -1.0, 1.0);
+            let (ga, gb) = (weighted_grads(&ours, &r), weighted_grads(&theirs, &r));
+            for (name, t) in [("x", x.as_tensor()), ("kernel", conv.weight())] {
+                let d = max_diff(ga.get(t).unwrap(), gb.get(t).unwrap());
+                assert!(d < 1e-10, "{ctx}: ∂{name} off by {d}");
+            }
+            assert_affine_grads_match(&vm_a, &vm_b, &ga, &gb, &ctx);
         }
     }
 
