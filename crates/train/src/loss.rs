@@ -401,24 +401,14 @@ mod tests {
         ];
         for dtype in [DType::F64, DType::F32] {
             for kind in kinds {
-                let pv = Var::from_tensor(
-                    &Tensor::new(p.as_slice(), &Device::Cpu)
+                let var = |v: &[f64]| {
+                    let t = Tensor::new(v, &Device::Cpu)
                         .unwrap()
                         .reshape((2, 5))
-                        .unwrap()
-                        .to_dtype(dtype)
-                        .unwrap(),
-                )
-                .unwrap();
-                let tv = Var::from_tensor(
-                    &Tensor::new(t.as_slice(), &Device::Cpu)
-                        .unwrap()
-                        .reshape((2, 5))
-                        .unwrap()
-                        .to_dtype(dtype)
-                        .unwrap(),
-                )
-                .unwrap();
+                        .unwrap();
+                    Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
+                };
+                let (pv, tv) = (var(&p), var(&t));
                 let ours = fused::mean(pv.as_tensor(), tv.as_tensor(), kind)
                     .unwrap()
                     .unwrap();

@@ -305,29 +305,26 @@ mod fused {
         fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [Self]>;
     }
 
-    impl Real for f32 {
-        fn sqrt(self) -> Self {
-            f32::sqrt(self)
-        }
-        fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [Self]> {
-            match s {
-                CpuStorage::F32(d) => window_mut(d, l),
-                _ => candle_core::bail!("fused Adam: mixed dtypes"),
+    macro_rules! real {
+        ($t:ty, $variant:ident) => {
+            impl Real for $t {
+                fn sqrt(self) -> Self {
+                    <$t>::sqrt(self)
+                }
+                fn slice_mut<'a>(
+                    s: &'a mut CpuStorage,
+                    l: &Layout,
+                ) -> candle_core::Result<&'a mut [Self]> {
+                    match s {
+                        CpuStorage::$variant(d) => window_mut(d, l),
+                        _ => candle_core::bail!("fused Adam: mixed dtypes"),
+                    }
+                }
             }
-        }
+        };
     }
-
-    impl Real for f64 {
-        fn sqrt(self) -> Self {
-            f64::sqrt(self)
-        }
-        fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [Self]> {
-            match s {
-                CpuStorage::F64(d) => window_mut(d, l),
-                _ => candle_core::bail!("fused Adam: mixed dtypes"),
-            }
-        }
-    }
+    real!(f32, F32);
+    real!(f64, F64);
 
     fn window_mut<'a, T>(d: &'a mut [T], l: &Layout) -> candle_core::Result<&'a mut [T]> {
         match l.contiguous_offsets() {

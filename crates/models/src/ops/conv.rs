@@ -508,6 +508,31 @@ pub(super) struct Grads<T> {
     pub(super) bias: Option<Vec<T>>,
 }
 
+impl<T: Float> Grads<T> {
+    /// ∂x (n, c, h, w), ∂w (o, c, kh, kw) and ∂bias (o) of the conv `g` with `o` output
+    /// channels as CPU tensors; an error naming `op` when ∂w was not computed.
+    pub(super) fn into_tensors(
+        self,
+        g: &Geometry,
+        o: usize,
+        op: &str,
+    ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+        let cpu = Device::Cpu;
+        let Some(dw) = self.w else {
+            candle_core::bail!("{op}: the backward gave no kernel gradient");
+        };
+        Ok((
+            self.x
+                .map(|dx| Tensor::from_vec(dx, (g.n, g.c, g.h, g.w), &cpu))
+                .transpose()?,
+            Tensor::from_vec(dw, (o, g.c, g.kh, g.kw), &cpu)?,
+            self.bias
+                .map(|db| Tensor::from_vec(db, o, &cpu))
+                .transpose()?,
+        ))
+    }
+}
+
 /// Which gradients the backward kernel computes besides ∂bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Needs {
@@ -807,21 +832,7 @@ impl Conv {
             },
             || backward(xd, wd, gd, route, g, o, bias, needs),
         );
-        let cpu = Device::Cpu;
-        let Some(dw) = grads.w else {
-            candle_core::bail!("{name}: the backward gave no kernel gradient");
-        };
-        Ok((
-            grads
-                .x
-                .map(|dx| Tensor::from_vec(dx, (g.n, g.c, g.h, g.w), &cpu))
-                .transpose()?,
-            Tensor::from_vec(dw, (o, g.c, g.kh, g.kw), &cpu)?,
-            grads
-                .bias
-                .map(|db| Tensor::from_vec(db, o, &cpu))
-                .transpose()?,
-        ))
+        grads.into_tensors(g, o, name)
     }
 }
 

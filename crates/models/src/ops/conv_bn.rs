@@ -122,18 +122,9 @@ impl ConvBn {
             contiguous::<T>(NAME, ws, wl)?,
         );
         let grads = backward(xd, wd, &dy, Route::Plain, g, o, false, needs);
-        let cpu = Device::Cpu;
-        let Some(dw) = grads.w else {
-            candle_core::bail!("{NAME}: the backward gave no kernel gradient");
-        };
-        Ok((
-            grads
-                .x
-                .map(|dx| Tensor::from_vec(dx, (g.n, g.c, g.h, g.w), &cpu))
-                .transpose()?,
-            Tensor::from_vec(dw, (o, g.c, g.kh, g.kw), &cpu)?,
-            Tensor::from_vec(sums, (2, o), &cpu)?.to_dtype(x.dtype())?,
-        ))
+        let (dx, dw, _) = grads.into_tensors(g, o, NAME)?;
+        let dgb = Tensor::from_vec(sums, (2, o), &Device::Cpu)?.to_dtype(x.dtype())?;
+        Ok((dx, dw, dgb))
     }
 }
 
