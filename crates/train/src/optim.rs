@@ -347,11 +347,12 @@ mod fused {
             .for_each(|(i, d)| f(d, i * GRAIN));
     }
 
-    /// `m ← β₁·m + (1 − β₁)·g`, in place, with (m, g).
-    struct FirstMoment(Hyper);
-
-    /// `v ← β₂·v + (1 − β₂)·g²`, in place, with (v, g).
-    struct SecondMoment(Hyper);
+    /// One moment in place, with (moment, g): `m ← β₁·m + (1 − β₁)·g` for the first,
+    /// `v ← β₂·v + (1 − β₂)·g²` for the second (`square`).
+    struct Moment {
+        beta: f64,
+        square: bool,
+    }
 
     fn moment<T: Real>(
         state: &mut CpuStorage,
@@ -383,25 +384,13 @@ mod fused {
         Ok(())
     }
 
-    fn moment_op(
-        name: &str,
-        state: &mut CpuStorage,
-        sl: &Layout,
-        g: &CpuStorage,
-        gl: &Layout,
-        beta: f64,
-        square: bool,
-    ) -> candle_core::Result<()> {
-        match (state.dtype(), g.dtype()) {
-            (DType::F32, DType::F32) => moment::<f32>(state, sl, g, gl, beta, square),
-            (DType::F64, DType::F64) => moment::<f64>(state, sl, g, gl, beta, square),
-            (a, b) => candle_core::bail!("{name}: unsupported dtypes {a:?}, {b:?}"),
-        }
-    }
-
-    impl InplaceOp2 for FirstMoment {
+    impl InplaceOp2 for Moment {
         fn name(&self) -> &'static str {
-            "fkd-adam-first-moment"
+            if self.square {
+                "fkd-adam-second-moment"
+            } else {
+                "fkd-adam-first-moment"
+            }
         }
 
         fn cpu_fwd(
@@ -411,23 +400,12 @@ mod fused {
             s2: &CpuStorage,
             l2: &Layout,
         ) -> candle_core::Result<()> {
-            moment_op(self.name(), s1, l1, s2, l2, self.0.b1, false)
-        }
-    }
-
-    impl InplaceOp2 for SecondMoment {
-        fn name(&self) -> &'static str {
-            "fkd-adam-second-moment"
-        }
-
-        fn cpu_fwd(
-            &self,
-            s1: &mut CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> candle_core::Result<()> {
-            moment_op(self.name(), s1, l1, s2, l2, self.0.b2, true)
+            let (beta, square) = (self.beta, self.square);
+            match (s1.dtype(), s2.dtype()) {
+                (DType::F32, DType::F32) => moment::<f32>(s1, l1, s2, l2, beta, square),
+                (DType::F64, DType::F64) => moment::<f64>(s1, l1, s2, l2, beta, square),
+                (a, b) => candle_core::bail!("{}: unsupported dtypes {a:?}, {b:?}", self.name()),
+            }
         }
     }
 
@@ -500,8 +478,20 @@ mod fused {
         g: &Tensor,
         h: Hyper,
     ) -> candle_core::Result<()> {
-        m.inplace_op2(g, &FirstMoment(h))?;
-        v.inplace_op2(g, &SecondMoment(h))?;
+        m.inplace_op2(
+            g,
+            &Moment {
+                beta: h.b1,
+                square: false,
+            },
+        )?;
+        v.inplace_op2(
+            g,
+            &Moment {
+                beta: h.b2,
+                square: true,
+            },
+        )?;
         var.as_tensor().inplace_op3(m, v, &Weights(h))
     }
 }

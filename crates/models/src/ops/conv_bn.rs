@@ -18,7 +18,8 @@ use candle_nn::{BatchNorm, Conv2d};
 use super::conv::{Epilogue, Geometry, Needs, Route, backward, forward};
 use super::gemm::Float;
 use super::norm::{
-    Affine, GradInput, channel_stats, grad_input, grad_sums, normalise, update_running,
+    Affine, GradInput, channel_stats, check_trainable, grad_input, grad_sums, normalise,
+    update_running,
 };
 use super::{contiguous, profile};
 
@@ -44,12 +45,12 @@ struct ConvBn {
 
 impl ConvBn {
     fn label(&self) -> String {
-        let relu = if self.relu { ", relu" } else { "" };
-        let g = &self.g;
-        format!(
-            "{}×{}×{} → {}, {}×{}/{}{relu}",
-            g.c, g.h, g.w, self.o, g.kh, g.kw, g.stride
-        )
+        let epilogue = if self.relu {
+            Epilogue::Relu
+        } else {
+            Epilogue::None
+        };
+        self.g.label(self.o, epilogue)
     }
 
     fn fwd<T: Float>(&self, x: &[T], w: &[T], gb: &[T]) -> Result<Vec<T>> {
@@ -58,25 +59,22 @@ impl ConvBn {
         let hw = g.ho * g.wo;
         let stats = channel_stats(&y, g.n, o, hw);
         let f64s = |v: &[T]| v.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
-        let affine = Affine {
-            n: g.n,
-            c: o,
-            hw,
-            mean: stats.iter().map(|s| s.0).collect(),
-            inv_std: stats
-                .iter()
-                .map(|s| 1.0 / (s.1 + self.eps).sqrt())
-                .collect(),
-            gamma: f64s(&gb[..o]),
-            beta: f64s(&gb[o..2 * o]),
-            relu: self.relu,
-            batch_stats: true,
-        };
+        let var: Vec<f64> = stats.iter().map(|s| s.1).collect();
+        let affine = Affine::new(
+            (g.n, o, hw),
+            stats.iter().map(|s| s.0).collect(),
+            &var,
+            self.eps,
+            f64s(&gb[..o]),
+            f64s(&gb[o..2 * o]),
+            self.relu,
+            true,
+        );
         let z = normalise(&y, None, &affine);
         let saved = Saved {
             y: T::to_cpu_storage_owned(y),
             affine,
-            var: stats.iter().map(|s| s.1).collect(),
+            var,
         };
         if self.saved.set(saved).is_err() {
             candle_core::bail!("{NAME}: a node's forward ran twice");
@@ -214,12 +212,7 @@ pub(super) fn train(
         );
     }
     let m = g.n * g.ho * g.wo;
-    if m < 2 {
-        candle_core::bail!(
-            "batch-norm needs more than one value per channel to train, got a conv output of {:?}",
-            (g.n, o, g.ho, g.wo)
-        );
-    }
+    check_trainable(m, "a conv output of", (g.n, o, g.ho, g.wo))?;
     let saved = Arc::new(OnceLock::new());
     let node = ConvBn {
         g,

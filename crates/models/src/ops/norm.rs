@@ -41,6 +41,32 @@ pub(super) struct Affine {
 }
 
 impl Affine {
+    /// The map of a norm over `n` images of `c` channels of `hw` pixels with these per-channel
+    /// statistics (`var` biased), `eps`, γ and β.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        (n, c, hw): (usize, usize, usize),
+        mean: Vec<f64>,
+        var: &[f64],
+        eps: f64,
+        gamma: Vec<f64>,
+        beta: Vec<f64>,
+        relu: bool,
+        batch_stats: bool,
+    ) -> Self {
+        Self {
+            n,
+            c,
+            hw,
+            mean,
+            inv_std: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+            gamma,
+            beta,
+            relu,
+            batch_stats,
+        }
+    }
+
     /// `c channels × hw pixels[, relu]`, for the op profile.
     pub(super) fn label(&self) -> String {
         let relu = if self.relu { ", relu" } else { "" };
@@ -276,22 +302,22 @@ impl CustomOp3 for Node {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.detach().contiguous()?;
-        let started = std::time::Instant::now();
-        let masked = if self.0.relu {
-            grad.apply_op2_no_bwd(&y.detach(), &ReluMask)?
-        } else {
-            grad
-        };
-        let a = Affine {
-            relu: false,
-            ..self.0.clone()
-        };
-        let (grad_x, grad_gb) = self.grads(&a, x, gb, &masked)?;
-        profile::add(
-            format!("bn-add bwd {}", self.0.label()),
-            started.elapsed().as_secs_f64(),
-        );
-        Ok((grad_x, Some(grad_gb), Some(masked)))
+        profile::time(
+            || format!("bn-add bwd {}", self.0.label()),
+            || {
+                let masked = if self.0.relu {
+                    grad.apply_op2_no_bwd(&y.detach(), &ReluMask)?
+                } else {
+                    grad
+                };
+                let a = Affine {
+                    relu: false,
+                    ..self.0.clone()
+                };
+                let (grad_x, grad_gb) = self.grads(&a, x, gb, &masked)?;
+                Ok((grad_x, Some(grad_gb), Some(masked)))
+            },
+        )
     }
 }
 
@@ -542,12 +568,7 @@ fn batch_norm_impl(
     let x = x.contiguous()?;
     let (mean, var) = if train {
         let m = n * hw;
-        if m < 2 {
-            candle_core::bail!(
-                "batch-norm needs more than one value per channel to train, got input {:?}",
-                x.dims()
-            );
-        }
+        check_trainable(m, "input", x.dims())?;
         let s = x
             .detach()
             .apply_op1_no_bwd(&Stats { n, c, hw })?
@@ -559,18 +580,16 @@ fn batch_norm_impl(
         let f = |t: &Tensor| -> Result<Vec<f64>> { t.to_dtype(DType::F64)?.to_vec1::<f64>() };
         (f(bn.running_mean())?, f(bn.running_var())?)
     };
-    let eps = bn.eps();
-    let affine = Affine {
-        n,
-        c,
-        hw,
-        inv_std: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+    let affine = Affine::new(
+        (n, c, hw),
         mean,
-        gamma: gamma.to_dtype(DType::F64)?.to_vec1::<f64>()?,
-        beta: beta.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+        &var,
+        bn.eps(),
+        gamma.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+        beta.to_dtype(DType::F64)?.to_vec1::<f64>()?,
         relu,
-        batch_stats: train,
-    };
+        train,
+    );
     let gb = Tensor::stack(&[gamma, beta], 0)?;
     match residual {
         Some(r) => x.apply_op3(&gb, &r.contiguous()?, Node(affine)),
@@ -630,6 +649,17 @@ fn candle_forward_t(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
         Var::from_tensor(stat)?.set(&new)?;
     }
     Ok(y)
+}
+
+/// Training needs more than one value per channel (`m` of them, in the norm's input, `what`
+/// of `shape`): PyTorch refuses fewer, and the unbiased variance would divide by zero.
+pub(super) fn check_trainable(m: usize, what: &str, shape: impl std::fmt::Debug) -> Result<()> {
+    if m < 2 {
+        candle_core::bail!(
+            "batch-norm needs more than one value per channel to train, got {what} {shape:?}"
+        );
+    }
+    Ok(())
 }
 
 /// PyTorch's running-statistics update, written into the layer's vars.

@@ -45,11 +45,8 @@ pub(crate) fn time<R>(name: impl FnOnce() -> String, f: impl FnOnce() -> R) -> R
     out
 }
 
-/// Adds `seconds` under `name` while the timer is on.
-pub(crate) fn add(name: String, seconds: f64) {
-    if !ON.load(Ordering::Relaxed) {
-        return;
-    }
+/// Adds `seconds` under `name`.
+fn add(name: String, seconds: f64) {
     let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
     match table.iter_mut().find(|e| e.name == name) {
         Some(e) => {
