@@ -21,8 +21,13 @@ use std::path::{Path, PathBuf};
 /// The square crop's side as a multiple of the face box's longer side. dlib's 300-W boxes
 /// (from its face detector) run from the brows to the chin and cut the jaw line at the sides;
 /// 1.25 keeps every point of the training set inside the crop (before augmentation) with a
-/// margin, like the PyTorch peer's 1.4 crop of which its net sees the central 224/256.
+/// margin. (The PyTorch peer's net sees 1.4× the box: it stores 1.6× crops and looks at their
+/// central 224/256; `--enlarge 1.4` gives that.)
 pub const ENLARGE: f32 = 1.25;
+
+/// The largest shift of a training crop, as a fraction of its side (±5%; the PyTorch peer's
+/// ±0.05 in `affine_grid`'s [−1, 1] coordinates is ±2.5%: `--shift 0.025`).
+pub const SHIFT: f32 = 0.05;
 
 /// Training crops are cached with this much more of the photo around the network's view
 /// (a 160-pixel crop for a 128-pixel view), so rotations and zooms out bring in the real
@@ -55,6 +60,12 @@ pub struct TrainArgs {
     /// AdamW weight decay on conv and linear kernels [default: 1e-4; 0 with --write-up].
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// The crop's side as a multiple of the face box's longer side (1–3).
+    #[arg(long, default_value_t = ENLARGE)]
+    pub enlarge: f32,
+    /// The largest random shift of a training crop, as a fraction of its side (0–0.5).
+    #[arg(long, default_value_t = SHIFT)]
+    pub shift: f32,
 }
 
 /// The 300-W options Parts 3 and 4 share: where the faces are, the crop's size, and initial
@@ -142,6 +153,8 @@ pub struct Part3 {
     pub size: u32,
     pub arch: Arch,
     pub enlarge: f32,
+    /// Training shift range ([`SHIFT`]).
+    pub shift: f32,
     pub init: Option<PathBuf>,
     pub write_up: bool,
     pub weight_decay: Option<f64>,
@@ -154,17 +167,24 @@ pub struct Part3 {
 pub const SIZE: u32 = 128;
 
 impl Part3 {
-    fn from_args(a: &TrainArgs) -> Part3 {
-        Part3 {
+    fn from_args(a: &TrainArgs) -> anyhow::Result<Part3> {
+        if !(a.enlarge.is_finite() && (1.0..=3.0).contains(&a.enlarge)) {
+            bail!("--enlarge must lie in [1, 3], not {}", a.enlarge);
+        }
+        if !(a.shift.is_finite() && (0.0..=0.5).contains(&a.shift)) {
+            bail!("--shift must lie in [0, 0.5], not {}", a.shift);
+        }
+        Ok(Part3 {
             train_xml: a.faces.train.clone(),
             valid_xml: a.faces.valid.clone(),
             size: a.faces.size.unwrap_or(SIZE),
             arch: a.arch,
-            enlarge: ENLARGE,
+            enlarge: a.enlarge,
+            shift: a.shift,
             init: a.faces.init.clone(),
             write_up: a.write_up,
             weight_decay: a.weight_decay,
-        }
+        })
     }
 
     /// The part a checkpoint's card describes (for eval and predict).
@@ -187,6 +207,7 @@ impl Part3 {
             size: card.input[0],
             arch,
             enlarge: card.enlarge.unwrap_or(ENLARGE),
+            shift: SHIFT,
             init: None,
             write_up: false,
             weight_decay: None,
@@ -200,14 +221,20 @@ impl Part3 {
     }
 }
 
-/// The augmentation Part 3 trains with: the PyTorch peer's ranges (scale 0.9–1.1, which also
-/// randomises the crop factor, ±20° rotation, ±5% shift, half the faces mirrored with the
-/// 68-point permutation, contrast 0.7–1.3, brightness ±0.1).
+/// The augmentation Part 3 trains with by default: the PyTorch peer's ranges but for the shift
+/// (scale 0.9–1.1, which also randomises the crop factor, ±20° rotation, half the faces
+/// mirrored with the 68-point permutation, contrast 0.7–1.3, brightness ±0.1), and a shift of
+/// ±[`SHIFT`] of the crop's side.
 pub fn augmentation() -> AugmentConfig {
+    augmentation_with_shift(SHIFT)
+}
+
+/// [`augmentation`] with a shift of ±`shift` of the crop's side.
+pub fn augmentation_with_shift(shift: f32) -> AugmentConfig {
     AugmentConfig {
         rotation_deg: 20.0,
-        shift_x: 0.05,
-        shift_y: 0.05,
+        shift_x: shift,
+        shift_y: shift,
         scale: Interval::new(0.9, 1.1),
         contrast: Interval::new(0.7, 1.3),
         brightness: 0.1,
@@ -276,7 +303,7 @@ impl Part for Part3 {
                 batch: 16,
                 lr: 1e-2,
                 weight_decay: self.weight_decay.unwrap_or(0.0),
-                augment: Some(augmentation()),
+                augment: Some(augmentation_with_shift(self.shift)),
                 schedule: Schedule::Constant,
                 loss: Loss::Mse,
             };
@@ -286,7 +313,7 @@ impl Part for Part3 {
             batch: 16,
             lr: 1e-3,
             weight_decay: self.weight_decay.unwrap_or(1e-4),
-            augment: Some(augmentation()),
+            augment: Some(augmentation_with_shift(self.shift)),
             schedule: Schedule::WarmupCosine {
                 warmup: 1,
                 min_lr: 0.0,
@@ -446,7 +473,7 @@ pub fn init_from(varmap: &VarMap, path: &Path) -> anyhow::Result<()> {
 /// `cargo xtask part3 [eval|predict]`.
 pub fn run(args: &Part3Args) -> anyhow::Result<()> {
     match &args.command {
-        None => runner::run(&Part3::from_args(&args.train), &args.train.run).map(|_| ()),
+        None => runner::run(&Part3::from_args(&args.train)?, &args.train.run).map(|_| ()),
         Some(Part3Command::Eval {
             checkpoint,
             xml,

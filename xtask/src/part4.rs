@@ -401,6 +401,7 @@ impl Part4 {
             size: self.input.width,
             arch: crate::part3::Arch::Resnet18,
             enlarge: crate::part3::ENLARGE,
+            shift: crate::part3::SHIFT,
             init: None,
             write_up: false,
             weight_decay: None,

@@ -445,20 +445,35 @@ fn part3_trains_predicts_and_evaluates() {
     let ckpt = out.join("best.safetensors");
 
     // --init starts a new run from those weights: every tensor matches by name and shape.
+    // (With the PyTorch peer's crop, shift and one-cycle schedule, recorded in the card.)
+    let init_out = tmp.path().join("p3init");
     let text = run_ok(
         xtask()
             .args(["part3", "--offline", "--limit", "16", "--epochs", "1"])
+            .args([
+                "--enlarge",
+                "1.4",
+                "--shift",
+                "0.025",
+                "--schedule",
+                "one-cycle",
+            ])
             .args(["--size", "64", "--batch", "16", "--init"])
             .arg(&ckpt)
             .arg("--data")
             .arg(&root)
             .arg("--out")
-            .arg(tmp.path().join("p3init")),
+            .arg(&init_out),
     );
     assert!(
         text.contains("tensors loaded (0 converted), 0 skipped, 0 left"),
         "{text}"
     );
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(init_out.join("model.json")).unwrap())
+            .unwrap();
+    let enlarge = card["enlarge"].as_f64().unwrap();
+    assert!((enlarge - 1.4).abs() < 1e-6, "{card}");
 
     // Kaggle CSV for 3 faces: 136 rows each, ids in order.
     let faces = first_boxes(&cropped.join("labels_300w_valid.xml"), 3);
@@ -796,6 +811,14 @@ fn bad_command_lines_get_one_clear_message() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+    for (flag, value) in [
+        ("--enlarge", "0.5"),
+        ("--shift", "0.9"),
+        ("--enlarge", "NaN"),
+    ] {
+        let e = run_err(xtask().args(["part3", "--offline", flag, value]));
+        assert!(e.contains(flag) && e.contains(value), "{flag} {value}: {e}");
+    }
 
     // predict: a text file given as an image is named before any weights are read.
     let run = tmp.path().join("card");

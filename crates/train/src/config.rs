@@ -101,6 +101,27 @@ pub enum Schedule {
         /// The floor the rate anneals towards.
         min_lr: f64,
     },
+    /// PyTorch's `OneCycleLR` with its defaults (Smith & Topin's "super-convergence" schedule),
+    /// step by step: over the first `pct_start` of the run's steps the rate rises from
+    /// `lr/div` to `lr` along a half cosine while Adam's β1 falls from 0.95 to 0.85; over the
+    /// rest the rate falls to `lr/(div·final_div)` and β1 rises back to 0.95.
+    OneCycle {
+        /// Fraction of the steps spent rising (PyTorch's default 0.3; its peers often use 0.1).
+        pct_start: f64,
+        /// The starting rate is `lr/div` (PyTorch: 25).
+        div: f64,
+        /// The final rate is the starting rate over `final_div` (PyTorch: 1e4).
+        final_div: f64,
+    },
+}
+
+/// β1 at the peak rate and at the ends of a [`Schedule::OneCycle`] run (PyTorch's
+/// `base_momentum` and `max_momentum`).
+pub const ONE_CYCLE_BETA1: (f64, f64) = (0.85, 0.95);
+
+/// `end + (start − end)·(1 + cos(π·pct))/2`: from `start` at `pct` 0 to `end` at 1.
+fn cos_anneal(start: f64, end: f64, pct: f64) -> f64 {
+    end + (start - end) * (1.0 + (std::f64::consts::PI * pct).cos()) / 2.0
 }
 
 impl Schedule {
@@ -120,12 +141,66 @@ impl Schedule {
                 min_lr + (base_lr - min_lr) * (1.0 + phase.cos()) / 2.0
             }
             // Without the batch count, each epoch counts as one step.
-            Schedule::WarmupCosine { .. } => self.lr_at_step(base_lr, epoch, 0, 1, epochs),
+            Schedule::WarmupCosine { .. } | Schedule::OneCycle { .. } => {
+                self.lr_at_step(base_lr, epoch, 0, 1, epochs)
+            }
         }
     }
 
+    /// Where step `batch` of `epoch` falls in a [`Schedule::OneCycle`] run: `(rising, pct)`,
+    /// the phase and how far into it (PyTorch's phase ends: step `pct_start·T − 1` and
+    /// `T − 1`).
+    fn one_cycle_phase(
+        pct_start: f64,
+        epoch: usize,
+        batch: usize,
+        n_batches: usize,
+        epochs: usize,
+    ) -> (bool, f64) {
+        let n = n_batches.max(1) as f64;
+        let step = epoch as f64 * n + batch as f64;
+        let total = epochs as f64 * n;
+        let end_up = pct_start * total - 1.0;
+        let end = total - 1.0;
+        if step <= end_up {
+            (true, if end_up > 0.0 { step / end_up } else { 1.0 })
+        } else {
+            let span = end - end_up;
+            (
+                false,
+                if span > 0.0 {
+                    ((step - end_up) / span).min(1.0)
+                } else {
+                    1.0
+                },
+            )
+        }
+    }
+
+    /// Adam's β1 for step `batch` of `epoch` where the schedule sets it ([`Schedule::OneCycle`]
+    /// cycles it against the rate); `None` leaves the configured β1.
+    pub fn beta1_at_step(
+        &self,
+        epoch: usize,
+        batch: usize,
+        n_batches: usize,
+        epochs: usize,
+    ) -> Option<f64> {
+        let Schedule::OneCycle { pct_start, .. } = *self else {
+            return None;
+        };
+        let (low, high) = ONE_CYCLE_BETA1;
+        let (rising, pct) = Self::one_cycle_phase(pct_start, epoch, batch, n_batches, epochs);
+        Some(if rising {
+            cos_anneal(high, low, pct)
+        } else {
+            cos_anneal(low, high, pct)
+        })
+    }
+
     /// The learning rate of batch `batch` (of `n_batches`) in `epoch`. Only
-    /// [`Schedule::WarmupCosine`] changes within an epoch; the others give [`Schedule::lr_at`].
+    /// [`Schedule::WarmupCosine`] and [`Schedule::OneCycle`] change within an epoch; the others
+    /// give [`Schedule::lr_at`].
     pub fn lr_at_step(
         &self,
         base_lr: f64,
@@ -134,6 +209,20 @@ impl Schedule {
         n_batches: usize,
         epochs: usize,
     ) -> f64 {
+        if let Schedule::OneCycle {
+            pct_start,
+            div,
+            final_div,
+        } = *self
+        {
+            let start = base_lr / div;
+            let (rising, pct) = Self::one_cycle_phase(pct_start, epoch, batch, n_batches, epochs);
+            return if rising {
+                cos_anneal(start, base_lr, pct)
+            } else {
+                cos_anneal(base_lr, start / final_div, pct)
+            };
+        }
         let Schedule::WarmupCosine { warmup, min_lr } = *self else {
             return self.lr_at(base_lr, epoch, epochs);
         };
@@ -214,6 +303,17 @@ impl TrainConfig {
             .lr_at_step(self.lr, epoch, batch, n_batches, self.epochs)
     }
 
+    /// Adam's `β1, β2` for batch `batch` of `n_batches` in `epoch`: the configured pair, with
+    /// β1 replaced where the schedule cycles it ([`Schedule::beta1_at_step`]).
+    pub fn betas_at_step(&self, epoch: usize, batch: usize, n_batches: usize) -> [f64; 2] {
+        let [b1, b2] = self.betas;
+        let b1 = self
+            .schedule
+            .beta1_at_step(epoch, batch, n_batches, self.epochs)
+            .unwrap_or(b1);
+        [b1, b2]
+    }
+
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(TrainError::Config(what));
@@ -278,6 +378,22 @@ impl TrainConfig {
                     ));
                 }
             }
+            Schedule::OneCycle {
+                pct_start,
+                div,
+                final_div,
+            } => {
+                let finite_at_least_1 = |x: f64| x.is_finite() && x >= 1.0;
+                let ok = pct_start > 0.0
+                    && pct_start < 1.0
+                    && finite_at_least_1(div)
+                    && finite_at_least_1(final_div);
+                if !ok {
+                    return bad(format!(
+                        "one-cycle schedule needs 0 < pct_start < 1 and finite div, final_div ≥ 1, not pct_start={pct_start}, div={div}, final_div={final_div}"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -322,7 +438,7 @@ impl TrainConfig {
         check("seed", saved.seed.to_string(), self.seed.to_string());
         if matches!(
             self.schedule,
-            Schedule::Cosine { .. } | Schedule::WarmupCosine { .. }
+            Schedule::Cosine { .. } | Schedule::WarmupCosine { .. } | Schedule::OneCycle { .. }
         ) {
             check(
                 "epochs (the cosine schedule depends on it)",
@@ -338,6 +454,54 @@ impl TrainConfig {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn one_cycle_matches_pytorch_one_cycle_lr() {
+        // torch.optim.lr_scheduler.OneCycleLR(Adam(lr=1e-3), max_lr=1e-3, total_steps=20,
+        // pct_start=0.1): (step, lr, β1) read from PyTorch 2.15.
+        let torch = [
+            (0, 4e-5, 0.95),
+            (1, 1e-3, 0.85),
+            (2, 0.000992403906890598, 0.8507596123493896),
+            (3, 0.0009698464310077126, 0.8530153689607045),
+            (10, 0.0005000019999999999, 0.9),
+            (19, 4e-9, 0.95),
+        ];
+        let cfg = TrainConfig {
+            epochs: 4,
+            lr: 1e-3,
+            schedule: Schedule::OneCycle {
+                pct_start: 0.1,
+                div: 25.0,
+                final_div: 1e4,
+            },
+            ..TrainConfig::default()
+        };
+        cfg.validate().unwrap();
+        for (step, lr, b1) in torch {
+            let (epoch, batch) = (step / 5, step % 5);
+            let ours = cfg.lr_at_step(epoch, batch, 5);
+            assert!((ours - lr).abs() < 1e-12, "step {step}: lr {ours} vs {lr}");
+            let [beta1, beta2] = cfg.betas_at_step(epoch, batch, 5);
+            assert!(
+                (beta1 - b1).abs() < 1e-12,
+                "step {step}: β1 {beta1} vs {b1}"
+            );
+            assert_eq!(beta2, 0.999);
+        }
+        // Schedules without a β1 cycle leave the configured pair alone.
+        let plain = TrainConfig::default();
+        assert_eq!(plain.betas_at_step(1, 2, 5), plain.betas);
+        let bad = TrainConfig {
+            schedule: Schedule::OneCycle {
+                pct_start: 1.0,
+                div: 25.0,
+                final_div: 1e4,
+            },
+            ..TrainConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
 
     #[test]
     fn schedules_give_the_expected_rates() {

@@ -216,6 +216,7 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
             for (b, batch) in batches.enumerate() {
                 let batch = batch?;
                 opt.set_lr(cfg.lr_at_step(epoch, b, n_batches));
+                opt.set_betas(cfg.betas_at_step(epoch, b, n_batches));
                 let pred = model.forward_t(&batch.images, true)?;
                 let loss = cfg.loss.compute(&pred, &batch.targets)?;
                 let value = scalar(&loss)?;

@@ -112,6 +112,12 @@ impl Adam {
         self.cfg.lr = lr;
     }
 
+    /// Sets `β1, β2` of the following steps (the one-cycle schedule cycles β1). The bias
+    /// correction of step `t` uses the β1 of that step, as PyTorch's Adam does.
+    pub fn set_betas(&mut self, betas: [f64; 2]) {
+        self.cfg.betas = betas;
+    }
+
     /// Steps taken so far.
     pub fn step_count(&self) -> u64 {
         self.step
