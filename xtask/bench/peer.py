@@ -4,12 +4,14 @@ Builds the peer's own nets -- `Net` and `DEFAULTS` from ../shared/bench/torch_im
 (part 1) and FaceNet (part 2), torchvision's resnet18 with a 1-channel stem and 136 outputs as in
 ../shared/bench/torch_resnet18.py, and Part 4's Simple Baselines net (that resnet18's trunk,
 three 4x4/2 ConvTranspose2d of --deconv-channels channels (Part 4's default 128; the paper's
-256) with BatchNorm and ReLU, a 1x1 conv to 68 maps; 128x128 input, 32x32 maps) -- and times
+256) with BatchNorm and ReLU, a 1x1 conv to 68 maps; 128x128 input, 32x32 maps), and that net's
+head alone (`deconv-head`: the input is a 512x4x4 feature map that requires its gradient, as
+layer4's output would) -- and times
 them exactly as fkd's child process times its own: random data, a training step = forward + MSE
 + backward + Adam(lr 1e-3), then forward in eval mode without gradients; a few warm-up steps,
 then steps until --seconds have passed.
 
-Usage: python peer.py --peer-dir ../shared/bench --model nose|face|resnet18|deconv --batch 8
+Usage: python peer.py --peer-dir ../shared/bench --model nose|face|resnet18|deconv|deconv-head --batch 8
        [--threads 2] [--seconds 3] [--device cpu] [--deconv-channels 128]
 Prints one JSON line: train_images_per_s, fwd_images_per_s, peak_rss_mb.
 """
@@ -17,7 +19,7 @@ import argparse, json, resource, sys, time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--peer-dir", required=True)
-ap.add_argument("--model", required=True, choices=["nose", "face", "resnet18", "deconv"])
+ap.add_argument("--model", required=True, choices=["nose", "face", "resnet18", "deconv", "deconv-head"])
 ap.add_argument("--batch", type=int, required=True)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--seconds", type=float, default=3.0)
@@ -31,24 +33,31 @@ import torch, torch.nn as nn, torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
+channels = 1
 if a.model == "resnet18":
     import torchvision
 
     net = torchvision.models.resnet18(num_classes=136)
     net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
     hw, out = (224, 224), (136,)
-elif a.model == "deconv":
+elif a.model in ("deconv", "deconv-head"):
     import torchvision
 
-    trunk = torchvision.models.resnet18()
-    trunk.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
     head, c = [], 512
     for _ in range(3):
         d = a.deconv_channels
         head += [nn.ConvTranspose2d(c, d, 4, 2, 1, bias=False), nn.BatchNorm2d(d), nn.ReLU(inplace=True)]
         c = d
-    net = nn.Sequential(*list(trunk.children())[:-2], *head, nn.Conv2d(c, 68, 1))
-    hw, out = (128, 128), (68, 32, 32)
+    head.append(nn.Conv2d(c, 68, 1))
+    if a.model == "deconv":
+        trunk = torchvision.models.resnet18()
+        trunk.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+        net = nn.Sequential(*list(trunk.children())[:-2], *head)
+        hw = (128, 128)
+    else:
+        net = nn.Sequential(*head)
+        channels, hw = 512, (4, 4)
+    out = (68, 32, 32)
 else:
     from torch_imm import DEFAULTS, Net
 
@@ -58,7 +67,9 @@ else:
     out = (DEFAULTS[part]["out"],)
 net = net.to(a.device)
 opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-x = torch.rand(a.batch, 1, *hw, device=a.device) - 0.5
+x = torch.rand(a.batch, channels, *hw, device=a.device) - 0.5
+# The head's input stands for the encoder's output, whose gradient training computes.
+x.requires_grad_(channels > 1)
 y = torch.rand(a.batch, *out, device=a.device)
 
 

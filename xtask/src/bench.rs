@@ -25,8 +25,20 @@ const PEER_SCRIPT: &str = include_str!("../bench/peer.py");
 
 /// The nets measured, with the batch size their part trains with. `deconv` is Part 4's Simple
 /// Baselines net as Part 4 trains it by default: 128-pixel input, 68 maps of 32×32, transposed
-/// convs of `part4::DECONV_CHANNELS` channels (the peer is told the same).
-const MODELS: [(&str, usize); 4] = [("nose", 4), ("face", 8), ("resnet18", 8), ("deconv", 16)];
+/// convs of `part4::DECONV_CHANNELS` channels (the peer is told the same). `deconv-head` is
+/// that net's upsampling head alone (three transposed convs with their norms and the 1×1
+/// heatmap conv) on layer4's 512 × 4 × 4 features, the input's gradient included, as the
+/// encoder would need it.
+const MODELS: [(&str, usize); 5] = [
+    ("nose", 4),
+    ("face", 8),
+    ("resnet18", 8),
+    ("deconv", 16),
+    ("deconv-head", 16),
+];
+
+/// Every name `--models` takes, for error messages.
+const MODEL_NAMES: &str = "nose, face, resnet18, deconv or deconv-head";
 
 /// `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
@@ -47,7 +59,7 @@ pub struct BenchArgs {
     /// Threads for both sides (RAYON_NUM_THREADS for fkd, torch.set_num_threads for the peer).
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Nets to measure (comma-separated): nose, face, resnet18, deconv.
+    /// Nets to measure (comma-separated): nose, face, resnet18, deconv, deconv-head.
     #[arg(long, value_delimiter = ',', default_values_t = MODELS.map(|(m, _)| m.to_string()))]
     models: Vec<String>,
     /// Python with torch and torchvision for the peer, or `none` to measure fkd alone.
@@ -199,9 +211,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 .iter()
                 .find(|(m, _)| m == name)
                 .map(|&(_, b)| b)
-                .with_context(|| {
-                    format!("unknown model {name:?}: nose, face, resnet18 or deconv")
-                })?;
+                .with_context(|| format!("unknown model {name:?}: {MODEL_NAMES}"))?;
             let fkd = || {
                 let mut cmd = Command::new(&exe);
                 cmd.args(["bench-child", "--model", name, "--device", &args.device])
@@ -454,6 +464,8 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
     let device = crate::named_device(&args.device)?;
     let varmap = VarMap::new();
     let vb = fkd_models::seeded_var_builder(&varmap, 0, DType::F32, &device);
+    // Input channels and (height, width) of `x`.
+    let mut channels = 1;
     let (net, (h, w), out): (Box<dyn Model>, _, Vec<usize>) = match args.model.as_str() {
         "nose" | "face" => {
             let cfg = if args.model == "nose" {
@@ -484,9 +496,33 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
                 vec![cfg.points, mh, mw],
             )
         }
-        other => bail!("unknown model {other:?}: nose, face, resnet18 or deconv"),
+        "deconv-head" => {
+            let cfg = fkd_models::ResNetDeconvConfig {
+                deconv_channels: crate::part4::DECONV_CHANNELS,
+                ..fkd_models::ResNetDeconvConfig::new(68, (128, 128))
+            };
+            let (mh, mw) = cfg.map_hw(cfg.input).context("the deconv net's map size")?;
+            let head = fkd_models::DeconvHead::new(
+                fkd_models::resnet::TRUNK_CHANNELS,
+                cfg.deconv_channels,
+                cfg.deconv_layers,
+                cfg.points,
+                vb,
+            )?;
+            channels = fkd_models::resnet::TRUNK_CHANNELS;
+            let k = 1 << cfg.deconv_layers;
+            (Box::new(head), (mh / k, mw / k), vec![cfg.points, mh, mw])
+        }
+        other => bail!("unknown model {other:?}: {MODEL_NAMES}"),
     };
-    let x = (Tensor::rand(0f32, 1f32, (args.batch, 1, h, w), &device)? - 0.5)?;
+    let x = (Tensor::rand(0f32, 1f32, (args.batch, channels, h, w), &device)? - 0.5)?;
+    // The head's input stands for the encoder's output: a variable, so that training computes
+    // its gradient as the whole net would (the peer sets `requires_grad`).
+    let x = if channels > 1 {
+        candle_core::Var::from_tensor(&x)?.as_tensor().clone()
+    } else {
+        x
+    };
     let y_shape: Vec<usize> = std::iter::once(args.batch).chain(out).collect();
     let y = Tensor::rand(0f32, 1f32, y_shape, &device)?;
     let mut opt = Adam::new(

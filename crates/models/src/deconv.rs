@@ -63,23 +63,17 @@ impl ResNetDeconvConfig {
     }
 }
 
-/// The encoder, the upsampling transposed convs and the 1×1 heatmap conv.
+/// The encoder and the [`DeconvHead`].
 #[derive(Clone, Debug)]
 pub struct ResNetDeconv {
     cfg: ResNetDeconvConfig,
     trunk: ResNetTrunk,
-    deconvs: Vec<(ConvTranspose2d, BatchNorm)>,
-    final_layer: Conv2d,
+    head: DeconvHead,
 }
 
 impl ResNetDeconv {
     /// Builds the net on `vb`; errors on zero points or upsamplings, or an empty input.
     pub fn new(cfg: &ResNetDeconvConfig, vb: VarBuilder<'_>) -> Result<Self> {
-        if cfg.points == 0 || cfg.deconv_channels == 0 || cfg.deconv_layers == 0 {
-            return Err(ModelError::Config(format!(
-                "a heatmap net needs points, deconv channels and layers ≥ 1, got {cfg:?}"
-            )));
-        }
         if cfg.map_hw(cfg.input).is_none() {
             return Err(ModelError::Config(format!(
                 "input size {:?} is empty",
@@ -87,50 +81,17 @@ impl ResNetDeconv {
             )));
         }
         let trunk = ResNetTrunk::new(cfg.depth, cfg.in_channels, vb.clone())?;
-        let small = Init::Randn {
-            mean: 0.0,
-            stdev: 0.001,
-        };
-        let vd = vb.pp("deconv_layers");
-        let mut deconvs = Vec::with_capacity(cfg.deconv_layers);
-        let mut c_in = TRUNK_CHANNELS;
-        for i in 0..cfg.deconv_layers {
-            let c = cfg.deconv_channels;
-            let w = vd
-                .pp((3 * i).to_string())
-                .get_with_hints((c_in, c, 4, 4), "weight", small)?;
-            let conv = ConvTranspose2d::new(
-                w,
-                None,
-                ConvTranspose2dConfig {
-                    padding: 1,
-                    output_padding: 0,
-                    stride: 2,
-                    dilation: 1,
-                },
-            );
-            let norm = candle_nn::batch_norm(
-                c,
-                BatchNormConfig {
-                    eps: 1e-5,
-                    remove_mean: true,
-                    affine: true,
-                    momentum: 0.1,
-                },
-                vd.pp((3 * i + 1).to_string()),
-            )?;
-            deconvs.push((conv, norm));
-            c_in = c;
-        }
-        let vf = vb.pp("final_layer");
-        let w = vf.get_with_hints((cfg.points, c_in, 1, 1), "weight", small)?;
-        let b = vf.get_with_hints(cfg.points, "bias", Init::Const(0.0))?;
-        let final_layer = Conv2d::new(w, Some(b), Default::default());
+        let head = DeconvHead::new(
+            TRUNK_CHANNELS,
+            cfg.deconv_channels,
+            cfg.deconv_layers,
+            cfg.points,
+            vb,
+        )?;
         Ok(Self {
             cfg: cfg.clone(),
             trunk,
-            deconvs,
-            final_layer,
+            head,
         })
     }
 
@@ -145,7 +106,86 @@ impl ResNetDeconv {
     }
 
     fn run(&self, x: &Tensor, train: bool, mut trace: Trace<'_>) -> candle_core::Result<Tensor> {
-        let mut x = self.trunk.run(x, train, Trace(trace.0.as_deref_mut()))?;
+        let x = self.trunk.run(x, train, Trace(trace.0.as_deref_mut()))?;
+        self.head.run(&x, train, trace)
+    }
+}
+
+/// The upsampling half of [`ResNetDeconv`] on its own: `layers` × [transposed conv 4×4/2
+/// pad 1 (no bias) → BN → ReLU] of `channels` each, then a 1×1 conv to `points` maps. Its vars
+/// sit at the root of the var builder it is given (`deconv_layers.*`, `final_layer.*`).
+/// `cargo xtask bench --models deconv-head` times it alone against PyTorch's.
+#[derive(Clone, Debug)]
+pub struct DeconvHead {
+    deconvs: Vec<(ConvTranspose2d, BatchNorm)>,
+    final_layer: Conv2d,
+    points: usize,
+}
+
+impl DeconvHead {
+    /// A head taking `in_channels` features; errors on zero points, channels or layers.
+    pub fn new(
+        in_channels: usize,
+        channels: usize,
+        layers: usize,
+        points: usize,
+        vb: VarBuilder<'_>,
+    ) -> Result<Self> {
+        if points == 0 || channels == 0 || layers == 0 || in_channels == 0 {
+            return Err(ModelError::Config(format!(
+                "a heatmap head needs input channels, points, deconv channels and layers ≥ 1, \
+                 got {in_channels}, {points}, {channels} and {layers}"
+            )));
+        }
+        let small = Init::Randn {
+            mean: 0.0,
+            stdev: 0.001,
+        };
+        let vd = vb.pp("deconv_layers");
+        let mut deconvs = Vec::with_capacity(layers);
+        let mut c_in = in_channels;
+        for i in 0..layers {
+            let w = vd.pp((3 * i).to_string()).get_with_hints(
+                (c_in, channels, 4, 4),
+                "weight",
+                small,
+            )?;
+            let conv = ConvTranspose2d::new(
+                w,
+                None,
+                ConvTranspose2dConfig {
+                    padding: 1,
+                    output_padding: 0,
+                    stride: 2,
+                    dilation: 1,
+                },
+            );
+            let norm = candle_nn::batch_norm(
+                channels,
+                BatchNormConfig {
+                    eps: 1e-5,
+                    remove_mean: true,
+                    affine: true,
+                    momentum: 0.1,
+                },
+                vd.pp((3 * i + 1).to_string()),
+            )?;
+            deconvs.push((conv, norm));
+            c_in = channels;
+        }
+        let vf = vb.pp("final_layer");
+        let w = vf.get_with_hints((points, c_in, 1, 1), "weight", small)?;
+        let b = vf.get_with_hints(points, "bias", Init::Const(0.0))?;
+        let final_layer = Conv2d::new(w, Some(b), Default::default());
+        Ok(Self {
+            deconvs,
+            final_layer,
+            points,
+        })
+    }
+
+    fn run(&self, x: &Tensor, train: bool, mut trace: Trace<'_>) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
         for (i, (conv, norm)) in self.deconvs.iter().enumerate() {
             x = batch_norm2d(norm, &conv_transpose2d_layer(conv, &x)?, train, true)?;
             trace.record(
@@ -155,9 +195,28 @@ impl ResNetDeconv {
             );
         }
         let x = conv2d_layer(&self.final_layer, &x)?;
-        let params = self.final_layer.weight().elem_count() + self.cfg.points;
-        trace.record(|| "final_layer".into(), &x, params);
+        trace.record(|| "final_layer".into(), &x, self.final_params());
         Ok(x)
+    }
+
+    fn final_params(&self) -> usize {
+        self.final_layer.weight().elem_count() + self.points
+    }
+
+    /// Trainable parameters.
+    pub fn num_params(&self) -> usize {
+        self.deconvs
+            .iter()
+            .map(|(c, n)| stage_params(c, n))
+            .sum::<usize>()
+            + self.final_params()
+    }
+}
+
+impl ModuleT for DeconvHead {
+    /// (B, in_channels, h, w) → (B, points, h·2^layers, w·2^layers).
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.run(x, train, Trace(None))
     }
 }
 
@@ -184,14 +243,7 @@ impl Summarize for ResNetDeconv {
     }
 
     fn num_params(&self) -> usize {
-        self.trunk.num_params()
-            + self
-                .deconvs
-                .iter()
-                .map(|(c, n)| stage_params(c, n))
-                .sum::<usize>()
-            + self.final_layer.weight().elem_count()
-            + self.cfg.points
+        self.trunk.num_params() + self.head.num_params()
     }
 }
 

@@ -31,7 +31,7 @@ pub mod summary;
 
 pub use checkpoint::{LoadReport, load_matching, load_weights, save_weights};
 pub use conv_regressor::{ConvRegressor, ConvRegressorConfig};
-pub use deconv::{ResNetDeconv, ResNetDeconvConfig};
+pub use deconv::{DeconvHead, ResNetDeconv, ResNetDeconvConfig};
 pub use error::{ModelError, Result};
 pub use fcn::{FcnAlexNet, FcnAlexNetConfig};
 pub use integral::soft_argmax;

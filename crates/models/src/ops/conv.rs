@@ -712,6 +712,81 @@ pub(super) fn backward<T: Float>(
     }
 }
 
+/// The conv's forward of `x` (no bias or epilogue) and its kernel gradient for the output
+/// gradient `dy`, in one pass that builds each block's column matrix once for both products:
+/// `y = W·cols`, `∂W += ∂Y·colsᵀ`. A transposed conv's backward is exactly this pair (its ∂x is
+/// the conv's forward of the output gradient, its ∂W this kernel gradient; see `convt`), and
+/// two separate passes rebuilt the same columns. ∂W is summed per thread, then in thread order,
+/// with the blocks of [`backward`]'s kernel gradient, so it equals that function's to the bit.
+/// Not for Winograd-sized convs (`None`): their forward does not build columns.
+pub(super) fn forward_and_kernel_grad<T: Float>(
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    g: &Geometry,
+    o: usize,
+) -> Option<(Vec<T>, Vec<T>)> {
+    if winograd::applies(g, o) {
+        return None;
+    }
+    let (k, l) = (g.k(), g.l());
+    let plan = Plan::new(
+        g,
+        rayon::current_num_threads(),
+        Rows::Any,
+        Sizing::KernelGradient { o },
+    );
+    let mut y = zeros(g.n * o * l);
+    let parts = plan.split(&mut y, o * l);
+    let sums: Vec<Vec<T>> = plan
+        .groups
+        .par_iter()
+        .zip(parts)
+        .map(|(grp, ys)| {
+            let mut dw = zeros(o * k);
+            let (mut cols, mut prod, mut gy) = (Vec::new(), Vec::new(), Vec::new());
+            for blk in &grp.blocks {
+                let (span, nc) = (blk.span(g), blk.cols(g));
+                cols.resize(k * nc, T::zero());
+                im2col_block(x, g, blk, &mut cols);
+                prod.resize(o * nc, T::zero());
+                matmul(
+                    MatMut::rows(&mut prod, o, nc, nc),
+                    false,
+                    Mat::rows(w, o, k, k),
+                    Mat::rows(&cols, k, nc, nc),
+                    plan.gemm_threads,
+                );
+                gy.resize(o * nc, T::zero());
+                for bi in 0..blk.nb {
+                    let image = blk.b0 + bi - grp.b0;
+                    for oc in 0..o {
+                        let at = oc * nc + bi * span;
+                        ys[(image * o + oc) * l + blk.oy0 * g.wo..][..span]
+                            .copy_from_slice(&prod[at..][..span]);
+                        let src = ((blk.b0 + bi) * o + oc) * l + blk.oy0 * g.wo;
+                        gy[at..][..span].copy_from_slice(&dy[src..][..span]);
+                    }
+                }
+                matmul(
+                    MatMut::rows(&mut dw, o, k, k),
+                    true,
+                    Mat::rows(&gy, o, nc, nc),
+                    Mat::rows(&cols, k, nc, nc).t(),
+                    plan.gemm_threads,
+                );
+            }
+            dw
+        })
+        .collect();
+    let mut sums = sums.into_iter();
+    let mut dw = sums.next().unwrap_or_default();
+    for w2 in sums {
+        dw.iter_mut().zip(w2).for_each(|(a, b)| *a += b);
+    }
+    Some((y, dw))
+}
+
 /// The autograd node of a CPU convolution: `(x, w[, bias]) → y`; as a `CustomOp2` without a
 /// bias, as a `CustomOp3` with one.
 struct Conv {
@@ -1400,6 +1475,63 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The one-pass forward + kernel gradient gives the forward's output and the backward's
+    /// kernel gradient (the same blocks, so the same sums), on 1 to 3 threads; Winograd-sized
+    /// convs are left to the two passes.
+    #[test]
+    fn one_pass_forward_and_kernel_gradient_match_two_passes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for (n, c, hw, o, k, stride, pad) in [
+            (3, 5, 9, 4, 4, 2, 1),
+            (2, 16, 12, 8, 3, 2, 1),
+            (5, 3, 7, 6, 1, 1, 0),
+        ] {
+            let x = random(&[n, c, hw, hw], &mut rng)
+                .to_dtype(DType::F32)
+                .unwrap();
+            let w = random(&[o, c, k, k], &mut rng)
+                .to_dtype(DType::F32)
+                .unwrap();
+            let (g, _) = Geometry::new(&x, &w, stride, pad).unwrap();
+            let dy = random(&[n, o, g.ho, g.wo], &mut rng)
+                .to_dtype(DType::F32)
+                .unwrap();
+            let (xs, ws, dys) = (
+                x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                dy.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            for threads in 1..=3 {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let (y, dw) = forward_and_kernel_grad(&xs, &ws, &dys, &g, o).unwrap();
+                    let (y2, _) = forward(&xs, &ws, None, &g, o, Epilogue::None);
+                    let needs = Needs { x: false, w: true };
+                    let dw2 = backward(&xs, &[], &dys, Route::Plain, &g, o, false, needs)
+                        .w
+                        .unwrap();
+                    let ctx = format!("n{n} c{c} {hw}² o{o} k{k}/{stride} t{threads}");
+                    assert_eq!(dw, dw2, "{ctx}");
+                    let worst = y
+                        .iter()
+                        .zip(&y2)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(worst < 1e-5, "{ctx}: {worst}");
+                });
+            }
+        }
+        let x = Tensor::zeros((1, 16, 16, 16), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((16, 16, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let (g, o) = Geometry::new(&x, &w, 1, 1).unwrap();
+        assert!(winograd::applies(&g, o));
+        let zero = vec![0f32; 16 * 16 * 16];
+        assert!(forward_and_kernel_grad(&zero, &zero[..16 * 16 * 9], &zero, &g, o).is_none());
     }
 
     /// The input image of a net needs no gradient: none is computed for it.

@@ -9,7 +9,10 @@
 //! - the gradient of `x` is that conv's forward applied to the output gradient;
 //! - the gradient of `w` is that conv's kernel gradient with the output gradient as the conv's
 //!   input and `x` as its output gradient, summed per thread and then in thread order, so a
-//!   result does not depend on scheduling.
+//!   result does not depend on scheduling;
+//! - when both are needed they come from one pass that builds each block's column matrix of the
+//!   output gradient once ([`super::conv`]'s `forward_and_kernel_grad`): two passes built it
+//!   twice.
 //!
 //! Candle 0.11's `conv_transpose2d` is a single-threaded loop on the CPU, and its backward runs
 //! through Candle's conv (a dilated one for the kernel gradient). On CUDA and Metal this op is
@@ -17,7 +20,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor};
 
-use super::conv::{Epilogue, Geometry, Needs, Route, backward, forward};
+use super::conv::{Epilogue, Geometry, Needs, Route, backward, forward, forward_and_kernel_grad};
 use super::gemm::Float;
 use super::{contiguous, profile};
 
@@ -126,6 +129,18 @@ impl ConvTranspose {
             contiguous::<T>(NAME, gs, gl)?,
         );
         let cpu = Device::Cpu;
+        if x.track_op() && w.track_op() {
+            let both = profile::time(
+                || format!("convT bwd ∂x+∂w {}", label(g, o)),
+                || forward_and_kernel_grad(gd, wd, xd, g, o),
+            );
+            if let Some((dx, dw)) = both {
+                return Ok((
+                    Some(Tensor::from_vec(dx, (g.n, o, g.ho, g.wo), &cpu)?),
+                    Some(Tensor::from_vec(dw, (o, g.c, g.kh, g.kw), &cpu)?),
+                ));
+            }
+        }
         let dx = if x.track_op() {
             let (dx, _) = profile::time(
                 || format!("convT bwd ∂x {}", label(g, o)),
