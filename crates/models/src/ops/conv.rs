@@ -1103,7 +1103,7 @@ fn layer_impl(layer: &candle_nn::Conv2d, x: &Tensor, epilogue: Epilogue) -> Resu
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ops::testutil::{max_diff, random, weighted_grads};
+    use crate::ops::testutil::{max_diff, on_threads, random, weighted_grads};
     use candle_core::Var;
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -1271,10 +1271,6 @@ mod tests {
             let gb = weighted_grads(&theirs, &r);
             let (g, _) = Geometry::new(&x, &wt, stride, padding).unwrap();
             for threads in 1..=3 {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
                 let blocks: usize = Plan::new(&g, threads, Rows::Any, Sizing::Im2col)
                     .groups
                     .iter()
@@ -1283,7 +1279,7 @@ mod tests {
                 let ctx = format!(
                     "n{n} c{c} {h}×{w_in} k{k} s{stride}, {threads} threads, {blocks} blocks"
                 );
-                let (ours, ga) = pool.install(|| {
+                let (ours, ga) = on_threads(threads, || {
                     let y = conv2d(&x, &wt, Some(&b), stride, padding).unwrap();
                     let ga = weighted_grads(&y, &r);
                     (y, ga)
@@ -1324,11 +1320,7 @@ mod tests {
             let r = random(theirs.dims(), &mut rng);
             let gb = weighted_grads(&theirs, &r);
             for threads in 1..=3 {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                let (ours, ga) = pool.install(|| {
+                let (ours, ga) = on_threads(threads, || {
                     let y = conv2d_relu_pool(&x, &wt, Some(&b), stride, padding).unwrap();
                     let ga = weighted_grads(&y, &r);
                     (y, ga)
@@ -1392,11 +1384,7 @@ mod tests {
                 let r = random(theirs.dims(), &mut rng);
                 let gb = weighted_grads(&theirs, &r);
                 for threads in 1..=3 {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
-                    let (ours, ga) = pool.install(|| {
+                    let (ours, ga) = on_threads(threads, || {
                         let y = conv2d_impl(&x, &wt, Some(&b), 1, padding, epilogue).unwrap();
                         let ga = weighted_grads(&y, &r);
                         (y, ga)
@@ -1504,11 +1492,7 @@ mod tests {
                 dy.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             );
             for threads in 1..=3 {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| {
+                on_threads(threads, || {
                     let (y, dw) = forward_and_kernel_grad(&xs, &ws, &dys, &g, o).unwrap();
                     let (y2, _) = forward(&xs, &ws, None, &g, o, Epilogue::None);
                     let needs = Needs { x: false, w: true };

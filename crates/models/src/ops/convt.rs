@@ -244,20 +244,11 @@ pub fn conv_transpose2d_layer(layer: &candle_nn::ConvTranspose2d, x: &Tensor) ->
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ops::testutil::{max_diff, random, weighted_grads};
+    use crate::ops::testutil::{max_diff, on_threads, random, weighted_grads};
     use candle_core::Var;
     use candle_nn::ConvTranspose2dConfig;
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-
-    /// Runs `f` on a rayon pool of `threads` threads.
-    fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(f)
-    }
 
     /// Forward and both gradients of ours and Candle's transposed conv of (n, ci, h, w) by
     /// (ci, co, k, k), on 1 to 3 threads; `ctx` names the case in failures.

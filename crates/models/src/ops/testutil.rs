@@ -1,5 +1,5 @@
-//! Helpers shared by the ops' tests: seeded random f64 tensors and the largest difference
-//! between two tensors.
+//! Helpers shared by the ops' tests: seeded random f64 tensors, the largest difference
+//! between two tensors, and a rayon pool of a given size.
 #![allow(clippy::unwrap_used)]
 
 use candle_core::backprop::GradStore;
@@ -12,6 +12,15 @@ pub fn random_in(shape: &[usize], rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> Ten
     let n = shape.iter().product();
     let data: Vec<f64> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
     Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// Runs `f` on a rayon pool of `threads` threads.
+pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
 }
 
 /// An f64 tensor of `shape` with entries uniform in `-1..1`.
