@@ -66,6 +66,11 @@ pub struct TrainArgs {
     /// The largest random shift of a training crop, as a fraction of its side (0–0.5).
     #[arg(long, default_value_t = SHIFT)]
     pub shift: f32,
+    /// Start every residual block's last batch-norm scale at 0, so each block begins as the
+    /// identity (torchvision's `zero_init_residual=True`); helps short runs from scratch leave
+    /// the mean-shape plateau sooner (see the README).
+    #[arg(long)]
+    pub zero_init_residual: bool,
 }
 
 /// The 300-W options Parts 3 and 4 share: where the faces are, the crop's size, and initial
@@ -158,6 +163,8 @@ pub struct Part3 {
     pub init: Option<PathBuf>,
     pub write_up: bool,
     pub weight_decay: Option<f64>,
+    /// [`ResNetConfig::zero_init_residual`] (training only: loading reads the saved scales).
+    pub zero_init_residual: bool,
 }
 
 /// Default input side. The write-up used 224; on two CPU cores a 128-pixel input trains a
@@ -184,6 +191,7 @@ impl Part3 {
             init: a.faces.init.clone(),
             write_up: a.write_up,
             weight_decay: a.weight_decay,
+            zero_init_residual: a.zero_init_residual,
         })
     }
 
@@ -211,6 +219,7 @@ impl Part3 {
             init: None,
             write_up: false,
             weight_decay: None,
+            zero_init_residual: false,
         })
     }
 
@@ -218,6 +227,7 @@ impl Part3 {
         let side = self.size as usize;
         ResNetConfig::resnet18(1, 2 * Layout::IBUG68.n_points, (side, side))
             .with_depth(self.arch.depth())
+            .with_zero_init_residual(self.zero_init_residual)
     }
 }
 

@@ -405,6 +405,7 @@ impl Part4 {
             init: None,
             write_up: false,
             weight_decay: None,
+            zero_init_residual: false,
         }
     }
 }
@@ -770,6 +771,7 @@ mod tests {
             no_flip_test: false,
             limit: None,
             bn_stats: None,
+            valid_every: 1,
             device: None,
             on_bad_face: crate::runner::BadFace::Fail,
         };

@@ -61,12 +61,13 @@ impl Observer for Bar {
             bar.finish_and_clear();
         }
         tracing::info!(
-            "{} epoch {}/{}: train {:.3e}, valid {:.3e}{}, lr {:.1e} ({:.1} s)",
+            "{} epoch {}/{}: train {:.3e}, valid {}{}, lr {:.1e} ({:.1} s)",
             self.label,
             r.epoch + 1,
             self.epochs,
             r.train_loss,
-            r.valid_loss,
+            r.valid_loss
+                .map_or_else(|| "skipped".to_string(), |v| format!("{v:.3e}")),
             r.valid_metric
                 .map(|m| format!(" (metric {m:.4})"))
                 .unwrap_or_default(),

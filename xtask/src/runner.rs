@@ -78,6 +78,11 @@ pub struct RunArgs {
     /// averages [default: the part's; 512 for the ResNets, 0 for nets without batch norm].
     #[arg(long, value_name = "N")]
     pub bn_stats: Option<usize>,
+    /// Validate (and recompute the batch-norm statistics) only after every N-th epoch and the
+    /// last; the best checkpoint is chosen among the validated epochs. Saves the validation's
+    /// time on long runs; the curves then have a point every N epochs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub valid_every: u64,
     /// Device: cpu, or cuda / metal in a build with that feature [default: the build's].
     #[arg(long)]
     pub device: Option<String>,
@@ -693,7 +698,7 @@ pub fn run<P: Part>(part: &P, args: &RunArgs) -> anyhow::Result<PathBuf> {
                 epochs: r.history.epochs.len(),
                 best_epoch: r.history.best_epoch,
                 final_train_loss: r.history.epochs.last().map(|e| e.train_loss),
-                final_valid_loss: r.history.epochs.last().map(|e| e.valid_loss),
+                final_valid_loss: r.history.epochs.last().and_then(|e| e.valid_loss),
                 train_seconds: r.seconds,
                 summary: &r.best.summary,
                 last: &r.last,
@@ -806,6 +811,7 @@ fn train_one<P: Part, S: Prepare, V: Prepare>(
         seed: args.seed,
         out_dir: dir.to_path_buf(),
         resume,
+        valid_every: usize::try_from(args.valid_every).unwrap_or(usize::MAX),
         ..TrainConfig::default()
     };
     let t = Instant::now();
@@ -934,7 +940,7 @@ impl Figures {
                 Curve::new(
                     format!("validation{suffix}"),
                     e.iter()
-                        .map(|x| (x.epoch as f32 + 1.0, x.valid_loss as f32))
+                        .filter_map(|x| Some((x.epoch as f32 + 1.0, x.valid_loss? as f32)))
                         .collect(),
                 ),
             ]

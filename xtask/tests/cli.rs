@@ -109,8 +109,8 @@ fn data_check_on_a_missing_folder_says_where_it_looked() {
     assert!(all.contains("nowhere"), "{all}");
 }
 
-/// Epoch records of a run's `history.json`: (epoch, train loss, valid loss).
-fn history(dir: &std::path::Path) -> Vec<(u64, f64, f64)> {
+/// Epoch records of a run's `history.json`: (epoch, train loss, valid loss if validated).
+fn history(dir: &std::path::Path) -> Vec<(u64, f64, Option<f64>)> {
     let text = std::fs::read_to_string(dir.join("history.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["epochs"]
@@ -121,7 +121,7 @@ fn history(dir: &std::path::Path) -> Vec<(u64, f64, f64)> {
             (
                 e["epoch"].as_u64().unwrap(),
                 e["train_loss"].as_f64().unwrap(),
-                e["valid_loss"].as_f64().unwrap(),
+                e["valid_loss"].as_f64(),
             )
         })
         .collect()
@@ -152,10 +152,15 @@ fn part1_short_run_trains_reports_and_resumes() {
                 .args(extra),
         )
     };
-    run(&["--epochs", "3"]);
+    run(&["--epochs", "3", "--valid-every", "2"]);
     let h = history(&out);
     assert_eq!(h.iter().map(|e| e.0).collect::<Vec<_>>(), [0, 1, 2]);
     assert!(h[2].1 < h[0].1, "training loss did not fall: {h:?}");
+    // --valid-every 2: the second epoch and the last validate, the first trains only.
+    assert_eq!(
+        h.iter().map(|e| e.2.is_some()).collect::<Vec<_>>(),
+        [false, true, true]
+    );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     for img in [
         "samples.png",
@@ -811,6 +816,12 @@ fn bad_command_lines_get_one_clear_message() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+    let o = xtask()
+        .args(["part2", "--valid-every", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--valid-every"));
     for (flag, value) in [
         ("--enlarge", "0.5"),
         ("--shift", "0.9"),

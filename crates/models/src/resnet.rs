@@ -103,6 +103,11 @@ pub struct ResNetConfig {
     /// Nominal input size (height, width). The network accepts any size that survives the five
     /// stride-2 stages; this one is used for [`Summarize::summary`].
     pub input: (usize, usize),
+    /// Start each residual block's last batch-norm scale (`bn2.weight`) at 0 instead of 1, so
+    /// every block begins as the identity (torchvision's `zero_init_residual=True`; Goyal et
+    /// al., 2017). Only the initial values change; absent in older files, it reads as `false`.
+    #[serde(default)]
+    pub zero_init_residual: bool,
 }
 
 /// The configuration's former name, from when ResNet-18 was the only depth.
@@ -123,6 +128,7 @@ impl ResNetConfig {
             in_channels,
             out,
             input,
+            zero_init_residual: false,
         }
     }
 
@@ -135,6 +141,14 @@ impl ResNetConfig {
     /// This configuration with another depth.
     pub fn with_depth(self, depth: ResNetDepth) -> Self {
         Self { depth, ..self }
+    }
+
+    /// This configuration with [`ResNetConfig::zero_init_residual`] set to `zero`.
+    pub fn with_zero_init_residual(self, zero: bool) -> Self {
+        Self {
+            zero_init_residual: zero,
+            ..self
+        }
     }
 
     /// Spatial size (height, width) of layer4's output for an input of `input`: each of the
@@ -150,6 +164,14 @@ impl ResNetConfig {
         }
         Some((h, w))
     }
+}
+
+/// [`bn`] whose scale starts at 0 (a residual block's last norm under `zero_init_residual`).
+/// The var is created first with the zero initialiser; `bn` then finds it. Loading weights
+/// (a `VarBuilder` over a file) reads the saved scale either way.
+fn bn_zero_scale(channels: usize, vb: VarBuilder<'_>) -> candle_core::Result<BatchNorm> {
+    vb.get_with_hints(channels, "weight", candle_nn::Init::Const(0.0))?;
+    bn(channels, vb)
 }
 
 fn bn(channels: usize, vb: VarBuilder<'_>) -> candle_core::Result<BatchNorm> {
@@ -193,6 +215,7 @@ impl BasicBlock {
         c_in: usize,
         c_out: usize,
         stride: usize,
+        zero_init_residual: bool,
         vb: VarBuilder<'_>,
     ) -> candle_core::Result<Self> {
         let downsample = if stride != 1 || c_in != c_out {
@@ -208,7 +231,11 @@ impl BasicBlock {
             conv1: conv(c_in, c_out, 3, stride, vb.pp("conv1"))?,
             bn1: bn(c_out, vb.pp("bn1"))?,
             conv2: conv(c_out, c_out, 3, 1, vb.pp("conv2"))?,
-            bn2: bn(c_out, vb.pp("bn2"))?,
+            bn2: if zero_init_residual {
+                bn_zero_scale(c_out, vb.pp("bn2"))?
+            } else {
+                bn(c_out, vb.pp("bn2"))?
+            },
             downsample,
         })
     }
@@ -254,6 +281,17 @@ impl ResNetTrunk {
     /// Builds conv1 … layer4 of `depth` for `in_channels` input channels on `vb` (no prefix:
     /// the vars are `conv1.weight`, `layer1.0.conv1.weight`, …).
     pub fn new(depth: ResNetDepth, in_channels: usize, vb: VarBuilder<'_>) -> Result<Self> {
+        Self::with_init(depth, in_channels, false, vb)
+    }
+
+    /// [`ResNetTrunk::new`], with every block's `bn2` scale starting at 0 when
+    /// `zero_init_residual` (see [`ResNetConfig::zero_init_residual`]).
+    pub fn with_init(
+        depth: ResNetDepth,
+        in_channels: usize,
+        zero_init_residual: bool,
+        vb: VarBuilder<'_>,
+    ) -> Result<Self> {
         if in_channels == 0 {
             return Err(ModelError::Config(format!("{depth} needs in_channels ≥ 1")));
         }
@@ -270,7 +308,7 @@ impl ResNetTrunk {
             for b in 0..n {
                 let stride = if l > 0 && b == 0 { 2 } else { 1 };
                 let name = format!("layer{}.{b}", l + 1);
-                let block = BasicBlock::new(c_in, c_out, stride, vb.pp(&name))?;
+                let block = BasicBlock::new(c_in, c_out, stride, zero_init_residual, vb.pp(&name))?;
                 blocks.push((name, block));
                 c_in = c_out;
             }
@@ -370,7 +408,12 @@ impl ResNet {
                 cfg.input
             )));
         }
-        let trunk = ResNetTrunk::new(cfg.depth, cfg.in_channels, vb.clone())?;
+        let trunk = ResNetTrunk::with_init(
+            cfg.depth,
+            cfg.in_channels,
+            cfg.zero_init_residual,
+            vb.clone(),
+        )?;
         let fc = linear_torch(TRUNK_CHANNELS, cfg.out, vb.pp("fc"))?;
         Ok(Self {
             cfg: cfg.clone(),
@@ -569,6 +612,66 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<ResNetConfig>(old).unwrap(),
             ResNetConfig::part3()
+        );
+    }
+
+    #[test]
+    fn zero_init_residual_zeroes_only_the_blocks_last_norm_scales() {
+        let draw = |zero: bool| {
+            let vm = VarMap::new();
+            let cfg = small(4).with_zero_init_residual(zero);
+            let vb = crate::seeded_var_builder(&vm, 3, DType::F32, &Device::Cpu);
+            let net = ResNet::new(&cfg, vb).unwrap();
+            (vm, net)
+        };
+        let (plain, _) = draw(false);
+        let (zeroed, net) = draw(true);
+        let plain = plain.data().lock().unwrap();
+        let zeroed = zeroed.data().lock().unwrap();
+        let mut n_zeroed = 0;
+        for (name, var) in zeroed.iter() {
+            let got: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let other: Vec<f32> = plain[name]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            if name.ends_with(".bn2.weight") {
+                assert!(got.iter().all(|&v| v == 0.0), "{name}");
+                n_zeroed += 1;
+            } else {
+                // The seeded draw of every other var is unchanged.
+                assert_eq!(got, other, "{name}");
+            }
+        }
+        assert_eq!(n_zeroed, 8, "one per BasicBlock of ResNet-18");
+        // Each block starts as the identity plus its shortcut, so the output still depends on
+        // the input, and the zeroed scales get a gradient.
+        let x = Tensor::randn(0f32, 1., (2, 1, 64, 64), &Device::Cpu).unwrap();
+        let y = net.forward_t(&x, true).unwrap();
+        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g = grads
+            .get(zeroed["layer1.0.bn2.weight"].as_tensor())
+            .unwrap();
+        assert!(
+            g.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
+        // Older configurations read as `false`.
+        let json = serde_json::to_string(&small(4))
+            .unwrap()
+            .replace(",\"zero_init_residual\":false", "");
+        assert!(!json.contains("zero_init"), "{json}");
+        assert!(
+            !serde_json::from_str::<ResNetConfig>(&json)
+                .unwrap()
+                .zero_init_residual
         );
     }
 

@@ -270,6 +270,10 @@ pub struct TrainConfig {
     pub diverge_factor: f64,
     /// Continue the run saved in `out_dir` instead of starting a new one.
     pub resume: bool,
+    /// Validate after every `valid_every`-th epoch (counted from 1) and after the last; the
+    /// epochs between train only, and only validated epochs can become the best checkpoint.
+    /// 1 (the default) validates every epoch.
+    pub valid_every: usize,
 }
 
 impl Default for TrainConfig {
@@ -287,11 +291,18 @@ impl Default for TrainConfig {
             out_dir: PathBuf::from("runs"),
             diverge_factor: 1e3,
             resume: false,
+            valid_every: 1,
         }
     }
 }
 
 impl TrainConfig {
+    /// Whether `epoch` (counted from 0) ends with a validation: every `valid_every`-th epoch,
+    /// and the last one.
+    pub fn validates(&self, epoch: usize) -> bool {
+        (epoch + 1).is_multiple_of(self.valid_every) || epoch + 1 >= self.epochs
+    }
+
     /// The learning rate of `epoch` under this configuration's schedule.
     pub fn lr_at(&self, epoch: usize) -> f64 {
         self.schedule.lr_at(self.lr, epoch, self.epochs)
@@ -323,6 +334,9 @@ impl TrainConfig {
         }
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
+        }
+        if self.valid_every == 0 {
+            return bad("valid_every must be at least 1".into());
         }
         if !positive(self.lr) {
             return bad(format!("lr must be a positive number, not {}", self.lr));
@@ -399,7 +413,8 @@ impl TrainConfig {
     }
 
     /// The settings in which `self` differs from `saved` that make resuming `saved` under
-    /// `self` a different run (everything but `out_dir`, `resume`, `diverge_factor`, and
+    /// `self` a different run (everything but `out_dir`, `resume`, `diverge_factor`,
+    /// `valid_every`, and
     /// `epochs` unless the cosine schedule depends on it), each as `name: saved → now`.
     pub fn resume_mismatches(&self, saved: &TrainConfig) -> Vec<String> {
         let mut out = Vec::new();

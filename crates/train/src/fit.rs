@@ -241,26 +241,25 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
         if too_large(train_loss, first_epoch_loss, cfg.diverge_factor) {
             return Err(stop(dir, varmap, &mut state.history, diverged(train_loss)));
         }
-        if let Some(stats) = bn_stats {
-            recompute_bn_stats(model, stats)?;
-        }
-        let (valid_loss, predictions) = match selector {
-            None => (evaluate_loss(model, valid, &cfg.loss)?, None),
-            Some(_) => {
-                let (loss, predictions) = validate(model, valid, &cfg.loss)?;
-                (loss, Some(predictions))
-            }
+        let validated = if cfg.validates(epoch) {
+            Some(validate_epoch(
+                model,
+                valid,
+                cfg,
+                bn_stats,
+                selector.as_deref_mut(),
+            )?)
+        } else {
+            None
         };
-        if !valid_loss.is_finite() {
-            return Err(stop(dir, varmap, &mut state.history, diverged(valid_loss)));
+        let valid_loss = validated.map(|(loss, _)| loss);
+        let valid_metric = validated.and_then(|(_, metric)| metric);
+        if let Some(loss) = valid_loss.filter(|l| !l.is_finite()) {
+            return Err(stop(dir, varmap, &mut state.history, diverged(loss)));
         }
-        let valid_metric = match (selector.as_deref_mut(), predictions) {
-            (Some(selector), Some(predictions)) => Some(selector.score(&predictions)?),
-            _ => None,
-        };
-        // What picks the best epoch: the selector's score, else the validation loss. A
-        // non-finite score never wins.
-        let score = valid_metric.unwrap_or(valid_loss);
+        // What picks the best epoch: the selector's score, else the validation loss; an epoch
+        // that did not validate has none. A non-finite score never wins.
+        let score = valid_metric.or(valid_loss);
 
         let record = EpochRecord {
             epoch,
@@ -271,7 +270,9 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
             seconds: started.elapsed().as_secs_f64(),
         };
         state.history.epochs.push(record.clone());
-        if score.is_finite() && state.best_valid.is_none_or(|best| score < best) {
+        if let Some(score) = score.filter(|s| s.is_finite())
+            && state.best_valid.is_none_or(|best| score < best)
+        {
             state.best_valid = Some(score);
             state.history.best_epoch = Some(epoch);
             save_weights(varmap, &dir.join(BEST_WEIGHTS))?;
@@ -319,6 +320,27 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
         observer.epoch_done(&record);
     }
     Ok(state.history)
+}
+
+/// Validation after an epoch: the batch-norm statistics recomputed (when `bn_stats` is given),
+/// then the validation loss and, with a selector, its score.
+fn validate_epoch<M: Model + ?Sized, Q: Prepare>(
+    model: &M,
+    valid: &Loader<Q>,
+    cfg: &TrainConfig,
+    bn_stats: Option<&dyn Batches>,
+    selector: Option<&mut (dyn Selector + '_)>,
+) -> Result<(f64, Option<f64>)> {
+    if let Some(stats) = bn_stats {
+        recompute_bn_stats(model, stats)?;
+    }
+    match selector {
+        None => Ok((evaluate_loss(model, valid, &cfg.loss)?, None)),
+        Some(selector) => {
+            let (loss, predictions) = validate(model, valid, &cfg.loss)?;
+            Ok((loss, Some(selector.score(&predictions)?)))
+        }
+    }
 }
 
 /// Whether `loss` means the run diverged: not finite, or above `factor × reference` (the

@@ -16,8 +16,9 @@ pub struct EpochRecord {
     pub lr: f64,
     /// Mean training loss over the epoch's samples (taken during the epoch, in training mode).
     pub train_loss: f64,
-    /// Mean validation loss over the validation samples after the epoch (inference mode).
-    pub valid_loss: f64,
+    /// Mean validation loss over the validation samples after the epoch (inference mode);
+    /// `None` for an epoch that did not validate ([`crate::TrainConfig::valid_every`]).
+    pub valid_loss: Option<f64>,
     /// The score that selects the best epoch ([`History::metric`]), when the run was trained
     /// with a selector; `None` when the validation loss selects.
     #[serde(default)]
@@ -61,10 +62,11 @@ impl History {
         for r in &self.epochs {
             // Writing to a String cannot fail.
             let metric = r.valid_metric.map(|m| m.to_string()).unwrap_or_default();
+            let valid = r.valid_loss.map(|m| m.to_string()).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{metric}",
-                r.epoch, r.lr, r.train_loss, r.valid_loss, r.seconds
+                "{},{},{},{valid},{},{metric}",
+                r.epoch, r.lr, r.train_loss, r.seconds
             );
         }
         out
@@ -101,8 +103,12 @@ mod tests {
             seconds: 1.5,
         };
         History {
-            epochs: vec![rec(0, 0.5, None), rec(1, 0.125, Some(0.0625))],
-            best_epoch: Some(1),
+            epochs: vec![
+                rec(0, Some(0.5), None),
+                rec(1, None, None),
+                rec(2, Some(0.125), Some(0.0625)),
+            ],
+            best_epoch: Some(2),
             metric: Some("NME".into()),
             stopped: None,
         }
@@ -112,10 +118,17 @@ mod tests {
     fn csv_lines() {
         assert_eq!(
             history().to_csv(),
-            "epoch,lr,train_loss,valid_loss,seconds,valid_metric\n0,0.001,0.25,0.5,1.5,\n1,0.001,0.25,0.125,1.5,0.0625\n"
+            "epoch,lr,train_loss,valid_loss,seconds,valid_metric\n0,0.001,0.25,0.5,1.5,\n1,0.001,0.25,,1.5,\n2,0.001,0.25,0.125,1.5,0.0625\n"
         );
-        assert_eq!(history().best().unwrap().valid_loss, 0.125);
+        assert_eq!(history().best().unwrap().valid_loss, Some(0.125));
         assert!(History::default().best().is_none());
+    }
+
+    #[test]
+    fn records_written_before_valid_every_read_as_validated() {
+        let old = r#"{"epoch":0,"lr":0.001,"train_loss":0.25,"valid_loss":0.5,"seconds":1.5}"#;
+        let r: EpochRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((r.valid_loss, r.valid_metric), (Some(0.5), None));
     }
 
     #[test]

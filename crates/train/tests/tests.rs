@@ -169,11 +169,10 @@ fn a_linear_model_learns_and_the_run_is_recorded() {
         first.train_loss,
         last.train_loss
     );
+    let (first_valid, last_valid) = (first.valid_loss.unwrap(), last.valid_loss.unwrap());
     assert!(
-        last.valid_loss * 10.0 < first.valid_loss,
-        "{} → {}",
-        first.valid_loss,
-        last.valid_loss
+        last_valid * 10.0 < first_valid,
+        "{first_valid} → {last_valid}"
     );
     assert_eq!(history.epochs.len(), 30);
     assert_eq!(
@@ -204,27 +203,30 @@ fn a_linear_model_learns_and_the_run_is_recorded() {
             .take(5)
             .map(|v| v.parse().unwrap())
             .collect();
-        assert_eq!(f[..4], [r.epoch as f64, r.lr, r.train_loss, r.valid_loss]);
+        assert_eq!(
+            f[..4],
+            [r.epoch as f64, r.lr, r.train_loss, r.valid_loss.unwrap()]
+        );
     }
     assert_eq!(csv.lines().count(), 31);
 
     // last = the final weights; best = the weights of the best epoch, whose valid loss it gives.
     assert_eq!(weights_in(&dir.path().join(LAST_WEIGHTS)), weights(&varmap));
     let best = history.best().unwrap();
+    let best_loss = best.valid_loss.unwrap();
     assert!(
         history
             .epochs
             .iter()
-            .all(|r| r.valid_loss >= best.valid_loss)
+            .all(|r| r.valid_loss >= Some(best_loss))
     );
     let (lin, best_vars) = model(1);
     load_weights(&best_vars, &dir.path().join(BEST_WEIGHTS)).unwrap();
     let (_, valid) = loaders(&cfg);
     let again = evaluate_loss(&lin, &valid, &cfg.loss).unwrap();
     assert!(
-        (again - best.valid_loss).abs() <= 1e-6 * best.valid_loss.max(1e-6),
-        "{again} vs {}",
-        best.valid_loss
+        (again - best_loss).abs() <= 1e-6 * best_loss.max(1e-6),
+        "{again} vs {best_loss}"
     );
 
     let meta = CheckpointMeta::read(&dir.path().join(LAST_META)).unwrap();
@@ -312,11 +314,65 @@ fn fit_selecting_keeps_the_selectors_best_epoch() {
     let scores: Vec<Option<f64>> = history.epochs.iter().map(|r| r.valid_metric).collect();
     assert_eq!(scores, [Some(1.0), Some(2.0), Some(3.0), Some(4.0)]);
     // The loss fell after epoch 0, yet best.safetensors holds epoch 0's weights.
-    assert!(history.epochs[3].valid_loss < history.epochs[0].valid_loss);
+    let first = history.epochs[0].valid_loss.unwrap();
+    assert!(history.epochs[3].valid_loss.unwrap() < first);
     let (lin0, best_vars) = model(1);
     load_weights(&best_vars, &dir.path().join(BEST_WEIGHTS)).unwrap();
     let again = evaluate_loss(&lin0, &valid, &cfg.loss).unwrap();
-    assert!((again - history.epochs[0].valid_loss).abs() <= 1e-6);
+    assert!((again - first).abs() <= 1e-6);
+}
+
+#[test]
+fn valid_every_validates_every_nth_epoch_and_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        epochs: 5,
+        batch_size: 8,
+        lr: 0.05,
+        valid_every: 2,
+        out_dir: dir.path().to_path_buf(),
+        ..TrainConfig::default()
+    };
+    let (train, valid) = loaders(&cfg);
+    let (lin, varmap) = model(1);
+    let mut selector = FirstEpochWins {
+        calls: 0,
+        seen: Vec::new(),
+    };
+    let history =
+        fkd_train::fit_selecting(&lin, &varmap, &train, &valid, &cfg, &mut (), &mut selector)
+            .unwrap();
+    // Epochs 2 and 4 (counted from 1) and the last one, 5, validate; the others train only.
+    assert_eq!(selector.seen, vec![16; 3]);
+    let validated: Vec<bool> = history
+        .epochs
+        .iter()
+        .map(|r| r.valid_loss.is_some())
+        .collect();
+    assert_eq!(validated, [false, true, false, true, true]);
+    let scores: Vec<Option<f64>> = history.epochs.iter().map(|r| r.valid_metric).collect();
+    assert_eq!(scores, [None, Some(1.0), None, Some(2.0), Some(3.0)]);
+    // Only a validated epoch can be the best: the selector's first score, epoch 1.
+    assert_eq!(history.best_epoch, Some(1));
+    let (lin1, best_vars) = model(1);
+    load_weights(&best_vars, &dir.path().join(BEST_WEIGHTS)).unwrap();
+    let again = evaluate_loss(&lin1, &valid, &cfg.loss).unwrap();
+    assert!((again - history.epochs[1].valid_loss.unwrap()).abs() <= 1e-6);
+    // The CSV leaves the skipped epochs' validation loss empty.
+    let csv = std::fs::read_to_string(dir.path().join(HISTORY_CSV)).unwrap();
+    assert!(csv.lines().nth(1).unwrap().starts_with("0,"));
+    assert_eq!(csv.lines().nth(1).unwrap().split(',').nth(3), Some(""));
+
+    let zero = TrainConfig {
+        valid_every: 0,
+        ..cfg.clone()
+    };
+    assert!(
+        zero.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("valid_every")
+    );
 }
 
 #[test]
@@ -360,7 +416,7 @@ fn resuming_after_two_epochs_matches_an_uninterrupted_run() {
     );
 }
 
-fn losses(h: &History) -> Vec<(usize, f64, f64, f64)> {
+fn losses(h: &History) -> Vec<(usize, f64, f64, Option<f64>)> {
     h.epochs
         .iter()
         .map(|r| (r.epoch, r.lr, r.train_loss, r.valid_loss))

@@ -553,6 +553,49 @@ pub(super) enum Route<'a, T> {
     Pool(&'a [u8]),
 }
 
+/// Copies a block's rows of the NCHW planes `src` (`o` channels of `g`'s output) into the
+/// block's product layout `dst` (channel-major, `blk.cols(g)` columns per channel).
+fn gather_block<T: Float>(src: &[T], g: &Geometry, blk: &Block, o: usize, dst: &mut [T]) {
+    let (span, nc, l) = (blk.span(g), blk.cols(g), g.l());
+    for bi in 0..blk.nb {
+        for oc in 0..o {
+            let at = ((blk.b0 + bi) * o + oc) * l + blk.oy0 * g.wo;
+            dst[oc * nc + bi * span..][..span].copy_from_slice(&src[at..][..span]);
+        }
+    }
+}
+
+/// The inverse of [`gather_block`] into a thread's own images: the block's products `prod`
+/// written to their rows of `ys`, whose first image is the batch's image `first`.
+fn scatter_block<T: Float>(
+    prod: &[T],
+    g: &Geometry,
+    blk: &Block,
+    o: usize,
+    ys: &mut [T],
+    first: usize,
+) {
+    let (span, nc, l) = (blk.span(g), blk.cols(g), g.l());
+    for bi in 0..blk.nb {
+        let image = blk.b0 + bi - first;
+        for oc in 0..o {
+            ys[(image * o + oc) * l + blk.oy0 * g.wo..][..span]
+                .copy_from_slice(&prod[oc * nc + bi * span..][..span]);
+        }
+    }
+}
+
+/// The per-thread partial sums added in thread order (not in the order threads finished), so
+/// a result does not depend on scheduling; empty without any.
+fn sum_in_thread_order<T: Float>(sums: impl IntoIterator<Item = Vec<T>>) -> Vec<T> {
+    let mut sums = sums.into_iter();
+    let mut total = sums.next().unwrap_or_default();
+    for part in sums {
+        total.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    total
+}
+
 /// The backward kernel: the gradients `needs` asks for, and ∂bias with `bias`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward<T: Float>(
@@ -657,14 +700,7 @@ pub(super) fn backward<T: Float>(
                     );
                 }
                 if let (true, Some(routed)) = (wino_dx, outs.as_deref_mut()) {
-                    for bi in 0..blk.nb {
-                        let image = blk.b0 + bi - grp.b0;
-                        for oc in 0..o {
-                            let at = (image * o + oc) * l + blk.oy0 * g.wo;
-                            routed[at..][..span]
-                                .copy_from_slice(&gy[oc * nc + bi * span..][..span]);
-                        }
-                    }
+                    scatter_block(&gy, g, blk, o, routed, grp.b0);
                 } else if let Some(dxs) = outs.as_deref_mut() {
                     matmul(
                         MatMut::rows(&mut cols, k, nc, nc),
@@ -679,13 +715,9 @@ pub(super) fn backward<T: Float>(
             (dw, db)
         })
         .collect();
-    let mut sums = sums.into_iter();
     // Empty only when the blocks had nothing to do (no ∂w, no ∂bias): then none is returned.
-    let (mut dw, mut db) = sums.next().unwrap_or_default();
-    for (w2, b2) in sums {
-        dw.iter_mut().zip(w2).for_each(|(a, b)| *a += b);
-        db.iter_mut().zip(b2).for_each(|(a, b)| *a += b);
-    }
+    let (dws, dbs): (Vec<_>, Vec<_>) = sums.into_iter().unzip();
+    let (dw, db) = (sum_in_thread_order(dws), sum_in_thread_order(dbs));
     let dx = if wino_dx {
         let gx = Geometry {
             n: g.n,
@@ -746,7 +778,7 @@ pub(super) fn forward_and_kernel_grad<T: Float>(
             let mut dw = zeros(o * k);
             let (mut cols, mut prod, mut gy) = (Vec::new(), Vec::new(), Vec::new());
             for blk in &grp.blocks {
-                let (span, nc) = (blk.span(g), blk.cols(g));
+                let nc = blk.cols(g);
                 cols.resize(k * nc, T::zero());
                 im2col_block(x, g, blk, &mut cols);
                 prod.resize(o * nc, T::zero());
@@ -757,17 +789,9 @@ pub(super) fn forward_and_kernel_grad<T: Float>(
                     Mat::rows(&cols, k, nc, nc),
                     plan.gemm_threads,
                 );
+                scatter_block(&prod, g, blk, o, ys, grp.b0);
                 gy.resize(o * nc, T::zero());
-                for bi in 0..blk.nb {
-                    let image = blk.b0 + bi - grp.b0;
-                    for oc in 0..o {
-                        let at = oc * nc + bi * span;
-                        ys[(image * o + oc) * l + blk.oy0 * g.wo..][..span]
-                            .copy_from_slice(&prod[at..][..span]);
-                        let src = ((blk.b0 + bi) * o + oc) * l + blk.oy0 * g.wo;
-                        gy[at..][..span].copy_from_slice(&dy[src..][..span]);
-                    }
-                }
+                gather_block(dy, g, blk, o, &mut gy);
                 matmul(
                     MatMut::rows(&mut dw, o, k, k),
                     true,
@@ -779,12 +803,7 @@ pub(super) fn forward_and_kernel_grad<T: Float>(
             dw
         })
         .collect();
-    let mut sums = sums.into_iter();
-    let mut dw = sums.next().unwrap_or_default();
-    for w2 in sums {
-        dw.iter_mut().zip(w2).for_each(|(a, b)| *a += b);
-    }
-    Some((y, dw))
+    Some((y, sum_in_thread_order(sums)))
 }
 
 /// The autograd node of a CPU convolution: `(x, w[, bias]) → y`; as a `CustomOp2` without a
