@@ -289,14 +289,20 @@ impl fkd_train::Selector for FirstEpochWins {
     }
 }
 
-#[test]
-fn fit_selecting_keeps_the_selectors_best_epoch() {
-    let dir = tempfile::tempdir().unwrap();
+/// Trains the linear model for `epochs` epochs at lr 0.05, validating every `valid_every`-th
+/// epoch and the last, under a [`FirstEpochWins`] selector: its configuration, the history,
+/// and how many predictions each score saw.
+fn fit_first_wins(
+    dir: &Path,
+    epochs: usize,
+    valid_every: usize,
+) -> (TrainConfig, History, Vec<usize>) {
     let cfg = TrainConfig {
-        epochs: 4,
+        epochs,
         batch_size: 8,
         lr: 0.05,
-        out_dir: dir.path().to_path_buf(),
+        valid_every,
+        out_dir: dir.to_path_buf(),
         ..TrainConfig::default()
     };
     let (train, valid) = loaders(&cfg);
@@ -308,7 +314,22 @@ fn fit_selecting_keeps_the_selectors_best_epoch() {
     let history =
         fkd_train::fit_selecting(&lin, &varmap, &train, &valid, &cfg, &mut (), &mut selector)
             .unwrap();
-    assert_eq!(selector.seen, vec![16; 4]);
+    (cfg, history, selector.seen)
+}
+
+/// The validation loss of the weights `best.safetensors` in `dir` holds.
+fn best_weights_loss(dir: &Path, cfg: &TrainConfig) -> f64 {
+    let (lin, best_vars) = model(1);
+    load_weights(&best_vars, &dir.join(BEST_WEIGHTS)).unwrap();
+    let (_, valid) = loaders(cfg);
+    evaluate_loss(&lin, &valid, &cfg.loss).unwrap()
+}
+
+#[test]
+fn fit_selecting_keeps_the_selectors_best_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, history, seen) = fit_first_wins(dir.path(), 4, 1);
+    assert_eq!(seen, vec![16; 4]);
     assert_eq!(history.metric.as_deref(), Some("first"));
     assert_eq!(history.best_epoch, Some(0));
     let scores: Vec<Option<f64>> = history.epochs.iter().map(|r| r.valid_metric).collect();
@@ -316,34 +337,15 @@ fn fit_selecting_keeps_the_selectors_best_epoch() {
     // The loss fell after epoch 0, yet best.safetensors holds epoch 0's weights.
     let first = history.epochs[0].valid_loss.unwrap();
     assert!(history.epochs[3].valid_loss.unwrap() < first);
-    let (lin0, best_vars) = model(1);
-    load_weights(&best_vars, &dir.path().join(BEST_WEIGHTS)).unwrap();
-    let again = evaluate_loss(&lin0, &valid, &cfg.loss).unwrap();
-    assert!((again - first).abs() <= 1e-6);
+    assert!((best_weights_loss(dir.path(), &cfg) - first).abs() <= 1e-6);
 }
 
 #[test]
 fn valid_every_validates_every_nth_epoch_and_the_last() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig {
-        epochs: 5,
-        batch_size: 8,
-        lr: 0.05,
-        valid_every: 2,
-        out_dir: dir.path().to_path_buf(),
-        ..TrainConfig::default()
-    };
-    let (train, valid) = loaders(&cfg);
-    let (lin, varmap) = model(1);
-    let mut selector = FirstEpochWins {
-        calls: 0,
-        seen: Vec::new(),
-    };
-    let history =
-        fkd_train::fit_selecting(&lin, &varmap, &train, &valid, &cfg, &mut (), &mut selector)
-            .unwrap();
+    let (cfg, history, seen) = fit_first_wins(dir.path(), 5, 2);
     // Epochs 2 and 4 (counted from 1) and the last one, 5, validate; the others train only.
-    assert_eq!(selector.seen, vec![16; 3]);
+    assert_eq!(seen, vec![16; 3]);
     let validated: Vec<bool> = history
         .epochs
         .iter()
@@ -354,10 +356,8 @@ fn valid_every_validates_every_nth_epoch_and_the_last() {
     assert_eq!(scores, [None, Some(1.0), None, Some(2.0), Some(3.0)]);
     // Only a validated epoch can be the best: the selector's first score, epoch 1.
     assert_eq!(history.best_epoch, Some(1));
-    let (lin1, best_vars) = model(1);
-    load_weights(&best_vars, &dir.path().join(BEST_WEIGHTS)).unwrap();
-    let again = evaluate_loss(&lin1, &valid, &cfg.loss).unwrap();
-    assert!((again - history.epochs[1].valid_loss.unwrap()).abs() <= 1e-6);
+    let best = history.epochs[1].valid_loss.unwrap();
+    assert!((best_weights_loss(dir.path(), &cfg) - best).abs() <= 1e-6);
     // The CSV leaves the skipped epochs' validation loss empty.
     let csv = std::fs::read_to_string(dir.path().join(HISTORY_CSV)).unwrap();
     assert!(csv.lines().nth(1).unwrap().starts_with("0,"));
