@@ -37,8 +37,10 @@ const MODELS: [(&str, usize); 5] = [
     ("deconv-head", 16),
 ];
 
-/// Every name `--models` takes, for error messages.
-const MODEL_NAMES: &str = "nose, face, resnet18, deconv or deconv-head";
+/// Every name `--models` takes, for error messages (from [`MODELS`]).
+fn model_names() -> String {
+    MODELS.map(|(m, _)| m).join(", ")
+}
 
 /// `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
@@ -211,7 +213,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 .iter()
                 .find(|(m, _)| m == name)
                 .map(|&(_, b)| b)
-                .with_context(|| format!("unknown model {name:?}: {MODEL_NAMES}"))?;
+                .with_context(|| format!("unknown model {name:?}: {}", model_names()))?;
             let fkd = || {
                 let mut cmd = Command::new(&exe);
                 cmd.args(["bench-child", "--model", name, "--device", &args.device])
@@ -513,7 +515,7 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
             let k = 1 << cfg.deconv_layers;
             (Box::new(head), (mh / k, mw / k), vec![cfg.points, mh, mw])
         }
-        other => bail!("unknown model {other:?}: {MODEL_NAMES}"),
+        other => bail!("unknown model {other:?}: {}", model_names()),
     };
     let x = (Tensor::rand(0f32, 1f32, (args.batch, channels, h, w), &device)? - 0.5)?;
     // The head's input stands for the encoder's output: a variable, so that training computes

@@ -210,17 +210,28 @@ impl Part3 {
             );
         }
         Ok(Part3 {
-            train_xml: None,
-            valid_xml: None,
-            size: card.input[0],
             arch,
             enlarge: card.enlarge.unwrap_or(ENLARGE),
+            ..Part3::data_only(None, None, card.input[0])
+        })
+    }
+
+    /// Part 3 for its data handling alone (crops of `size` pixels, the default crop factor and
+    /// shift), as evaluation, prediction and Part 4 use it: a ResNet-18 with the default
+    /// recipe and initialisation, no `--init`.
+    pub fn data_only(train_xml: Option<PathBuf>, valid_xml: Option<PathBuf>, size: u32) -> Part3 {
+        Part3 {
+            train_xml,
+            valid_xml,
+            size,
+            arch: Arch::Resnet18,
+            enlarge: ENLARGE,
             shift: SHIFT,
             init: None,
             write_up: false,
             weight_decay: None,
             zero_init_residual: false,
-        })
+        }
     }
 
     fn config(&self) -> ResNetConfig {

@@ -395,18 +395,11 @@ impl Part4 {
 
     /// Part 3's data handling, for 300-W.
     fn part3(&self) -> crate::part3::Part3 {
-        crate::part3::Part3 {
-            train_xml: self.train_xml.clone(),
-            valid_xml: self.valid_xml.clone(),
-            size: self.input.width,
-            arch: crate::part3::Arch::Resnet18,
-            enlarge: crate::part3::ENLARGE,
-            shift: crate::part3::SHIFT,
-            init: None,
-            write_up: false,
-            weight_decay: None,
-            zero_init_residual: false,
-        }
+        crate::part3::Part3::data_only(
+            self.train_xml.clone(),
+            self.valid_xml.clone(),
+            self.input.width,
+        )
     }
 }
 
