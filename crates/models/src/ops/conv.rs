@@ -1486,23 +1486,17 @@ mod tests {
         let r = f(random(&[n, o, h / 2, w / 2], &mut rng));
         let (g, _) = Geometry::new(&x, &wt, 1, 1).unwrap();
         assert!(winograd::applies_kernel_grad(&g, o));
+        let kernel_grad = |y: &Tensor| -> Vec<f32> {
+            let gw = weighted_grads(y, &r)
+                .get(&wt)
+                .unwrap()
+                .flatten_all()
+                .unwrap();
+            gw.to_vec1().unwrap()
+        };
         let theirs = x.conv2d(&wt, 1, 1, 1, 1).unwrap().relu().unwrap();
-        let theirs = crate::ops::max_pool2d(&theirs, 2, 2, 0).unwrap();
-        let theirs: Vec<f32> = weighted_grads(&theirs, &r)
-            .get(&wt)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let ours = conv2d_impl(&x, &wt, None, 1, 1, Epilogue::ReluPool).unwrap();
-        let ours: Vec<f32> = weighted_grads(&ours, &r)
-            .get(&wt)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let theirs = kernel_grad(&crate::ops::max_pool2d(&theirs, 2, 2, 0).unwrap());
+        let ours = kernel_grad(&conv2d_impl(&x, &wt, None, 1, 1, Epilogue::ReluPool).unwrap());
         let zeros: Vec<usize> = (0..theirs.len()).filter(|&i| theirs[i] == 0.0).collect();
         assert!(!zeros.is_empty(), "the case should have exactly-zero taps");
         for i in zeros {
