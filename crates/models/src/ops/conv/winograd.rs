@@ -22,19 +22,21 @@ use crate::ops::gemm::{Float, Mat, MatMut, matmul};
 /// Whether a convolution runs through Winograd: 3×3, stride 1, and enough channels and output
 /// pixels that the 16 products are not dominated by the transforms.
 pub(super) fn applies(g: &Geometry, o: usize) -> bool {
+    fits(g, o, MIN_PLANE)
+}
+
+/// 3×3, stride 1, [`MIN_CHANNELS`] each way and at least `min_plane` output pixels per image.
+fn fits(g: &Geometry, o: usize, min_plane: usize) -> bool {
     (g.kh, g.kw, g.stride) == (3, 3, 1)
         && g.c >= MIN_CHANNELS
         && o >= MIN_CHANNELS
-        && g.ho * g.wo >= MIN_PLANE
+        && g.ho * g.wo >= min_plane
 }
 
 /// Whether a kernel gradient runs through Winograd ([`kernel_grad_block`]): as [`applies`],
 /// but down to 8×8 maps ([`MIN_PLANE_GRAD`]).
 pub(super) fn applies_kernel_grad(g: &Geometry, o: usize) -> bool {
-    (g.kh, g.kw, g.stride) == (3, 3, 1)
-        && g.c >= MIN_CHANNELS
-        && o >= MIN_CHANNELS
-        && g.ho * g.wo >= MIN_PLANE_GRAD
+    fits(g, o, MIN_PLANE_GRAD)
 }
 
 /// The kernel gradient has no weight transform to pay for per call (its inverse, 16·o·c
@@ -102,12 +104,18 @@ pub(super) fn flipped<T: Float>(w: &[T], o: usize, c: usize) -> Vec<T> {
     f
 }
 
+/// The block's grid of 2×2 output tiles per image: (tile rows, tiles per row), the last row or
+/// column of tiles clipped where the block's height or the map's width is odd.
+fn tile_grid(g: &Geometry, blk: &Block) -> (usize, usize) {
+    ((blk.oy1 - blk.oy0).div_ceil(2), g.wo.div_ceil(2))
+}
+
 /// The block's transformed input tiles into `v`: 16 row-major (c × tiles) matrices
 /// `V[ξ] = (Bᵀ·d·B)[ξ]`, one column per 2×2 output tile (image-major, then tile row, then tile
 /// column), and the number of tiles.
 fn input_tiles<T: Float>(x: &[T], g: &Geometry, blk: &Block, v: &mut Vec<T>) -> usize {
-    let (c, rows) = (g.c, blk.oy1 - blk.oy0);
-    let (trows, tw) = (rows.div_ceil(2), g.wo.div_ceil(2));
+    let c = g.c;
+    let (trows, tw) = tile_grid(g, blk);
     let tiles = blk.nb * trows * tw;
     v.resize(16 * c * tiles, T::zero());
     let pad = g.padding as isize;
@@ -207,7 +215,7 @@ pub(super) fn block<T: Float>(
     threads: usize,
 ) {
     let (c, rows, span, nc) = (g.c, blk.oy1 - blk.oy0, blk.span(g), blk.cols(g));
-    let (trows, tw) = (rows.div_ceil(2), g.wo.div_ceil(2));
+    let (trows, tw) = tile_grid(g, blk);
     let tiles = input_tiles(x, g, blk, v);
     m.resize(16 * o * tiles, T::zero());
     // The 16 products M[ξ] (o × tiles) = U[ξ] (o × c) · V[ξ] (c × tiles).
@@ -299,7 +307,7 @@ pub(super) fn kernel_grad_block<T: Float>(
     threads: usize,
 ) {
     let (c, rows, span, nc) = (g.c, blk.oy1 - blk.oy0, blk.span(g), blk.cols(g));
-    let (trows, tw) = (rows.div_ceil(2), g.wo.div_ceil(2));
+    let (trows, tw) = tile_grid(g, blk);
     let tiles = input_tiles(x, g, blk, v);
     dm.resize(16 * o * tiles, T::zero());
     // ∂M[ξ = 4i + j] of each tile from its 2×2 gradient, one row of tiles at a time: A (4 × 2)
