@@ -401,18 +401,18 @@ pub(super) fn forward<T: Float>(
 ) -> (Vec<T>, Vec<u8>) {
     let (k, l) = (g.k(), g.l());
     let pool = epilogue == Epilogue::ReluPool;
-    let wino = winograd::applies(g, o);
-    let u = if wino {
+    let use_wino = winograd::applies(g, o);
+    let u = if use_wino {
         winograd::weights(w, o, g.c)
     } else {
         Vec::new()
     };
-    let rows = match (pool, wino) {
+    let rows = match (pool, use_wino) {
         (true, _) => Rows::Pooled,
         (false, true) => Rows::Pairs,
         (false, false) => Rows::Any,
     };
-    let sizing = if wino {
+    let sizing = if use_wino {
         Sizing::Winograd
     } else {
         Sizing::Im2col
@@ -429,22 +429,13 @@ pub(super) fn forward<T: Float>(
         .zip(parts)
         .zip(arg_parts)
         .for_each(|((grp, ys), args)| {
-            let (mut cols, mut prod, mut wm) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut cols, mut prod) = (Vec::new(), Vec::new());
+            let mut wino = winograd::Scratch::default();
             for blk in &grp.blocks {
                 let (span, nc) = (blk.span(g), blk.cols(g));
                 prod.resize(o * nc, T::zero());
-                if wino {
-                    winograd::block(
-                        x,
-                        &u,
-                        g,
-                        o,
-                        blk,
-                        &mut cols,
-                        &mut wm,
-                        &mut prod,
-                        plan.gemm_threads,
-                    );
+                if use_wino {
+                    winograd::block(x, &u, g, o, blk, &mut wino, &mut prod, plan.gemm_threads);
                 } else {
                     cols.resize(k * nc, T::zero());
                     im2col_block(x, g, blk, &mut cols);
@@ -631,7 +622,7 @@ pub(super) fn backward<T: Float>(
     // 0, and the transforms leave a rounding residue (≈ 1e-8) in its place, which Adam scales
     // up to a full step. With those too, Part 1 trained 1.0 px worse on average over seeds 0–9
     // (9 of 10 worse; NoseNet's pooled 15×20 and 7×10 convs); the direct sum keeps the zeros.
-    let wino_dw = needs.w && matches!(route, Route::Plain) && winograd::applies_kernel_grad(g, o);
+    let wino_dw = needs.w && matches!(route, Route::Plain) && winograd::applies(g, o);
     let rows = match route {
         Route::Pool(_) => Rows::Pooled,
         _ if wino_dw => Rows::Pairs,
@@ -680,7 +671,8 @@ pub(super) fn backward<T: Float>(
                 (false, _) => 0,
             });
             let mut db = zeros(if bias { o } else { 0 });
-            let (mut cols, mut gy, mut dm) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut cols, mut gy) = (Vec::new(), Vec::new());
+            let mut wino = winograd::Scratch::default();
             for blk in &grp.blocks {
                 let (span, nc) = (blk.span(g), blk.cols(g));
                 gy.resize(o * nc, T::zero());
@@ -723,8 +715,7 @@ pub(super) fn backward<T: Float>(
                         g,
                         o,
                         blk,
-                        &mut cols,
-                        &mut dm,
+                        &mut wino,
                         &mut dw,
                         plan.gemm_threads,
                     );
@@ -1406,11 +1397,11 @@ mod tests {
         assert!(err.contains("2×2 pool does not fit"), "{err}");
     }
 
-    /// 3×3 stride-1 convs with 16 or more channels and 256 or more output pixels per image run
-    /// through Winograd F(2×2, 3×3) (a 15×15 output does not), and the input gradient through a
-    /// second one; the kernel gradient of a plain output gradient down to 64 pixels (not a 7×9
-    /// output): forward and every gradient equal Candle's conv
-    /// (f64), with paddings 0 to 2, odd and even sizes, row blocks and multi-image blocks,
+    /// 3×3 stride-1 convs with 16 or more channels and 256 or more output pixels per image, or
+    /// 128 or more channels and 64 or more pixels, run through Winograd F(2×2, 3×3) (a 7×9
+    /// output does not), the input gradient through a second one and the kernel gradient of a
+    /// plain output gradient through its transpose: forward and every gradient equal Candle's
+    /// conv (f64), with paddings 0 to 2, odd and even sizes, row blocks and multi-image blocks,
     /// the ReLU and the pooled epilogue, on 1 to 3 threads.
     #[test]
     fn winograd_matches_candle_conv() {
@@ -1420,24 +1411,25 @@ mod tests {
             (5, 20, 16, 17, 16, 1),
             (1, 18, 24, 30, 33, 0),
             (3, 16, 16, 14, 17, 2),
-            // Forward and input gradient by im2col, the kernel gradient by Winograd.
+            // By im2col: a narrow layer on a small map.
             (3, 16, 20, 9, 11, 1),
-            (2, 17, 16, 8, 8, 1),
+            // By Winograd: a wide layer on a small map (odd, then even).
+            (2, 128, 130, 7, 11, 1),
+            (2, 128, 128, 8, 8, 1),
+            // Across channels in row blocks (more than 1024 output pixels).
+            (1, 128, 128, 35, 33, 1),
         ] {
             let x = Var::from_tensor(&random(&[n, c, h, w], &mut rng)).unwrap();
             let wt = Var::from_tensor(&random(&[o, c, 3, 3], &mut rng)).unwrap();
             let b = Var::from_tensor(&random(&[o], &mut rng)).unwrap();
             let (g, _) = Geometry::new(&x, &wt, 1, padding).unwrap();
-            assert_eq!(winograd::applies(&g, o), g.ho * g.wo >= 256);
-            assert!(winograd::applies_kernel_grad(&g, o));
-            let small = Geometry {
-                ho: 15,
-                wo: 15,
-                ..g
-            };
+            let (plane, wide) = (g.ho * g.wo, c.min(o) >= 128);
+            assert_eq!(
+                winograd::applies(&g, o),
+                plane >= 256 || (plane >= 64 && wide)
+            );
+            let small = Geometry { ho: 7, wo: 9, ..g };
             assert!(!winograd::applies(&small, o));
-            let tiny = Geometry { ho: 7, wo: 9, ..g };
-            assert!(!winograd::applies_kernel_grad(&tiny, o));
             let conv = x
                 .conv2d(&wt, padding, 1, 1, 1)
                 .unwrap()
@@ -1479,13 +1471,13 @@ mod tests {
     #[test]
     fn pooled_kernel_gradient_keeps_exact_zeros() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let (n, c, o, h, w) = (4, 32, 32, 7, 10);
+        let (n, c, o, h, w) = (4, 128, 128, 7, 10);
         let f = |t: Tensor| t.to_dtype(DType::F32).unwrap();
         let x = Var::from_tensor(&f(random(&[n, c, h, w], &mut rng).relu().unwrap())).unwrap();
         let wt = Var::from_tensor(&f((random(&[o, c, 3, 3], &mut rng) * 0.1).unwrap())).unwrap();
         let r = f(random(&[n, o, h / 2, w / 2], &mut rng));
         let (g, _) = Geometry::new(&x, &wt, 1, 1).unwrap();
-        assert!(winograd::applies_kernel_grad(&g, o));
+        assert!(winograd::applies(&g, o));
         let kernel_grad = |y: &Tensor| -> Vec<f32> {
             let gw = weighted_grads(y, &r)
                 .get(&wt)
