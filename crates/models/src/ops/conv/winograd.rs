@@ -336,18 +336,7 @@ fn block_rows<T: Float>(
                     .zip(bottom.chunks_exact_mut(tw))
                     .enumerate()
                 {
-                    let (m0, m1, m2, m3) = (run(j), run(4 + j), run(8 + j), run(12 + j));
-                    for (((((t, b), &m0), &m1), &m2), &m3) in t
-                        .iter_mut()
-                        .zip(b.iter_mut())
-                        .zip(m0)
-                        .zip(m1)
-                        .zip(m2)
-                        .zip(m3)
-                    {
-                        *t = m0 + m1 + m2;
-                        *b = m1 - m2 - m3;
-                    }
+                    through_at([run(j), run(4 + j), run(8 + j), run(12 + j)], t, b);
                 }
                 for dy in 0..2 {
                     let y = 2 * tr + dy;
@@ -375,6 +364,52 @@ fn block_rows<T: Float>(
                 }
             }
         }
+    }
+}
+
+/// Aᵀ (2 × 4) of the output transform over runs: `first = r0 + r1 + r2`,
+/// `second = r1 − r2 − r3`.
+fn through_at<T: Float>(r: [&[T]; 4], first: &mut [T], second: &mut [T]) {
+    let [r0, r1, r2, r3] = r;
+    for ((((f, s), &a0), &a1), (&a2, &a3)) in first
+        .iter_mut()
+        .zip(second.iter_mut())
+        .zip(r0)
+        .zip(r1)
+        .zip(r2.iter().zip(r3))
+    {
+        *f = a0 + a1 + a2;
+        *s = a1 - a2 - a3;
+    }
+}
+
+/// A (4 × 2), the output transform's transpose, over runs of n: the pair (y0, y1) becomes
+/// (y0, y0 + y1, y0 − y1, −y1), the four runs of `out` (4·n).
+fn through_a<T: Float>(y0: &[T], y1: &[T], out: &mut [T]) {
+    let n = y0.len();
+    let (c0, rest) = out.split_at_mut(n);
+    let (c1, rest) = rest.split_at_mut(n);
+    let (c2, c3) = rest.split_at_mut(n);
+    c0.copy_from_slice(y0);
+    for ((((d1, d2), d3), &e), &od) in c1
+        .iter_mut()
+        .zip(c2.iter_mut())
+        .zip(c3.iter_mut())
+        .zip(y0)
+        .zip(y1)
+    {
+        *d1 = e + od;
+        *d2 = e - od;
+        *d3 = T::zero() - od;
+    }
+}
+
+/// One output row's even and odd columns, one pair per 2×2 tile (the odd one 0 past an odd
+/// width).
+fn deinterleave<T: Float>(row: &[T], even: &mut [T], odd: &mut [T]) {
+    for ((e, od), p) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks(2)) {
+        *e = p[0];
+        *od = if p.len() == 2 { p[1] } else { T::zero() };
     }
 }
 
@@ -519,32 +554,16 @@ fn block_channels_last<T: Float>(
         let run = |xi: usize| &s.m[(xi * o + oc) * tiles..][..tiles];
         let (top, bottom) = sums.split_at_mut(4 * tiles);
         for j in 0..4 {
-            let (m0, m1, m2, m3) = (run(j), run(4 + j), run(8 + j), run(12 + j));
-            for ((((t0, b0), &m0), &m1), (&m2, &m3)) in top[j * tiles..][..tiles]
-                .iter_mut()
-                .zip(bottom[j * tiles..][..tiles].iter_mut())
-                .zip(m0)
-                .zip(m1)
-                .zip(m2.iter().zip(m3))
-            {
-                *t0 = m0 + m1 + m2;
-                *b0 = m1 - m2 - m3;
-            }
+            through_at(
+                [run(j), run(4 + j), run(8 + j), run(12 + j)],
+                &mut top[j * tiles..][..tiles],
+                &mut bottom[j * tiles..][..tiles],
+            );
         }
         for (dy, part) in [&*top, &*bottom].into_iter().enumerate() {
             let r = |j: usize| &part[j * tiles..][..tiles];
-            let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
             let (left, right) = outs[2 * dy * tiles..][..2 * tiles].split_at_mut(tiles);
-            for ((((l, rt), &a0), &a1), (&a2, &a3)) in left
-                .iter_mut()
-                .zip(right.iter_mut())
-                .zip(r0)
-                .zip(r1)
-                .zip(r2.iter().zip(r3))
-            {
-                *l = a0 + a1 + a2;
-                *rt = a1 - a2 - a3;
-            }
+            through_at([r(0), r(1), r(2), r(3)], left, right);
         }
         let dst = &mut prod[oc * nc..][..nc];
         for bi in 0..blk.nb {
@@ -615,10 +634,7 @@ fn kernel_grad_block_channels_last<T: Float>(
                         continue;
                     }
                     let row = &src[bi * span + y * g.wo..][..g.wo];
-                    for ((e, od), p) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks(2)) {
-                        *e = p[0];
-                        *od = if p.len() == 2 { p[1] } else { T::zero() };
-                    }
+                    deinterleave(row, even, odd);
                 }
             }
         }
@@ -626,22 +642,7 @@ fn kernel_grad_block_channels_last<T: Float>(
         // at (4·dy + j)·tiles for j = 0..4.
         for dy in 0..2 {
             let (even, odd) = ys[2 * dy * tiles..][..2 * tiles].split_at(tiles);
-            let out = &mut cols[4 * dy * tiles..][..4 * tiles];
-            let (c0, rest) = out.split_at_mut(tiles);
-            let (c1, rest) = rest.split_at_mut(tiles);
-            let (c2, c3) = rest.split_at_mut(tiles);
-            c0.copy_from_slice(even);
-            for ((((d1, d2), d3), &e), &od) in c1
-                .iter_mut()
-                .zip(c2.iter_mut())
-                .zip(c3.iter_mut())
-                .zip(even)
-                .zip(odd)
-            {
-                *d1 = e + od;
-                *d2 = e - od;
-                *d3 = T::zero() - od;
-            }
+            through_a(even, odd, &mut cols[4 * dy * tiles..][..4 * tiles]);
         }
         // Down the columns: ∂M[4i + j] from cols[0][j] and cols[1][j].
         for j in 0..4 {
@@ -713,30 +714,12 @@ fn kernel_grad_block_rows<T: Float>(
                         continue;
                     }
                     let row = &src[y * g.wo..][..g.wo];
-                    for ((e, od), p) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks(2)) {
-                        *e = p[0];
-                        *od = if p.len() == 2 { p[1] } else { T::zero() };
-                    }
+                    deinterleave(row, even, odd);
                 }
                 // Along the rows: cols[dy][j] for j = 0..4.
                 for dy in 0..2 {
                     let (even, odd) = pair[2 * dy * tw..][..2 * tw].split_at(tw);
-                    let out = &mut cols[4 * dy * tw..][..4 * tw];
-                    let (c0, rest) = out.split_at_mut(tw);
-                    let (c1, rest) = rest.split_at_mut(tw);
-                    let (c2, c3) = rest.split_at_mut(tw);
-                    c0.copy_from_slice(even);
-                    for ((((d1, d2), d3), &e), &od) in c1
-                        .iter_mut()
-                        .zip(c2.iter_mut())
-                        .zip(c3.iter_mut())
-                        .zip(even)
-                        .zip(odd)
-                    {
-                        *d1 = e + od;
-                        *d2 = e - od;
-                        *d3 = T::zero() - od;
-                    }
+                    through_a(even, odd, &mut cols[4 * dy * tw..][..4 * tw]);
                 }
                 // Down the columns: ∂M[4i + j] from cols[0][j] and cols[1][j].
                 let t0 = (bi * trows + tr) * tw;
