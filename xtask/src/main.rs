@@ -96,10 +96,21 @@ pub fn device() -> anyhow::Result<candle_core::Device> {
     })
 }
 
+/// The device a command's `--device` names: `cpu`, `cuda` / `metal` in a build with that
+/// feature, or `auto` (also when the flag is absent): the build's GPU if it has one, else the
+/// CPU ([`device`]).
+pub fn device_arg(name: Option<&str>) -> anyhow::Result<candle_core::Device> {
+    match name {
+        None | Some("auto") => device(),
+        Some(name) => named_device(name),
+    }
+}
+
 /// The device a command names: `cpu`, or `cuda` / `metal` in a build with that feature.
 pub fn named_device(name: &str) -> anyhow::Result<candle_core::Device> {
     match name {
         "cpu" => Ok(candle_core::Device::Cpu),
+        "auto" => device(),
         "cuda" if cfg!(feature = "cuda") => candle_core::Device::new_cuda(0).map_err(|e| {
             anyhow::anyhow!("built with --features cuda, but no CUDA device found: {e}")
         }),
@@ -109,7 +120,7 @@ pub fn named_device(name: &str) -> anyhow::Result<candle_core::Device> {
         "cuda" | "metal" => {
             anyhow::bail!("--device {name} needs a build with `--features {name}`")
         }
-        other => anyhow::bail!("unknown device {other:?}: cpu, cuda or metal"),
+        other => anyhow::bail!("unknown device {other:?}: cpu, cuda, metal or auto"),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::runner::{self, Defaults, ModelCard, Part, RunArgs, SelectBy, Split};
 use anyhow::{Context, bail};
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use fkd_augment::{AugmentConfig, AugmentedCrop, Augmenter, Interval};
 use fkd_core::{ImageSize, Layout};
@@ -135,6 +135,9 @@ pub enum Part3Command {
         /// Also write the numbers as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Device: cpu, cuda / metal in a build with that feature, or auto [default: auto].
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Write a Kaggle-style submission (`Id,Predicted`, one row per coordinate) for every box
     /// of a dlib XML; boxes need no parts.
@@ -148,6 +151,9 @@ pub enum Part3Command {
         /// Where the CSV goes.
         #[arg(long)]
         csv: PathBuf,
+        /// Device: cpu, cuda / metal in a build with that feature, or auto [default: auto].
+        #[arg(long)]
+        device: Option<String>,
     },
 }
 
@@ -499,35 +505,45 @@ pub fn run(args: &Part3Args) -> anyhow::Result<()> {
             checkpoint,
             xml,
             json,
-        }) => eval(checkpoint, xml, json.as_deref()),
+            device,
+        }) => eval(checkpoint, xml, json.as_deref(), device.as_deref()),
         Some(Part3Command::Predict {
             checkpoint,
             xml,
             csv,
-        }) => predict_csv(checkpoint, xml, csv),
+            device,
+        }) => predict_csv(checkpoint, xml, csv, device.as_deref()),
     }
 }
 
 /// What `part3 eval` and `part3 predict` do with a loaded 68-point net, whichever part made it.
 trait Job {
-    fn run<P: Part>(self, part: &P, card: &ModelCard, net: &P::Net) -> anyhow::Result<()>;
+    fn run<P: Part>(
+        self,
+        part: &P,
+        card: &ModelCard,
+        net: &P::Net,
+        device: &Device,
+    ) -> anyhow::Result<()>;
 }
 
 /// Loads a 68-point checkpoint (Part 3's regression, or Part 4's heatmaps on 300-W) and runs
-/// `job` on it; any other checkpoint is refused by name.
-fn with_checkpoint(checkpoint: &Path, job: impl Job) -> anyhow::Result<()> {
+/// `job` on it, on the device `--device` names; any other checkpoint is refused by name.
+fn with_checkpoint(checkpoint: &Path, device: Option<&str>, job: impl Job) -> anyhow::Result<()> {
     let card = ModelCard::beside(checkpoint)?;
     let on_300w = card.heatmap.as_ref().is_some_and(|h| h.dataset == "300w");
     match card.part.as_str() {
         "part3" => {
             let part = Part3::from_card(&card, checkpoint)?;
-            let net = runner::load_net(&part, checkpoint)?;
-            job.run(&part, &card, &net)
+            let device = crate::device_arg(device)?;
+            let net = runner::load_net(&part, checkpoint, &device)?;
+            job.run(&part, &card, &net, &device)
         }
         "part4" if on_300w => {
             let part = crate::part4::Part4::from_card(&card, checkpoint)?;
-            let net = runner::load_net(&part, checkpoint)?;
-            job.run(&part, &card, &net)
+            let device = crate::device_arg(device)?;
+            let net = runner::load_net(&part, checkpoint, &device)?;
+            job.run(&part, &card, &net, &device)
         }
         other => bail!(
             "{} is a {other} checkpoint ({}, {} points); this command needs a 68-point part3 \
@@ -546,9 +562,15 @@ struct Eval<'a> {
 }
 
 impl Job for Eval<'_> {
-    fn run<P: Part>(self, part: &P, card: &ModelCard, net: &P::Net) -> anyhow::Result<()> {
+    fn run<P: Part>(
+        self,
+        part: &P,
+        card: &ModelCard,
+        net: &P::Net,
+        device: &Device,
+    ) -> anyhow::Result<()> {
         let set = annotated(self.xml, LoadPolicy::Strict)?;
-        let loader = Loader::new(set.samples.clone(), part.step(None), 16).on(crate::device()?);
+        let loader = Loader::new(set.samples.clone(), part.step(None), 16).on(device.clone());
         let e = runner::evaluate(part, net, &loader, card.flip_test)?;
         let s = &e.summary;
         let pct = |v: Option<f32>| v.map_or("–".into(), |x| format!("{:.2}%", 100.0 * x));
@@ -569,8 +591,13 @@ impl Job for Eval<'_> {
     }
 }
 
-fn eval(checkpoint: &Path, xml: &Path, json: Option<&Path>) -> anyhow::Result<()> {
-    with_checkpoint(checkpoint, Eval { xml, json })
+fn eval(
+    checkpoint: &Path,
+    xml: &Path,
+    json: Option<&Path>,
+    device: Option<&str>,
+) -> anyhow::Result<()> {
+    with_checkpoint(checkpoint, device, Eval { xml, json })
 }
 
 /// The Kaggle-style rows for `faces` (points in source pixels, in XML order): `Id,Predicted`
@@ -598,7 +625,13 @@ struct Csv<'a> {
 }
 
 impl Job for Csv<'_> {
-    fn run<P: Part>(self, part: &P, card: &ModelCard, net: &P::Net) -> anyhow::Result<()> {
+    fn run<P: Part>(
+        self,
+        part: &P,
+        card: &ModelCard,
+        net: &P::Net,
+        device: &Device,
+    ) -> anyhow::Result<()> {
         let set = DataSet::dlib_xml(self.xml, Layout::IBUG68, LoadPolicy::Strict)?;
         // Boxes without parts (a test set) and boxes with parts alike: targets are not used.
         let samples: Vec<Sample> = set
@@ -610,7 +643,7 @@ impl Job for Csv<'_> {
             })
             .collect();
         let n = samples.len();
-        let loader = Loader::new(samples, part.step(None), 16).on(crate::device()?);
+        let loader = Loader::new(samples, part.step(None), 16).on(device.clone());
         let preds = if card.flip_test {
             fkd_train::predict_flip(net, &loader)?
         } else {
@@ -631,8 +664,13 @@ impl Job for Csv<'_> {
     }
 }
 
-fn predict_csv(checkpoint: &Path, xml: &Path, csv: &Path) -> anyhow::Result<()> {
-    with_checkpoint(checkpoint, Csv { xml, csv })
+fn predict_csv(
+    checkpoint: &Path,
+    xml: &Path,
+    csv: &Path,
+    device: Option<&str>,
+) -> anyhow::Result<()> {
+    with_checkpoint(checkpoint, device, Csv { xml, csv })
 }
 
 #[cfg(test)]

@@ -33,6 +33,10 @@ pub struct PredictArgs {
     /// Output folder for the drawn PNGs and `predictions.json`.
     #[arg(long, default_value = "runs/predict")]
     pub out: PathBuf,
+    /// Device: cpu, cuda / metal in a build with that feature, or auto (the build's GPU if it
+    /// has one, else the CPU) [default: auto].
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// One face's prediction, in the photo's pixels.
@@ -187,8 +191,8 @@ fn with_part<P: Part>(part: &P, card: &ModelCard, args: &PredictArgs) -> anyhow:
         }
     }
     // The net is loaded once every input is known to be usable: a bad input fails fast.
-    let device = crate::device()?;
-    let net = runner::load_net(part, &args.checkpoint)?;
+    let device = crate::device_arg(args.device.as_deref())?;
+    let net = runner::load_net(part, &args.checkpoint, &device)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
 

@@ -83,7 +83,8 @@ pub struct RunArgs {
     /// time on long runs; the curves then have a point every N epochs.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub valid_every: u64,
-    /// Device: cpu, or cuda / metal in a build with that feature [default: the build's].
+    /// Device: cpu, cuda / metal in a build with that feature, or auto (the build's GPU if it
+    /// has one, else the CPU) [default: auto].
     #[arg(long)]
     pub device: Option<String>,
     /// What to do with a face whose annotation or image is unusable (missing image, wrong point
@@ -453,10 +454,14 @@ pub fn source_points<P: Part + ?Sized>(
 }
 
 /// A trained net of `part` with the weights of `checkpoint` (strictly: every var, nothing
-/// else), on the build's device.
-pub fn load_net<P: Part + ?Sized>(part: &P, checkpoint: &Path) -> anyhow::Result<P::Net> {
+/// else), on `device`.
+pub fn load_net<P: Part + ?Sized>(
+    part: &P,
+    checkpoint: &Path,
+    device: &Device,
+) -> anyhow::Result<P::Net> {
     let vm = VarMap::new();
-    let net = part.build(VarBuilder::from_varmap(&vm, DType::F32, &crate::device()?))?;
+    let net = part.build(VarBuilder::from_varmap(&vm, DType::F32, device))?;
     fkd_train::load_weights(&vm, checkpoint)?;
     Ok(net)
 }
@@ -590,10 +595,7 @@ pub fn run<P: Part>(part: &P, args: &RunArgs) -> anyhow::Result<PathBuf> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(part.name()));
     prepare_out(&out, args)?;
-    let device = match &args.device {
-        Some(name) => crate::named_device(name)?,
-        None => crate::device()?,
-    };
+    let device = crate::device_arg(args.device.as_deref())?;
 
     let Split {
         mut train,

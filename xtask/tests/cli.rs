@@ -531,7 +531,8 @@ fn part3_trains_predicts_and_evaluates() {
             .arg("--xml")
             .arg(&truth_xml)
             .arg("--json")
-            .arg(&json),
+            .arg(&json)
+            .args(["--device", "auto"]),
     );
     assert!(
         printed.contains("NME") && printed.contains("AUC@0.08"),
@@ -558,7 +559,8 @@ fn part3_trains_predicts_and_evaluates() {
             .arg("--boxes")
             .arg(&boxes_xml)
             .arg("--out")
-            .arg(&shown),
+            .arg(&shown)
+            .args(["--device", "cpu"]),
     );
     assert!(printed.contains("faces/s"), "{printed}");
     let p: serde_json::Value =
@@ -568,7 +570,19 @@ fn part3_trains_predicts_and_evaluates() {
     assert_eq!(p[0]["faces"][0]["points"].as_array().unwrap().len(), 68);
     assert!(shown.join(p[0]["drawn"].as_str().unwrap()).is_file());
 
-    // Clear errors: no box, bad XML (file and line), missing image, another part's checkpoint.
+    // Clear errors: a GPU this build lacks, no box, bad XML (file and line), missing image,
+    // another part's checkpoint.
+    if !cfg!(feature = "cuda") {
+        let e = run_err(
+            xtask()
+                .args(["part3", "eval", "--checkpoint"])
+                .arg(&ckpt)
+                .arg("--xml")
+                .arg(&truth_xml)
+                .args(["--device", "cuda"]),
+        );
+        assert!(e.contains("--features cuda"), "{e}");
+    }
     let e = run_err(
         xtask()
             .args(["predict", "--checkpoint"])
