@@ -405,12 +405,29 @@ fn through_a<T: Float>(y0: &[T], y1: &[T], out: &mut [T]) {
 }
 
 /// One output row's even and odd columns, one pair per 2×2 tile (the odd one 0 past an odd
-/// width).
-fn deinterleave<T: Float>(row: &[T], even: &mut [T], odd: &mut [T]) {
+/// width); all zero for a row past the block (`None`).
+fn deinterleave<T: Float>(row: Option<&[T]>, even: &mut [T], odd: &mut [T]) {
+    let Some(row) = row else {
+        even.fill(T::zero());
+        odd.fill(T::zero());
+        return;
+    };
     for ((e, od), p) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks(2)) {
         *e = p[0];
         *od = if p.len() == 2 { p[1] } else { T::zero() };
     }
+}
+
+/// A (4 × 2) down the columns of a tile's gradient: from the rows' runs `r0` and `r1` (one
+/// column j of `through_a`'s output), ∂M[j], ∂M[4 + j], ∂M[8 + j] and ∂M[12 + j] = r0,
+/// r0 + r1, r0 − r1 and −r1, written at `at`, `at + step`, `at + 2·step` and `at + 3·step`
+/// of `dm`.
+fn down_a<T: Float>(r0: &[T], r1: &[T], dm: &mut [T], at: usize, step: usize) {
+    let n = r0.len();
+    dm[at..][..n].copy_from_slice(r0);
+    comb2(&mut dm[at + step..][..n], r0, r1, |a, b| a + b);
+    comb2(&mut dm[at + 2 * step..][..n], r0, r1, |a, b| a - b);
+    comb2(&mut dm[at + 3 * step..][..n], r0, r1, |_, b| T::zero() - b);
 }
 
 /// `out[i] = f(a[i], b[i])`.
@@ -516,9 +533,9 @@ fn input_tiles_channels_last<T: Float>(
 }
 
 /// One block's product (o × `blk.cols(g)`, image-major, rows `blk.oy0..blk.oy1` of each
-/// image) by F(2×2, 3×3), with `s` as scratch: the input tiles ([`input_tiles_channels_last`]), the 16
-/// products, and the output transform `Aᵀ·M·A` swept over all the block's tiles at once, one
-/// output channel at a time.
+/// image) by F(2×2, 3×3), with `s` as scratch: the input tiles
+/// ([`input_tiles_channels_last`]), the 16 products, and the output transform `Aᵀ·M·A` swept
+/// over all the block's tiles at once, one output channel at a time.
 #[allow(clippy::too_many_arguments)]
 fn block_channels_last<T: Float>(
     x: &[T],
@@ -592,11 +609,11 @@ fn block_channels_last<T: Float>(
 }
 
 /// Adds one block's share of the transformed kernel gradient to `du` (16 row-major (o × c)
-/// matrices, one per ξ): `∂U[ξ] += ∂M[ξ]·V[ξ]`, where `∂M = A·∂Y·Aᵀ`
-/// is the output gradient `gy` (o × `blk.cols(g)`, as [`block`]'s product) carried back
-/// through the output transform, swept over all the block's tiles one output channel at a time,
-/// and `V` the block's input tiles ([`input_tiles_channels_last`]). The products run over the block's tiles,
-/// 16·o·c multiply-adds per tile instead of the direct gradient's 36. With [`kernel_grad`]
+/// matrices, one per ξ): `∂U[ξ] += ∂M[ξ]·V[ξ]`, where `∂M = A·∂Y·Aᵀ` is the output gradient
+/// `gy` (o × `blk.cols(g)`, as [`block`]'s product) carried back through the output
+/// transform, swept over all the block's tiles one output channel at a time, and `V` the
+/// block's input tiles ([`input_tiles_channels_last`]). The products run over the block's
+/// tiles, 16·o·c multiply-adds per tile instead of the direct gradient's 36. With [`kernel_grad`]
 /// after the last block this is the exact gradient of the Winograd forward, which equals the
 /// direct convolution's: outputs a block does not compute (past an odd last row or column)
 /// take no gradient.
@@ -626,15 +643,9 @@ fn kernel_grad_block_channels_last<T: Float>(
                 let t0 = (bi * trows + tr) * tw;
                 for dy in 0..2 {
                     let (even, odd) = ys[2 * dy * tiles..][..2 * tiles].split_at_mut(tiles);
-                    let (even, odd) = (&mut even[t0..][..tw], &mut odd[t0..][..tw]);
                     let y = 2 * tr + dy;
-                    if y >= rows {
-                        even.fill(T::zero());
-                        odd.fill(T::zero());
-                        continue;
-                    }
-                    let row = &src[bi * span + y * g.wo..][..g.wo];
-                    deinterleave(row, even, odd);
+                    let row = (y < rows).then(|| &src[bi * span + y * g.wo..][..g.wo]);
+                    deinterleave(row, &mut even[t0..][..tw], &mut odd[t0..][..tw]);
                 }
             }
         }
@@ -650,13 +661,7 @@ fn kernel_grad_block_channels_last<T: Float>(
                 &cols[j * tiles..][..tiles],
                 &cols[(4 + j) * tiles..][..tiles],
             );
-            let at = |xi: usize| (xi * o + oc) * tiles;
-            s.m[at(j)..][..tiles].copy_from_slice(r0);
-            comb2(&mut s.m[at(4 + j)..][..tiles], r0, r1, |a, b| a + b);
-            comb2(&mut s.m[at(8 + j)..][..tiles], r0, r1, |a, b| a - b);
-            comb2(&mut s.m[at(12 + j)..][..tiles], r0, r1, |_, b| {
-                T::zero() - b
-            });
+            down_a(r0, r1, &mut s.m, (j * o + oc) * tiles, 4 * o * tiles);
         }
     }
     // The 16 products ∂U[ξ] (o × c) += ∂M[ξ] (o × tiles) · V[ξ] (tiles × c).
@@ -708,13 +713,7 @@ fn kernel_grad_block_rows<T: Float>(
                 for dy in 0..2 {
                     let (even, odd) = pair[2 * dy * tw..][..2 * tw].split_at_mut(tw);
                     let y = 2 * tr + dy;
-                    if y >= rows {
-                        even.fill(T::zero());
-                        odd.fill(T::zero());
-                        continue;
-                    }
-                    let row = &src[y * g.wo..][..g.wo];
-                    deinterleave(row, even, odd);
+                    deinterleave((y < rows).then(|| &src[y * g.wo..][..g.wo]), even, odd);
                 }
                 // Along the rows: cols[dy][j] for j = 0..4.
                 for dy in 0..2 {
@@ -725,17 +724,7 @@ fn kernel_grad_block_rows<T: Float>(
                 let t0 = (bi * trows + tr) * tw;
                 for j in 0..4 {
                     let (r0, r1) = (&cols[j * tw..][..tw], &cols[(4 + j) * tw..][..tw]);
-                    let at = |xi: usize| (xi * o + oc) * tiles + t0;
-                    dm[at(j)..][..tw].copy_from_slice(r0);
-                    for ((d, &a), &b) in dm[at(4 + j)..][..tw].iter_mut().zip(r0).zip(r1) {
-                        *d = a + b;
-                    }
-                    for ((d, &a), &b) in dm[at(8 + j)..][..tw].iter_mut().zip(r0).zip(r1) {
-                        *d = a - b;
-                    }
-                    for (d, &b) in dm[at(12 + j)..][..tw].iter_mut().zip(r1) {
-                        *d = T::zero() - b;
-                    }
+                    down_a(r0, r1, dm, (j * o + oc) * tiles + t0, 4 * o * tiles);
                 }
             }
         }
