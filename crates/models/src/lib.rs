@@ -25,6 +25,7 @@ pub mod init;
 pub mod integral;
 pub mod ops;
 pub mod pool;
+pub mod precision;
 pub mod resnet;
 pub mod seeded;
 pub mod summary;

@@ -57,7 +57,7 @@ const WINOGRAD_GRAD_FLOATS: usize = 1 << 17;
 
 /// Sizes of one convolution: input (n, c, h, w), square-or-not kernel (kh, kw), stride,
 /// zero padding, output (ho, wo).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Geometry {
     pub(super) n: usize,
     pub(super) c: usize,
@@ -1211,15 +1211,22 @@ fn conv2d_impl(
     }
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     if !fused {
-        let y = x.conv2d(weight, padding, stride, 1, 1)?;
+        #[cfg(feature = "cudnn")]
+        let y = super::cuda::cudnn::conv2d(x, weight, g, o)?;
+        #[cfg(not(feature = "cudnn"))]
+        let y = None;
+        let y = match y {
+            Some(y) => y,
+            None => x.conv2d(weight, padding, stride, 1, 1)?,
+        };
         let y = match bias {
             Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?)?,
             None => y,
         };
         return match epilogue {
             Epilogue::None => Ok(y),
-            Epilogue::Relu => y.relu(),
-            Epilogue::ReluPool => super::max_pool2d(&y.relu()?, 2, 2, 0),
+            Epilogue::Relu => super::relu(&y),
+            Epilogue::ReluPool => super::max_pool2d(&super::relu(&y)?, 2, 2, 0),
         };
     }
     if let Some(b) = bias

@@ -218,6 +218,10 @@ pub fn conv_transpose2d(
     let (g, o) = geometry(x, weight, stride, padding)?;
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     if !fused {
+        #[cfg(feature = "cudnn")]
+        if let Some(y) = super::cuda::cudnn::conv_transpose2d(x, weight, g, o)? {
+            return Ok(y);
+        }
         return x.conv_transpose2d(weight, padding, 0, stride, 1);
     }
     let x = x.contiguous()?;

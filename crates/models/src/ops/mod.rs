@@ -67,6 +67,8 @@ macro_rules! float_kernel {
 mod conv;
 mod conv_bn;
 mod convt;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod gemm;
 mod norm;
 mod pool;
@@ -83,6 +85,38 @@ pub use pool::max_pool2d;
 
 use candle_core::{CpuStorage, Layout, Result, WithDType};
 use rayon::prelude::*;
+
+/// The most memory that tensors held at once on `device` since the process started, in bytes,
+/// for a CUDA device (the high-water mark of its default memory pool, which Candle allocates
+/// from); `None` for other devices and in builds without `cuda`.
+pub fn gpu_peak_bytes(device: &candle_core::Device) -> Result<Option<u64>> {
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(dev) = device {
+        return Ok(Some(cuda::peak_bytes(dev)?));
+    }
+    let _ = device;
+    Ok(None)
+}
+
+/// For a CUDA device: its name and compute capability, and whether it has TF32 tensor cores
+/// (compute capability 8.0 and later); `None` for other devices and in builds without `cuda`.
+pub fn gpu_description(device: &candle_core::Device) -> Result<Option<(String, bool)>> {
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(dev) = device {
+        return Ok(Some(cuda::describe(dev)?));
+    }
+    let _ = device;
+    Ok(None)
+}
+
+/// `max(x, 0)`: on CUDA (f32) one node with a one-kernel backward, elsewhere Candle's ReLU.
+fn relu(x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(y) = cuda::relu(x)? {
+        return Ok(y);
+    }
+    x.relu()
+}
 
 /// The contiguous data that `layout` views in `storage`, or an error naming `op`.
 fn contiguous<'a, T: WithDType>(

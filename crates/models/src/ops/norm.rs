@@ -547,6 +547,10 @@ fn batch_norm_impl(
     train: bool,
     relu: bool,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(y) = super::cuda::batch_norm(bn, x, residual, train, relu)? {
+        return Ok(y);
+    }
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     let (Some((gamma, beta)), true) = (bn.weight_and_bias(), fused) else {
         let y = candle_forward_t(bn, x, train)?;
@@ -678,6 +682,20 @@ pub(super) fn update_running(bn: &BatchNorm, mean: &[f64], var: &[f64], m: usize
             .collect();
         let new = Tensor::from_vec(new, old.len(), stat.device())?.to_dtype(stat.dtype())?;
         // The layer's statistics are VarMap variables: `from_tensor` returns the same var.
+        Var::from_tensor(stat)?.set(&new)?;
+    }
+    Ok(())
+}
+
+/// [`update_running`] from batch statistics `stats` (2, c) (means, biased variances) that stay
+/// on their device: the update is tensor ops there, with no read back to the host.
+#[cfg_attr(not(any(test, feature = "cuda")), allow(dead_code))]
+pub(super) fn update_running_on_device(bn: &BatchNorm, stats: &Tensor, m: usize) -> Result<()> {
+    let momentum = STATS_MOMENTUM.get().unwrap_or_else(|| bn.momentum());
+    let unbiased = m as f64 / (m as f64 - 1.0);
+    for (row, stat, factor) in [(0, bn.running_mean(), 1.0), (1, bn.running_var(), unbiased)] {
+        let batch = stats.get(row)?.to_dtype(stat.dtype())?;
+        let new = (stat.affine(1.0 - momentum, 0.0)? + batch.affine(momentum * factor, 0.0)?)?;
         Var::from_tensor(stat)?.set(&new)?;
     }
     Ok(())
@@ -842,6 +860,31 @@ mod tests {
                 assert!(d < 1e-10, "{ctx}: ∂{name} off by {d}");
             }
             assert_affine_grads_match(&vm_a, &vm_b, &ga, &gb, &ctx);
+        }
+    }
+
+    /// The device-side update (CUDA's norm node) equals the host-side one, under the layer's
+    /// own momentum and under an imposed one.
+    #[test]
+    fn running_update_on_device_matches_the_host_update() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let [(vm_a, bn_a), (vm_b, bn_b)] = twin_layers(4, &mut rng);
+        for imposed in [None, Some(0.25)] {
+            let _guard = imposed.map(|m| StatsMomentum::set(m).unwrap());
+            let mean = random_in(&[4], &mut rng, -1.0, 1.0)
+                .to_vec1::<f64>()
+                .unwrap();
+            let var = random_in(&[4], &mut rng, 0.1, 2.0)
+                .to_vec1::<f64>()
+                .unwrap();
+            update_running(&bn_a, &mean, &var, 40).unwrap();
+            let stats = Tensor::new(vec![mean, var], &Device::Cpu).unwrap();
+            update_running_on_device(&bn_b, &stats, 40).unwrap();
+            let (a, b) = (vm_a.data().lock().unwrap(), vm_b.data().lock().unwrap());
+            for name in ["running_mean", "running_var"] {
+                let d = max_diff(a[name].as_tensor(), b[name].as_tensor());
+                assert!(d < 1e-12, "{name} (imposed {imposed:?}): {d}");
+            }
         }
     }
 

@@ -12,17 +12,19 @@ use rayon::prelude::*;
 use super::{contiguous, profile, zeros};
 use crate::pool::window_out_len;
 
+/// A pooling window over an (n, c, h, w) input: a k×k kernel, stride, −∞ padding, and the
+/// (ho, wo) output it gives.
 #[derive(Clone, Copy, Debug)]
-struct Window {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-    ho: usize,
-    wo: usize,
+pub(super) struct Window {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) k: usize,
+    pub(super) stride: usize,
+    pub(super) padding: usize,
+    pub(super) ho: usize,
+    pub(super) wo: usize,
 }
 
 impl Window {
@@ -267,6 +269,8 @@ impl CustomOp3 for MaxPoolGrad {
 /// padded input is smaller than the kernel.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
+    #[cfg(feature = "cuda")]
+    let fused = fused || super::cuda::applies(x);
     if !fused {
         return crate::pool::max_pool2d(x, kernel, stride, padding);
     }
@@ -295,6 +299,10 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         ho,
         wo,
     };
+    #[cfg(feature = "cuda")]
+    if let Some(y) = super::cuda::max_pool2d(x, win)? {
+        return Ok(y);
+    }
     x.contiguous()?.apply_op1(MaxPool(win))
 }
 

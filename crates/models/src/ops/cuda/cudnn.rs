@@ -1,0 +1,412 @@
+//! The convolution and transposed convolution on CUDA through cuDNN (feature `cudnn`): each an
+//! autograd node whose forward and both gradients are one cuDNN call each, in place of Candle
+//! 0.11's CUDA backward (a direct transposed-conv kernel for ∂x, and ∂w as a conv over
+//! transposed copies).
+//!
+//! Three primitives on one [`Geometry`] (the conv's: input n×c×h×w, kernel o×c×kh×kw, output
+//! n×o×ho×wo): the forward `y = x ⊛ w`, the data gradient `∂x` from `∂y` and `w`, and the
+//! filter gradient `∂w` from `x` and `∂y`. The transposed conv is the conv's data gradient, so
+//! its forward is the data-gradient call, its ∂x the forward call and its ∂w the filter-gradient
+//! call with the two activations swapped (see `convt.rs` for the geometry).
+//!
+//! Algorithms come from cuDNN's heuristics (`cudnnGet…Algorithm_v7`, as PyTorch without
+//! `cudnn.benchmark`), once per shape and thread. Math: TF32 tensor cores when
+//! [`crate::precision`] is TF32 (cuDNN's default math, as PyTorch's `cudnn.allow_tf32`),
+//! FMA-only f32 otherwise.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::cudnn::{
+    ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, FilterDescriptor,
+    TensorDescriptor, sys,
+};
+use candle_core::cuda_backend::cudarc::driver::CudaSlice;
+use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::{applies, cpu_only, view, wrap};
+use crate::ops::conv::Geometry;
+use crate::precision::{Precision, precision};
+
+/// Which of the three cuDNN calls, and so what the op's two inputs are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Call {
+    /// (x, w) → y.
+    Forward,
+    /// (∂y, w) → ∂x.
+    Data,
+    /// (x, ∂y) → ∂w.
+    Filter,
+}
+
+/// An algorithm cache key: the call, its geometry and output channels, and the math.
+type Key = (Call, Geometry, usize, bool);
+
+thread_local! {
+    // cuDNN handles are neither Send nor Sync: one per thread and device, as Candle keeps its own.
+    static HANDLES: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
+    static ALGOS: RefCell<HashMap<Key, i32>> = RefCell::new(HashMap::new());
+}
+
+fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
+    HANDLES.with(|h| {
+        if let Some(c) = h.borrow().get(&dev.id()) {
+            return Ok(c.clone());
+        }
+        let c = Cudnn::new(dev.cuda_stream())?;
+        h.borrow_mut().insert(dev.id(), c.clone());
+        Ok(c)
+    })
+}
+
+fn dims(v: [usize; 4]) -> Result<[i32; 4]> {
+    let mut out = [0; 4];
+    for (o, d) in out.iter_mut().zip(v) {
+        *o = super::i32_of(d, "conv dimension")?;
+    }
+    Ok(out)
+}
+
+/// The descriptors of one conv: x (n, c, h, w), w (o, c, kh, kw), y (n, o, ho, wo).
+struct Descriptors {
+    conv: ConvDescriptor<f32>,
+    x: TensorDescriptor<f32>,
+    w: FilterDescriptor<f32>,
+    y: TensorDescriptor<f32>,
+}
+
+fn descriptors(cudnn: &Arc<Cudnn>, g: &Geometry, o: usize, tf32: bool) -> Result<Descriptors> {
+    let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+    let (p, s) = (
+        super::i32_of(g.padding, "padding")?,
+        super::i32_of(g.stride, "stride")?,
+    );
+    let mut conv = cudnn.create_conv2d::<f32>(
+        [p, p],
+        [s, s],
+        [1, 1],
+        sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+    )?;
+    conv.set_math_type(if tf32 {
+        sys::cudnnMathType_t::CUDNN_DEFAULT_MATH
+    } else {
+        sys::cudnnMathType_t::CUDNN_FMA_MATH
+    })?;
+    Ok(Descriptors {
+        conv,
+        x: cudnn.create_4d_tensor::<f32>(nchw, dims([g.n, g.c, g.h, g.w])?)?,
+        w: cudnn.create_4d_filter::<f32>(nchw, dims([o, g.c, g.kh, g.kw])?)?,
+        y: cudnn.create_4d_tensor::<f32>(nchw, dims([g.n, o, g.ho, g.wo])?)?,
+    })
+}
+
+/// The cached algorithm for `key`, or `pick()`'s, cached.
+fn algorithm<A: Copy>(
+    key: Key,
+    pick: impl FnOnce() -> Result<A>,
+    to: impl Fn(A) -> i32,
+    from: impl Fn(i32) -> A,
+) -> Result<A> {
+    if let Some(a) = ALGOS.with(|m| m.borrow().get(&key).copied()) {
+        return Ok(from(a));
+    }
+    let a = pick()?;
+    ALGOS.with(|m| m.borrow_mut().insert(key, to(a)));
+    Ok(a)
+}
+
+/// A workspace of `bytes` on the device (none for 0).
+fn workspace(dev: &CudaDevice, bytes: usize) -> Result<Option<CudaSlice<u8>>> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    // SAFETY: cuDNN only writes the workspace before reading it.
+    Ok(Some(unsafe { dev.alloc::<u8>(bytes) }?))
+}
+
+/// One cuDNN call of geometry `g` with `o` output channels, as an op without a backward.
+struct Op {
+    g: Geometry,
+    o: usize,
+    call: Call,
+}
+
+impl Op {
+    fn out_dims(&self) -> [usize; 4] {
+        let g = &self.g;
+        match self.call {
+            Call::Forward => [g.n, self.o, g.ho, g.wo],
+            Call::Data => [g.n, g.c, g.h, g.w],
+            Call::Filter => [self.o, g.c, g.kh, g.kw],
+        }
+    }
+}
+
+impl CustomOp2 for Op {
+    fn name(&self) -> &'static str {
+        match self.call {
+            Call::Forward => "fkd-cudnn-conv",
+            Call::Data => "fkd-cudnn-conv-grad-data",
+            Call::Filter => "fkd-cudnn-conv-grad-filter",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cpu_only(self.name())
+    }
+
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (name, g, o) = (self.name(), &self.g, self.o);
+        let dev = s1.device();
+        let (a, b) = (view(name, s1, l1)?, view(name, s2, l2)?);
+        let out_dims = self.out_dims();
+        let len = out_dims.iter().product();
+        // SAFETY: cuDNN writes every element (beta = 0).
+        let mut out = unsafe { dev.alloc::<f32>(len) }?;
+        let cudnn = handle(dev)?;
+        let tf32 = precision() == Precision::Tf32;
+        let d = descriptors(&cudnn, g, o, tf32)?;
+        let key = (self.call, *g, o, tf32);
+        match self.call {
+            Call::Forward => {
+                let op = ConvForward {
+                    conv: &d.conv,
+                    x: &d.x,
+                    w: &d.w,
+                    y: &d.y,
+                };
+                let algo = algorithm(key, || Ok(op.pick_algorithm()?), |a| a as i32, fwd_algo)?;
+                let mut ws = workspace(dev, op.get_workspace_size(algo)?)?;
+                // SAFETY: a is x (n, c, h, w), b is w (o, c, kh, kw), out is y: as described.
+                unsafe { op.launch(algo, ws.as_mut(), (1.0, 0.0), &a, &b, &mut out) }?;
+            }
+            Call::Data => {
+                let op = ConvBackwardData {
+                    conv: &d.conv,
+                    dx: &d.x,
+                    w: &d.w,
+                    dy: &d.y,
+                };
+                let algo = algorithm(key, || Ok(op.pick_algorithm()?), |a| a as i32, data_algo)?;
+                let mut ws = workspace(dev, op.get_workspace_size(algo)?)?;
+                // SAFETY: a is ∂y (n, o, ho, wo), b is w, out is ∂x (n, c, h, w).
+                unsafe { op.launch(algo, ws.as_mut(), (1.0, 0.0), &mut out, &b, &a) }?;
+            }
+            Call::Filter => {
+                let op = ConvBackwardFilter {
+                    conv: &d.conv,
+                    x: &d.x,
+                    dw: &d.w,
+                    dy: &d.y,
+                };
+                let algo = algorithm(key, || Ok(op.pick_algorithm()?), |a| a as i32, filter_algo)?;
+                let mut ws = workspace(dev, op.get_workspace_size(algo)?)?;
+                // SAFETY: a is x, b is ∂y, out is ∂w (o, c, kh, kw).
+                unsafe { op.launch(algo, ws.as_mut(), (1.0, 0.0), &a, &mut out, &b) }?;
+            }
+        }
+        Ok((wrap(out, dev), Shape::from(out_dims.to_vec())))
+    }
+}
+
+fn fwd_algo(a: i32) -> sys::cudnnConvolutionFwdAlgo_t {
+    use sys::cudnnConvolutionFwdAlgo_t as A;
+    [
+        A::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_FFT,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
+        A::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
+    ]
+    .into_iter()
+    .find(|&v| v as i32 == a)
+    .unwrap_or(A::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM)
+}
+
+fn data_algo(a: i32) -> sys::cudnnConvolutionBwdDataAlgo_t {
+    use sys::cudnnConvolutionBwdDataAlgo_t as A;
+    [
+        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
+        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT,
+        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING,
+        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD,
+        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED,
+    ]
+    .into_iter()
+    .find(|&v| v as i32 == a)
+    .unwrap_or(A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1)
+}
+
+fn filter_algo(a: i32) -> sys::cudnnConvolutionBwdFilterAlgo_t {
+    use sys::cudnnConvolutionBwdFilterAlgo_t as A;
+    [
+        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
+        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
+        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT,
+        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3,
+        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
+        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING,
+    ]
+    .into_iter()
+    .find(|&v| v as i32 == a)
+    .unwrap_or(A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1)
+}
+
+/// The conv `(x, w) → y` as a node.
+struct Conv {
+    g: Geometry,
+    o: usize,
+}
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "fkd-cudnn-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cpu_only(self.name())
+    }
+
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.op(Call::Forward).cuda_fwd(s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.detach().contiguous()?;
+        let (xd, wd) = (x.detach(), w.detach());
+        let dx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(&wd, &self.op(Call::Data))?)
+        } else {
+            None
+        };
+        let dw = xd.apply_op2_no_bwd(&grad, &self.op(Call::Filter))?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+impl Conv {
+    fn op(&self, call: Call) -> Op {
+        Op {
+            g: self.g,
+            o: self.o,
+            call,
+        }
+    }
+}
+
+/// The transposed conv `(x, w) → y` as a node: the data gradient of the conv of geometry `g`
+/// (whose output is the transposed conv's input).
+struct ConvTranspose(Conv);
+
+impl CustomOp2 for ConvTranspose {
+    fn name(&self) -> &'static str {
+        "fkd-cudnn-conv-transpose2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cpu_only(self.name())
+    }
+
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.0.op(Call::Data).cuda_fwd(s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.detach().contiguous()?;
+        let (xd, wd) = (x.detach(), w.detach());
+        let dx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(&wd, &self.0.op(Call::Forward))?)
+        } else {
+            None
+        };
+        let dw = grad.apply_op2_no_bwd(&xd, &self.0.op(Call::Filter))?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+/// The conv of `x` by `w` with geometry `g` (from `conv::Geometry::new`) through cuDNN, when
+/// `x` and `w` are f32 on a CUDA device; `None` otherwise.
+pub(in crate::ops) fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    g: Geometry,
+    o: usize,
+) -> Result<Option<Tensor>> {
+    if !applies(x) || !applies(w) {
+        return Ok(None);
+    }
+    Ok(Some(
+        x.contiguous()?.apply_op2(&w.contiguous()?, Conv { g, o })?,
+    ))
+}
+
+/// The transposed conv of `x` by `w` (Cin, Cout, kh, kw) where `g` is the geometry of the conv
+/// it transposes (from `convt::geometry`) through cuDNN, when both are f32 on a CUDA device;
+/// `None` otherwise.
+pub(in crate::ops) fn conv_transpose2d(
+    x: &Tensor,
+    w: &Tensor,
+    g: Geometry,
+    o: usize,
+) -> Result<Option<Tensor>> {
+    if !applies(x) || !applies(w) {
+        return Ok(None);
+    }
+    let node = ConvTranspose(Conv { g, o });
+    Ok(Some(x.contiguous()?.apply_op2(&w.contiguous()?, node)?))
+}
