@@ -166,6 +166,17 @@ pub struct Batch {
     pub to_source: Vec<Affine>,
 }
 
+impl Batch {
+    /// The batch with its tensors copied to `device` (one upload of each).
+    pub fn to_device(self, device: &Device) -> Result<Batch> {
+        Ok(Batch {
+            images: self.images.to_device(device)?,
+            targets: self.targets.to_device(device)?,
+            ..self
+        })
+    }
+}
+
 /// Seeded, parallel batching of a list of samples.
 pub struct Loader<P> {
     samples: Vec<Sample>,
@@ -207,6 +218,11 @@ impl<P: Prepare> Loader<P> {
         self
     }
 
+    /// The device the batches' tensors are put on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// The samples, in file order.
     pub fn samples(&self) -> &[Sample] {
         &self.samples
@@ -233,6 +249,11 @@ impl<P: Prepare> Loader<P> {
 
     /// Prepares the samples at `indices` (in parallel) and stacks them into a batch.
     pub fn batch(&self, indices: &[usize], epoch: u64) -> Result<Batch> {
+        self.batch_on(indices, epoch, &self.device)
+    }
+
+    /// [`Loader::batch`] with its tensors on `device`.
+    fn batch_on(&self, indices: &[usize], epoch: u64, device: &Device) -> Result<Batch> {
         let seed = self.shuffle_seed.unwrap_or(0);
         let prepared: Vec<Prepared> = indices
             .par_iter()
@@ -248,16 +269,25 @@ impl<P: Prepare> Loader<P> {
                 self.prepare.prepare(sample, &mut rng)
             })
             .collect::<Result<_>>()?;
-        stack(&prepared, indices, &self.samples, &self.device)
+        stack(&prepared, indices, &self.samples, device)
     }
 
     /// The batches of one epoch, in order.
     pub fn epoch(&self, epoch: u64) -> impl Iterator<Item = Result<Batch>> + '_ {
+        self.epoch_on(epoch, &self.device)
+    }
+
+    /// [`Loader::epoch`] with the tensors on `device`.
+    fn epoch_on<'a>(
+        &'a self,
+        epoch: u64,
+        device: &'a Device,
+    ) -> impl Iterator<Item = Result<Batch>> + 'a {
         let order = self.order(epoch);
         let n = self.n_batches();
         (0..n).map(move |b| {
             let end = ((b + 1) * self.batch_size).min(order.len());
-            self.batch(&order[b * self.batch_size..end], epoch)
+            self.batch_on(&order[b * self.batch_size..end], epoch, device)
         })
     }
 }
@@ -266,21 +296,23 @@ impl<P: Prepare> Loader<P> {
     /// Runs `f` over the batches of `epoch`, in the same order and with the same contents as
     /// [`Loader::epoch`], while a helper thread prepares up to `depth` batches ahead. The helper
     /// stops at the first error (which `f` receives) or as soon as `f` returns, and is joined
-    /// before this returns. On devices other than the CPU the batches are made on the calling
-    /// thread, as by `epoch`.
+    /// before this returns. For a GPU the helper makes the batches in host memory and each is
+    /// uploaded once, on the calling thread (the device's stream), as `f` takes it: the copy is
+    /// queued behind the previous step's kernels, so preparing, uploading and computing overlap
+    /// as long as `f` does not wait for the GPU.
     pub fn prefetched<R>(
         &self,
         epoch: u64,
         depth: usize,
         f: impl FnOnce(&mut dyn Iterator<Item = Result<Batch>>) -> R,
     ) -> R {
-        if !self.device.is_cpu() || depth == 0 {
+        if depth == 0 {
             return f(&mut self.epoch(epoch));
         }
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel(depth);
             scope.spawn(move || {
-                for batch in self.epoch(epoch) {
+                for batch in self.epoch_on(epoch, &Device::Cpu) {
                     let failed = batch.is_err();
                     // A send fails once `f` has returned and dropped the receiver.
                     if tx.send(batch).is_err() || failed {
@@ -288,7 +320,11 @@ impl<P: Prepare> Loader<P> {
                     }
                 }
             });
-            let mut batches = rx.into_iter();
+            let device = &self.device;
+            let mut batches = rx.into_iter().map(|batch| match batch {
+                Ok(b) if !device.is_cpu() => b.to_device(device),
+                other => other,
+            });
             f(&mut batches)
         })
     }

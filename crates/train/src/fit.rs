@@ -7,7 +7,7 @@ use crate::checkpoint::{
 };
 use crate::optim::{Adam, AdamConfig};
 use crate::{EpochRecord, History, Loss, Result, TrainConfig, TrainError};
-use candle_core::{DType, ModuleT, Tensor};
+use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use fkd_core::{Affine, ImageSize};
 use fkd_data::batch::{Loader, Prepare};
@@ -134,7 +134,7 @@ pub fn fit_selecting<M: Model + ?Sized, P: Prepare, Q: Prepare>(
 ) -> Result<History> {
     let options = FitOptions {
         selector: Some(selector),
-        bn_stats: None,
+        ..FitOptions::default()
     };
     fit_with(model, varmap, train, valid, cfg, observer, options)
 }
@@ -149,6 +149,11 @@ pub struct FitOptions<'a> {
     /// ([`crate::recompute_bn_stats`]; typically training faces without augmentation), so the
     /// score, `best` and `last` describe the weights rather than the luck of the last batches.
     pub bn_stats: Option<&'a dyn Batches>,
+    /// Read the batch losses back every this many batches (at least 1; one stacked copy per
+    /// read). `None`: the device's default, every batch on the CPU and
+    /// [`GPU_LOSS_READ_INTERVAL`] on a GPU. The losses, weights and history do not depend on it;
+    /// a divergence is caught at the read, so up to this many steps late.
+    pub loss_read_interval: Option<usize>,
 }
 
 /// [`fit`] with the [`FitOptions`].
@@ -164,8 +169,14 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
     let FitOptions {
         mut selector,
         bn_stats,
+        loss_read_interval: read_interval,
     } = options;
     cfg.validate()?;
+    if read_interval == Some(0) {
+        return Err(TrainError::Config(
+            "the loss read interval must be at least 1 batch".into(),
+        ));
+    }
     if train.n_batches() == 0 {
         return Err(TrainError::Config(
             "the training loader has no batches".into(),
@@ -211,26 +222,43 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
         observer.epoch_started(epoch, train.n_batches());
 
         let n_batches = train.n_batches();
+        let interval = read_interval.unwrap_or_else(|| loss_read_interval(train.device()));
         let (sum, count) = train.prefetched(epoch as u64, PREFETCH_BATCHES, |batches| {
             let (mut sum, mut count) = (0.0, 0usize);
+            // (batch, rows, loss) of the batches whose loss is not read yet.
+            let mut pending: Vec<(usize, usize, Tensor)> = Vec::with_capacity(interval);
+            let mut read = |pending: &mut Vec<(usize, usize, Tensor)>| -> Result<()> {
+                let losses: Vec<Tensor> = pending.iter().map(|p| p.2.clone()).collect();
+                let values = Tensor::stack(&losses, 0)?
+                    .to_dtype(DType::F64)?
+                    .to_vec1::<f64>()?;
+                for ((b, rows, _), value) in pending.drain(..).zip(values) {
+                    let reference = *state.reference_loss.get_or_insert(value);
+                    if too_large(value, reference, cfg.diverge_factor) {
+                        return Err(stop(dir, varmap, &mut state.history, diverged(value)));
+                    }
+                    sum += value * rows as f64;
+                    count += rows;
+                    observer.batch_done(epoch, b, value);
+                }
+                Ok(())
+            };
             for (b, batch) in batches.enumerate() {
                 let batch = batch?;
                 opt.set_lr(cfg.lr_at_step(epoch, b, n_batches));
                 opt.set_betas(cfg.betas_at_step(epoch, b, n_batches));
                 let pred = model.forward_t(&batch.images, true)?;
                 let loss = cfg.loss.compute(&pred, &batch.targets)?;
-                let value = scalar(&loss)?;
-                let reference = *state.reference_loss.get_or_insert(value);
-                if too_large(value, reference, cfg.diverge_factor) {
-                    return Err(stop(dir, varmap, &mut state.history, diverged(value)));
+                pending.push((b, batch.indices.len(), loss.detach()));
+                if pending.len() >= interval || b + 1 == n_batches {
+                    read(&mut pending)?;
                 }
                 opt.backward_step(&loss)?;
-                let rows = batch.indices.len();
-                sum += value * rows as f64;
-                count += rows;
-                observer.batch_done(epoch, b, value);
             }
-            Ok((sum, count))
+            if !pending.is_empty() {
+                read(&mut pending)?;
+            }
+            Ok::<_, TrainError>((sum, count))
         })?;
         let train_loss = sum / count as f64;
         let first_epoch_loss = state
@@ -351,6 +379,21 @@ fn too_large(loss: f64, reference: f64, factor: f64) -> bool {
 
 /// Training batches prepared ahead of the one being trained on (see `Loader::prefetched`).
 const PREFETCH_BATCHES: usize = 2;
+
+/// On a GPU the training loop reads the batch losses back once per this many batches (one
+/// stacked copy, one wait for the device), so the host queues the next steps while the GPU
+/// works; a divergence is then caught up to this many steps late.
+pub const GPU_LOSS_READ_INTERVAL: usize = 16;
+
+/// Batches per read of the losses: every batch on the CPU (nothing runs ahead there, and the
+/// divergence check stops at the first bad batch), [`GPU_LOSS_READ_INTERVAL`] elsewhere.
+fn loss_read_interval(device: &Device) -> usize {
+    if device.is_cpu() {
+        1
+    } else {
+        GPU_LOSS_READ_INTERVAL
+    }
+}
 
 /// Ends a diverged run: records why in `history.*`, puts the last good weights back into
 /// `varmap` when this run saved any, and returns the error to report.

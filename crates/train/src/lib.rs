@@ -34,8 +34,8 @@ pub use checkpoint::{CheckpointMeta, load_weights, save_weights};
 pub use config::{FOREGROUND_THRESHOLD, Loss, Schedule, TrainConfig};
 pub use error::{Result, TrainError};
 pub use fit::{
-    FitOptions, Model, Observer, Prediction, Selector, evaluate_loss, fit, fit_selecting, fit_with,
-    predict, predict_flip, validate,
+    FitOptions, GPU_LOSS_READ_INTERVAL, Model, Observer, Prediction, Selector, evaluate_loss, fit,
+    fit_selecting, fit_with, predict, predict_flip, validate,
 };
 pub use flip::merge_flipped;
 pub use history::{EpochRecord, History};

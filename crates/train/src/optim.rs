@@ -294,15 +294,24 @@ mod fused {
     }
 
     /// Whether the fused kernels serve these tensors: all f32 (or all f64), contiguous, on
-    /// the CPU.
+    /// the CPU; or all f32 and contiguous on one CUDA device, in a build with `cuda`.
     pub(super) fn applies(ts: &[&Tensor]) -> bool {
         let dtype = ts[0].dtype();
-        ts.iter().all(|t| {
+        let cpu = ts.iter().all(|t| {
             matches!(t.device(), Device::Cpu)
                 && t.dtype() == dtype
                 && matches!(dtype, DType::F32 | DType::F64)
                 && t.is_contiguous()
-        })
+        });
+        #[cfg(feature = "cuda")]
+        let cpu = cpu
+            || ts.iter().all(|t| {
+                t.device().same_device(ts[0].device())
+                    && t.device().is_cuda()
+                    && t.dtype() == DType::F32
+                    && t.is_contiguous()
+            });
+        cpu
     }
 
     /// The float types the kernels run in: `WithDType` and a square root in the type itself.
@@ -413,6 +422,17 @@ mod fused {
                 (a, b) => candle_core::bail!("{}: unsupported dtypes {a:?}, {b:?}", self.name()),
             }
         }
+
+        #[cfg(feature = "cuda")]
+        fn cuda_fwd(
+            &self,
+            s1: &mut candle_core::CudaStorage,
+            l1: &Layout,
+            s2: &candle_core::CudaStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<()> {
+            fkd_models::ops::cuda::adam_moment(s1, l1, s2, l2, self.beta, self.square)
+        }
     }
 
     /// `θ ← θ·decay − step_size·m/(√v + ε̂)`, in place, with (θ, m, v).
@@ -472,6 +492,28 @@ mod fused {
                     candle_core::bail!("{}: unsupported dtypes {a:?}, {b:?}, {c:?}", self.name())
                 }
             }
+        }
+
+        #[cfg(feature = "cuda")]
+        fn cuda_fwd(
+            &self,
+            s1: &mut candle_core::CudaStorage,
+            l1: &Layout,
+            s2: &candle_core::CudaStorage,
+            l2: &Layout,
+            s3: &candle_core::CudaStorage,
+            l3: &Layout,
+        ) -> candle_core::Result<()> {
+            let h = self.0;
+            fkd_models::ops::cuda::adam_weights(
+                s1,
+                l1,
+                s2,
+                l2,
+                s3,
+                l3,
+                (h.decay, h.step_size, h.eps_hat),
+            )
         }
     }
 

@@ -554,6 +554,51 @@ fn a_huge_learning_rate_stops_the_run_and_keeps_the_last_good_checkpoint() {
     assert_eq!(weights(&varmap), good_weights);
 }
 
+/// Reading the losses back a few batches at a time (what a GPU does) changes nothing that the
+/// run computes: the same history, the same weights, bit for bit; and a divergence is still
+/// caught, in the same epoch. An interval of 0 is refused.
+#[test]
+fn losses_read_in_groups_give_the_same_run() {
+    let fit_every = |interval: Option<usize>, cfg: &TrainConfig| {
+        let (lin, varmap) = model(1);
+        let (train, valid) = loaders(cfg);
+        let options = fkd_train::FitOptions {
+            loss_read_interval: interval,
+            ..Default::default()
+        };
+        let mut rec = Recorder::default();
+        let r = fkd_train::fit_with(&lin, &varmap, &train, &valid, cfg, &mut rec, options);
+        (r, weights(&varmap), rec)
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ra, wa, reca) = fit_every(None, &config(a.path(), 3));
+    let (rb, wb, recb) = fit_every(Some(3), &config(b.path(), 3));
+    assert_eq!(losses(&ra.unwrap()), losses(&rb.unwrap()));
+    assert_eq!(wa, wb);
+    assert_eq!(reca.batches, recb.batches);
+
+    let c = tempfile::tempdir().unwrap();
+    let (rc, _, _) = fit_every(Some(0), &config(c.path(), 1));
+    assert!(rc.unwrap_err().to_string().contains("at least 1"));
+
+    // Diverging in epoch 2 (lr × 2²⁶ after two epochs), read 4 batches at a time.
+    let d = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        lr: 0.015625,
+        loss: Loss::Mse,
+        schedule: Schedule::Step {
+            every: 2,
+            gamma: 67_108_864.0,
+        },
+        ..config(d.path(), 4)
+    };
+    let (rd, _, _) = fit_every(Some(4), &cfg);
+    assert!(
+        matches!(rd, Err(TrainError::Diverged { epoch: 2, .. })),
+        "{rd:?}"
+    );
+}
+
 #[test]
 fn nan_targets_stop_in_the_first_epoch() {
     fn poisoned(sample: &Sample, rng: &mut ChaCha8Rng) -> fkd_data::Result<Prepared> {
@@ -712,8 +757,8 @@ fn precise_bn_recomputes_the_running_statistics_before_validation() {
     }
     let (net, varmap) = norm_model();
     let options = fkd_train::FitOptions {
-        selector: None,
         bn_stats: Some(&stats),
+        ..Default::default()
     };
     fkd_train::fit_with(&net, &varmap, &train, &valid, &cfg, &mut (), options).unwrap();
     let close = |(m, v): (f32, f32)| {
