@@ -12,8 +12,11 @@ them exactly as fkd's child process times its own: random data, a training step 
 then steps until --seconds have passed.
 
 Usage: python peer.py --peer-dir ../shared/bench --model nose|face|resnet18|deconv|deconv-head --batch 8
-       [--threads 2] [--seconds 3] [--device cpu] [--deconv-channels 128]
-Prints one JSON line: train_images_per_s, fwd_images_per_s, peak_rss_mb.
+       [--threads 2] [--seconds 3] [--device cpu] [--precision tf32|f32] [--deconv-channels 128]
+Prints one JSON line: train_images_per_s, fwd_images_per_s, peak_rss_mb, and on CUDA
+peak_gpu_mb (torch.cuda.max_memory_allocated). --precision tf32 allows TF32 in cuDNN
+convolutions (PyTorch's default) and in matrix products (not PyTorch's default, but what fkd's
+tf32 does); f32 forbids it in both.
 """
 import argparse, json, resource, sys, time
 
@@ -26,12 +29,15 @@ ap.add_argument("--seconds", type=float, default=3.0)
 ap.add_argument("--warmup", type=int, default=3)
 ap.add_argument("--device", default="cpu")
 ap.add_argument("--deconv-channels", type=int, default=128)
+ap.add_argument("--precision", default="tf32", choices=["tf32", "f32"])
 a = ap.parse_args()
 sys.path.insert(0, a.peer_dir)
 
 import torch, torch.nn as nn, torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(a.threads)
+torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
+torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
 torch.manual_seed(0)
 channels = 1
 if a.model == "resnet18":
@@ -112,4 +118,5 @@ print(json.dumps({
     "train_images_per_s": train,
     "fwd_images_per_s": fwd,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if a.device == "cuda" else None,
 }))

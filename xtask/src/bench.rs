@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// Threads for both sides (RAYON_NUM_THREADS for fkd, torch.set_num_threads for the peer).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Batch sizes to measure every net at (comma-separated) instead of each net's default
+    /// (nose 4, face 8, resnet18 8, deconv 16, deconv-head 16); the GPU targets use 32,128.
+    #[arg(long, value_delimiter = ',')]
+    batches: Option<Vec<usize>>,
     /// Nets to measure (comma-separated): nose, face, resnet18, deconv, deconv-head.
     #[arg(long, value_delimiter = ',', default_values_t = MODELS.map(|(m, _)| m.to_string()))]
     models: Vec<String>,
@@ -106,6 +110,13 @@ pub struct Sample {
     train_images_per_s: f64,
     fwd_images_per_s: f64,
     peak_rss_mb: f64,
+    /// The most GPU memory the tensors held at once (fkd: the CUDA memory pool's high-water
+    /// mark; PyTorch: `max_memory_allocated`); absent on the CPU.
+    #[serde(default)]
+    peak_gpu_mb: Option<f64>,
+    /// fkd's side on a GPU: the card, and whether its tensor cores run TF32.
+    #[serde(default)]
+    gpu: Option<(String, bool)>,
 }
 
 /// Medians of one net's samples.
@@ -121,12 +132,15 @@ struct Row {
     fwd_ratio: Option<f64>,
     fkd_peak_mb: f64,
     peer_peak_mb: Option<f64>,
+    fkd_gpu_mb: Option<f64>,
+    peer_gpu_mb: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
     machine: String,
     device: String,
+    precision: String,
     threads: usize,
     repeats: usize,
     rows: Vec<Row>,
@@ -206,18 +220,32 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             args.peer_dir.display()
         );
     }
+    // (net, batch) in table order.
+    let mut cases = Vec::new();
+    for name in &args.models {
+        let default = MODELS
+            .iter()
+            .find(|(m, _)| m == name)
+            .map(|&(_, b)| b)
+            .with_context(|| format!("unknown model {name:?}: {}", model_names()))?;
+        match &args.batches {
+            Some(batches) => cases.extend(batches.iter().map(|&b| (name.clone(), b))),
+            None => cases.push((name.clone(), default)),
+        }
+    }
+    if let Some(b) = cases.iter().find(|c| c.1 == 0) {
+        bail!("--batches: {} needs a batch of at least 1", b.0);
+    }
+    // `--precision` (a global flag, already in force here) goes to both sides.
+    let precision = fkd_models::precision::precision().to_string();
     let mut samples = Vec::new();
     for round in 0..args.repeats {
-        for name in &args.models {
-            let batch = MODELS
-                .iter()
-                .find(|(m, _)| m == name)
-                .map(|&(_, b)| b)
-                .with_context(|| format!("unknown model {name:?}: {}", model_names()))?;
+        for (name, batch) in &cases {
+            let (name, batch) = (name.as_str(), *batch);
             let fkd = || {
                 let mut cmd = Command::new(&exe);
                 cmd.args(["bench-child", "--model", name, "--device", &args.device])
-                    .args(["--batch", &batch.to_string()])
+                    .args(["--batch", &batch.to_string(), "--precision", &precision])
                     .args(["--seconds", &args.seconds.to_string()])
                     .env("RAYON_NUM_THREADS", args.threads.to_string())
                     // As `.cargo/config.toml` sets it for every `cargo xtask` run.
@@ -234,7 +262,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     .args(["--model", name, "--batch", &batch.to_string()])
                     .args(["--threads", &args.threads.to_string()])
                     .args(["--seconds", &args.seconds.to_string()])
-                    .args(["--device", &args.device])
+                    .args(["--device", &args.device, "--precision", &precision])
                     .args([
                         "--deconv-channels",
                         &crate::part4::DECONV_CHANNELS.to_string(),
@@ -267,46 +295,61 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
 
-    let rows: Vec<Row> = args
-        .models
+    let rows: Vec<Row> = cases
         .iter()
-        .map(|name| {
-            let of = |fkd: bool, f: fn(&Sample) -> f64| -> Option<f64> {
+        .map(|(name, batch)| {
+            let of = |fkd: bool, f: fn(&Sample) -> Option<f64>| -> Option<f64> {
                 let v: Vec<f64> = samples
                     .iter()
-                    .filter(|s| &s.model == name && s.implementation.starts_with("fkd") == fkd)
-                    .map(f)
+                    .filter(|s| {
+                        &s.model == name
+                            && s.batch == *batch
+                            && s.implementation.starts_with("fkd") == fkd
+                    })
+                    .filter_map(f)
                     .collect();
                 (!v.is_empty()).then(|| median(v))
             };
-            let fkd_train = of(true, |s| s.train_images_per_s).unwrap_or(f64::NAN);
-            let fkd_fwd = of(true, |s| s.fwd_images_per_s).unwrap_or(f64::NAN);
-            let peer_train = of(false, |s| s.train_images_per_s);
-            let peer_fwd = of(false, |s| s.fwd_images_per_s);
+            let fkd_train = of(true, |s| Some(s.train_images_per_s)).unwrap_or(f64::NAN);
+            let fkd_fwd = of(true, |s| Some(s.fwd_images_per_s)).unwrap_or(f64::NAN);
+            let peer_train = of(false, |s| Some(s.train_images_per_s));
+            let peer_fwd = of(false, |s| Some(s.fwd_images_per_s));
             Row {
                 model: name.clone(),
-                batch: samples
-                    .iter()
-                    .find(|s| &s.model == name)
-                    .map_or(0, |s| s.batch),
+                batch: *batch,
                 fkd_train,
                 peer_train,
                 train_ratio: peer_train.map(|p| fkd_train / p),
                 fkd_fwd,
                 peer_fwd,
                 fwd_ratio: peer_fwd.map(|p| fkd_fwd / p),
-                fkd_peak_mb: of(true, |s| s.peak_rss_mb).unwrap_or(f64::NAN),
-                peer_peak_mb: of(false, |s| s.peak_rss_mb),
+                fkd_peak_mb: of(true, |s| Some(s.peak_rss_mb)).unwrap_or(f64::NAN),
+                peer_peak_mb: of(false, |s| Some(s.peak_rss_mb)),
+                fkd_gpu_mb: of(true, |s| s.peak_gpu_mb),
+                peer_gpu_mb: of(false, |s| s.peak_gpu_mb),
             }
         })
         .collect();
 
     let pipeline = pipeline(args)?;
+    let gpu = samples.iter().find_map(|s| s.gpu.clone());
+    if let Some((name, tf32)) = &gpu {
+        let cores = if *tf32 {
+            "has TF32 tensor cores"
+        } else {
+            "has no TF32: tf32 runs as f32"
+        };
+        println!("GPU: {name}, {cores}");
+    }
     print_table(&rows, args, pipeline.as_ref());
     if let Some(path) = &args.json {
         let report = Report {
             machine: format!("{} ({} threads used)", cpu_name(), args.threads),
-            device: args.device.clone(),
+            device: match &gpu {
+                Some((name, _)) => format!("{} ({name})", args.device),
+                None => args.device.clone(),
+            },
+            precision: gpu_precision(args),
             threads: args.threads,
             repeats: args.repeats,
             rows,
@@ -320,23 +363,46 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the table says of the precision: on a GPU, the products' precision on both sides.
+fn gpu_precision(args: &BenchArgs) -> String {
+    match (args.device.as_str(), fkd_models::precision::precision()) {
+        ("cpu", _) => "f32 (CPU)".into(),
+        (_, fkd_models::precision::Precision::Tf32) => {
+            "tf32 (TF32 tensor-core convolutions and matrix products on both sides; f32 on cards without TF32)".into()
+        }
+        (_, fkd_models::precision::Precision::F32) => "f32 (no TF32 on either side)".into(),
+    }
+}
+
 fn print_table(rows: &[Row], args: &BenchArgs, pipeline: Option<&Pipeline>) {
     let opt =
         |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
     println!(
-        "{} · device {} · {} threads · median of {} · images/s (ratio = fkd / PyTorch)",
+        "{} · device {} · precision {} · {} threads · median of {} · images/s (ratio = fkd / PyTorch)",
         cpu_name(),
         args.device,
+        gpu_precision(args),
         args.threads,
         args.repeats
     );
+    let gpu = args.device != "cpu";
+    let (gpu_head, gpu_rule) = if gpu {
+        (" fkd GPU MB | PyTorch GPU MB |", "---|---|")
+    } else {
+        ("", "")
+    };
     println!(
-        "| net | batch | fkd train | PyTorch train | ratio | fkd infer | PyTorch infer | ratio | fkd peak MB | PyTorch peak MB |"
+        "| net | batch | fkd train | PyTorch train | ratio | fkd infer | PyTorch infer | ratio | fkd peak MB | PyTorch peak MB |{gpu_head}"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|{gpu_rule}");
     for r in rows {
+        let gpu_cells = if gpu {
+            format!(" {} | {} |", opt(r.fkd_gpu_mb, 0), opt(r.peer_gpu_mb, 0))
+        } else {
+            String::new()
+        };
         println!(
-            "| {} | {} | {:.1} | {} | {} | {:.1} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {:.1} | {} | {} | {:.1} | {} | {} | {:.0} | {} |{gpu_cells}",
             r.model,
             r.batch,
             r.fkd_train,
@@ -590,6 +656,8 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
         train_images_per_s: train,
         fwd_images_per_s: fwd,
         peak_rss_mb: peak_rss_mb(),
+        peak_gpu_mb: fkd_models::ops::gpu_peak_bytes(&device)?.map(|b| b as f64 / (1 << 20) as f64),
+        gpu: fkd_models::ops::gpu_description(&device)?,
     };
     println!("{}", serde_json::to_string(&sample)?);
     Ok(())

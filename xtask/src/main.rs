@@ -34,6 +34,10 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Precision of GPU convolutions and f32 matrix products: tf32 (TF32 tensor cores, as
+    /// PyTorch's convolutions by default, on cards that have them) or f32. The CPU ignores it.
+    #[arg(long, global = true, default_value = "tf32")]
+    precision: fkd_models::precision::Precision,
 }
 
 #[derive(Subcommand)]
@@ -84,25 +88,45 @@ impl DataRoot {
     }
 }
 
-/// The device the parts train on: the first GPU when fkd was built with `cuda` or `metal`,
-/// else the CPU.
+/// The device the parts train on by default (`--device auto`): the first GPU when fkd was built
+/// with `cuda` or `metal` and the machine has one, else the CPU (with a warning when a GPU build
+/// finds no GPU).
 pub fn device() -> anyhow::Result<candle_core::Device> {
-    named_device(if cfg!(feature = "cuda") {
+    let gpu = if cfg!(feature = "cuda") {
         "cuda"
     } else if cfg!(feature = "metal") {
         "metal"
     } else {
-        "cpu"
-    })
+        return Ok(candle_core::Device::Cpu);
+    };
+    match named_device(gpu) {
+        Ok(device) => Ok(device),
+        Err(e) => {
+            tracing::warn!("--device auto: {e:#}; running on the CPU");
+            Ok(candle_core::Device::Cpu)
+        }
+    }
 }
 
 /// The device a command's `--device` names: `cpu`, `cuda` / `metal` in a build with that
-/// feature, or `auto` (also when the flag is absent): the build's GPU if it has one, else the
-/// CPU ([`device`]).
+/// feature, or `auto` (also when the flag is absent): the build's GPU if the machine has one,
+/// else the CPU ([`device`]).
 pub fn device_arg(name: Option<&str>) -> anyhow::Result<candle_core::Device> {
     match name {
         None | Some("auto") => device(),
         Some(name) => named_device(name),
+    }
+}
+
+/// How logs name a device: `cpu`, or the GPU with the precision of its products.
+pub fn device_label(device: &candle_core::Device) -> String {
+    match device {
+        candle_core::Device::Cpu => "cpu".into(),
+        candle_core::Device::Cuda(_) => format!(
+            "cuda ({} convolutions and matrix products)",
+            fkd_models::precision::precision()
+        ),
+        candle_core::Device::Metal(_) => "metal".into(),
     }
 }
 
@@ -135,6 +159,7 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    fkd_models::precision::set_precision(cli.precision);
     let result = match cli.command {
         Command::Data(cmd) => data::run(cmd),
         Command::Part1(args) => part1::run(&args).map(|()| std::process::ExitCode::SUCCESS),

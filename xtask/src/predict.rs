@@ -33,8 +33,8 @@ pub struct PredictArgs {
     /// Output folder for the drawn PNGs and `predictions.json`.
     #[arg(long, default_value = "runs/predict")]
     pub out: PathBuf,
-    /// Device: cpu, cuda / metal in a build with that feature, or auto (the build's GPU if it
-    /// has one, else the CPU) [default: auto].
+    /// Device: cpu, cuda / metal in a build with that feature, or auto (the build's GPU if the
+    /// machine has one, else the CPU) [default: auto].
     #[arg(long)]
     pub device: Option<String>,
 }

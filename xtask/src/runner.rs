@@ -83,8 +83,8 @@ pub struct RunArgs {
     /// time on long runs; the curves then have a point every N epochs.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub valid_every: u64,
-    /// Device: cpu, cuda / metal in a build with that feature, or auto (the build's GPU if it
-    /// has one, else the CPU) [default: auto].
+    /// Device: cpu, cuda / metal in a build with that feature, or auto (the build's GPU if the
+    /// machine has one, else the CPU) [default: auto].
     #[arg(long)]
     pub device: Option<String>,
     /// What to do with a face whose annotation or image is unusable (missing image, wrong point
@@ -607,10 +607,11 @@ pub fn run<P: Part>(part: &P, args: &RunArgs) -> anyhow::Result<PathBuf> {
         valid.samples.truncate(n);
     }
     tracing::info!(
-        "{}: {} training and {} validation faces",
+        "{}: {} training and {} validation faces, on {}",
         part.name(),
         train.len(),
         valid.len(),
+        crate::device_label(&device),
     );
     let skipped = train.skipped.len() + valid.skipped.len();
     if skipped > 0 {
@@ -825,6 +826,7 @@ fn train_one<P: Part, S: Prepare, V: Prepare>(
     let options = FitOptions {
         selector: Some(&mut selector),
         bn_stats,
+        loss_read_interval: None,
     };
     let history = match fkd_train::fit_with(&net, &vm, train, valid, &cfg, &mut bar, options) {
         Ok(h) => h,
