@@ -320,6 +320,37 @@ fn bench_on_cuda_needs_a_cuda_build() {
     assert!(stderr.contains("--features cuda"), "{stderr}");
 }
 
+/// `--precision` takes f32 or tf32 on any command and names both on a bad value; `bench
+/// --batches 0` fails before measuring.
+#[test]
+fn precision_and_bench_batches_are_checked() {
+    let out = xtask()
+        .args(["bench", "--precision", "bf16", "--peer-python", "none"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bf16") && stderr.contains("tf32"),
+        "{stderr}"
+    );
+    let out = xtask()
+        .args([
+            "bench",
+            "--batches",
+            "8,0",
+            "--peer-python",
+            "none",
+            "--precision",
+            "f32",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--batches"), "{stderr}");
+}
+
 /// `check-report` takes a run folder too, and names the report it could not find.
 #[test]
 fn check_report_names_the_missing_report_of_a_run_folder() {
