@@ -27,7 +27,7 @@ use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::{applies, cpu_only, view, wrap};
+use super::{applies, view, wrap};
 use crate::ops::conv::Geometry;
 use crate::precision::{Precision, precision};
 
@@ -45,10 +45,18 @@ enum Call {
 /// An algorithm cache key: the call, its geometry and output channels, and the math.
 type Key = (Call, Geometry, usize, bool);
 
+/// The algorithm cuDNN's heuristics chose for one call.
+#[derive(Clone, Copy, Debug)]
+enum Algo {
+    Forward(sys::cudnnConvolutionFwdAlgo_t),
+    Data(sys::cudnnConvolutionBwdDataAlgo_t),
+    Filter(sys::cudnnConvolutionBwdFilterAlgo_t),
+}
+
 thread_local! {
     // cuDNN handles are neither Send nor Sync: one per thread and device, as Candle keeps its own.
     static HANDLES: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
-    static ALGOS: RefCell<HashMap<Key, i32>> = RefCell::new(HashMap::new());
+    static ALGOS: RefCell<HashMap<Key, Algo>> = RefCell::new(HashMap::new());
 }
 
 fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
@@ -104,18 +112,18 @@ fn descriptors(cudnn: &Arc<Cudnn>, g: &Geometry, o: usize, tf32: bool) -> Result
 }
 
 /// The cached algorithm for `key`, or `pick()`'s, cached.
-fn algorithm<A: Copy>(
-    key: Key,
-    pick: impl FnOnce() -> Result<A>,
-    to: impl Fn(A) -> i32,
-    from: impl Fn(i32) -> A,
-) -> Result<A> {
+fn algorithm(key: Key, pick: impl FnOnce() -> Result<Algo>) -> Result<Algo> {
     if let Some(a) = ALGOS.with(|m| m.borrow().get(&key).copied()) {
-        return Ok(from(a));
+        return Ok(a);
     }
     let a = pick()?;
-    ALGOS.with(|m| m.borrow_mut().insert(key, to(a)));
+    ALGOS.with(|m| m.borrow_mut().insert(key, a));
     Ok(a)
+}
+
+/// The error of a cache entry of another call's kind (the key holds the call, so never).
+fn mixed_up(a: Algo) -> candle_core::Error {
+    candle_core::Error::Msg(format!("fkd-cudnn: cached algorithm {a:?} of another call"))
 }
 
 /// A workspace of `bytes` on the device (none for 0).
@@ -154,15 +162,7 @@ impl CustomOp2 for Op {
         }
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd_refused!(2);
 
     fn cuda_fwd(
         &self,
@@ -190,7 +190,10 @@ impl CustomOp2 for Op {
                     w: &d.w,
                     y: &d.y,
                 };
-                let algo = algorithm(key, || Ok(op.pick_algorithm()?), |a| a as i32, fwd_algo)?;
+                let algo = match algorithm(key, || Ok(Algo::Forward(op.pick_algorithm()?)))? {
+                    Algo::Forward(a) => a,
+                    other => return Err(mixed_up(other)),
+                };
                 let mut ws = workspace(dev, op.get_workspace_size(algo)?)?;
                 // SAFETY: a is x (n, c, h, w), b is w (o, c, kh, kw), out is y: as described.
                 unsafe { op.launch(algo, ws.as_mut(), (1.0, 0.0), &a, &b, &mut out) }?;
@@ -202,7 +205,10 @@ impl CustomOp2 for Op {
                     w: &d.w,
                     dy: &d.y,
                 };
-                let algo = algorithm(key, || Ok(op.pick_algorithm()?), |a| a as i32, data_algo)?;
+                let algo = match algorithm(key, || Ok(Algo::Data(op.pick_algorithm()?)))? {
+                    Algo::Data(a) => a,
+                    other => return Err(mixed_up(other)),
+                };
                 let mut ws = workspace(dev, op.get_workspace_size(algo)?)?;
                 // SAFETY: a is ∂y (n, o, ho, wo), b is w, out is ∂x (n, c, h, w).
                 unsafe { op.launch(algo, ws.as_mut(), (1.0, 0.0), &mut out, &b, &a) }?;
@@ -214,7 +220,10 @@ impl CustomOp2 for Op {
                     dw: &d.w,
                     dy: &d.y,
                 };
-                let algo = algorithm(key, || Ok(op.pick_algorithm()?), |a| a as i32, filter_algo)?;
+                let algo = match algorithm(key, || Ok(Algo::Filter(op.pick_algorithm()?)))? {
+                    Algo::Filter(a) => a,
+                    other => return Err(mixed_up(other)),
+                };
                 let mut ws = workspace(dev, op.get_workspace_size(algo)?)?;
                 // SAFETY: a is x, b is ∂y, out is ∂w (o, c, kh, kw).
                 unsafe { op.launch(algo, ws.as_mut(), (1.0, 0.0), &a, &mut out, &b) }?;
@@ -222,53 +231,6 @@ impl CustomOp2 for Op {
         }
         Ok((wrap(out, dev), Shape::from(out_dims.to_vec())))
     }
-}
-
-fn fwd_algo(a: i32) -> sys::cudnnConvolutionFwdAlgo_t {
-    use sys::cudnnConvolutionFwdAlgo_t as A;
-    [
-        A::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
-        A::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
-        A::CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
-        A::CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
-        A::CUDNN_CONVOLUTION_FWD_ALGO_FFT,
-        A::CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
-        A::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
-        A::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
-    ]
-    .into_iter()
-    .find(|&v| v as i32 == a)
-    .unwrap_or(A::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM)
-}
-
-fn data_algo(a: i32) -> sys::cudnnConvolutionBwdDataAlgo_t {
-    use sys::cudnnConvolutionBwdDataAlgo_t as A;
-    [
-        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
-        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
-        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT,
-        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING,
-        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD,
-        A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED,
-    ]
-    .into_iter()
-    .find(|&v| v as i32 == a)
-    .unwrap_or(A::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1)
-}
-
-fn filter_algo(a: i32) -> sys::cudnnConvolutionBwdFilterAlgo_t {
-    use sys::cudnnConvolutionBwdFilterAlgo_t as A;
-    [
-        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
-        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
-        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT,
-        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3,
-        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
-        A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING,
-    ]
-    .into_iter()
-    .find(|&v| v as i32 == a)
-    .unwrap_or(A::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1)
 }
 
 /// The conv `(x, w) → y` as a node.
@@ -282,15 +244,7 @@ impl CustomOp2 for Conv {
         "fkd-cudnn-conv2d"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd_refused!(2);
 
     fn cuda_fwd(
         &self,
@@ -340,15 +294,7 @@ impl CustomOp2 for ConvTranspose {
         "fkd-cudnn-conv-transpose2d"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd_refused!(2);
 
     fn cuda_fwd(
         &self,

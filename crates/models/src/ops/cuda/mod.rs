@@ -17,9 +17,6 @@
 
 #![allow(unsafe_code)]
 
-#[cfg(feature = "cudnn")]
-pub(super) mod cudnn;
-
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
@@ -102,6 +99,43 @@ fn cpu_only(op: &str) -> Result<(CpuStorage, Shape)> {
     candle_core::bail!("{op}: a CUDA-only op was given CPU tensors")
 }
 
+/// The `cpu_fwd` of a CUDA-only `CustomOp1`, `CustomOp2` or `CustomOp3`: an error naming the op.
+macro_rules! cpu_fwd_refused {
+    (1) => {
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            $crate::ops::cuda::cpu_only(<Self as CustomOp1>::name(self))
+        }
+    };
+    (2) => {
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            $crate::ops::cuda::cpu_only(<Self as CustomOp2>::name(self))
+        }
+    };
+    (3) => {
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            $crate::ops::cuda::cpu_only(<Self as CustomOp3>::name(self))
+        }
+    };
+}
+
+// After the macros, which it uses.
+#[cfg(feature = "cudnn")]
+pub(super) mod cudnn;
+
 // ---------------------------------------------------------------------------------------------
 // Batch normalisation
 
@@ -118,6 +152,15 @@ impl Norm {
     fn len(&self) -> usize {
         self.n * self.c * self.hw
     }
+
+    /// (n, c, hw) as the kernels' `int`s.
+    fn ints(&self) -> Result<(i32, i32, i32)> {
+        Ok((
+            i32_of(self.n, "batch")?,
+            i32_of(self.c, "channels")?,
+            i32_of(self.hw, "plane")?,
+        ))
+    }
 }
 
 /// (n, c, h, w) → (2, c): per-channel means, then biased variances.
@@ -128,9 +171,7 @@ impl CustomOp1 for Stats {
         "fkd-batch-norm-stats"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd_refused!(1);
 
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
         let Norm { n, c, hw, .. } = self.0;
@@ -139,11 +180,7 @@ impl CustomOp1 for Stats {
         let acc = dev.alloc_zeros::<f64>(2 * c)?;
         // SAFETY: written in full by bn_stats_final below.
         let out = unsafe { dev.alloc::<f32>(2 * c) }?;
-        let (ni, ci, hwi) = (
-            i32_of(n, "batch")?,
-            i32_of(c, "channels")?,
-            i32_of(hw, "plane")?,
-        );
+        let (ni, ci, hwi) = self.0.ints()?;
         launch!(
             dev,
             "bn_stats_partial",
@@ -259,15 +296,7 @@ impl CustomOp2 for NormNode {
         "fkd-batch-norm"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(CustomOp2::name(self))
-    }
+    cpu_fwd_refused!(2);
 
     fn cuda_fwd(
         &self,
@@ -297,17 +326,7 @@ impl CustomOp3 for NormNode {
         "fkd-batch-norm-add"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(CustomOp3::name(self))
-    }
+    cpu_fwd_refused!(3);
 
     fn cuda_fwd(
         &self,
@@ -354,17 +373,7 @@ impl CustomOp3 for GradSums {
         "fkd-batch-norm-grad-sums"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd_refused!(3);
 
     fn cuda_fwd(
         &self,
@@ -386,11 +395,7 @@ impl CustomOp3 for GradSums {
         let acc = dev.alloc_zeros::<f64>(2 * c)?;
         // SAFETY: written in full by bn_grad_final.
         let out = unsafe { dev.alloc::<f32>(2 * c) }?;
-        let (ni, ci, hwi) = (
-            i32_of(n, "batch")?,
-            i32_of(c, "channels")?,
-            i32_of(hw, "plane")?,
-        );
+        let (ni, ci, hwi) = self.norm.ints()?;
         let relu = self.relu as i32;
         launch!(
             dev,
@@ -432,17 +437,7 @@ impl CustomOp3 for GradInput {
         "fkd-batch-norm-grad-input"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd_refused!(3);
 
     fn cuda_fwd(
         &self,
@@ -453,7 +448,7 @@ impl CustomOp3 for GradInput {
         s3: &CudaStorage,
         l3: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let Norm { n, c, hw, eps } = self.norm;
+        let Norm { c, eps, .. } = self.norm;
         let name = self.name();
         let dev = s1.device();
         let (x, g, aux) = (
@@ -465,11 +460,7 @@ impl CustomOp3 for GradInput {
         let len = self.norm.len();
         // SAFETY: bn_grad_input writes every element.
         let dx = unsafe { dev.alloc::<f32>(len) }?;
-        let (ni, ci, hwi) = (
-            i32_of(n, "batch")?,
-            i32_of(c, "channels")?,
-            i32_of(hw, "plane")?,
-        );
+        let (ni, ci, hwi) = self.norm.ints()?;
         let (relu, batch) = (self.relu as i32, self.batch_stats as i32);
         launch!(
             dev,
@@ -556,15 +547,7 @@ impl CustomOp2 for ReluMask {
         "fkd-relu-mask"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd_refused!(2);
 
     fn cuda_fwd(
         &self,
@@ -592,9 +575,7 @@ impl CustomOp1 for Relu {
         "fkd-relu"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd_refused!(1);
 
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
         let dev = s.device();
@@ -644,9 +625,7 @@ impl CustomOp1 for MaxPool {
         "fkd-max-pool"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd_refused!(1);
 
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
         let win = &self.0;
@@ -690,15 +669,7 @@ impl CustomOp2 for MaxPoolGrad {
         "fkd-max-pool-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd_refused!(2);
 
     fn cuda_fwd(
         &self,
