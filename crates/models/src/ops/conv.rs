@@ -1211,10 +1211,7 @@ fn conv2d_impl(
     }
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     if !fused {
-        #[cfg(feature = "cudnn")]
         let y = super::cuda::cudnn::conv2d(x, weight, g, o)?;
-        #[cfg(not(feature = "cudnn"))]
-        let y = None;
         let y = match y {
             Some(y) => y,
             None => x.conv2d(weight, padding, stride, 1, 1)?,

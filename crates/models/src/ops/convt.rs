@@ -29,7 +29,7 @@ const NAME: &str = "fkd-conv-transpose2d";
 
 /// The geometry of the convolution whose input gradient is the transposed convolution of `x`
 /// (n, c_in, h, w) with `weight` (c_in, c_out, kh, kw), and its output channels (c_in).
-fn geometry(
+pub(super) fn geometry(
     x: &Tensor,
     weight: &Tensor,
     stride: usize,
@@ -218,7 +218,6 @@ pub fn conv_transpose2d(
     let (g, o) = geometry(x, weight, stride, padding)?;
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     if !fused {
-        #[cfg(feature = "cudnn")]
         if let Some(y) = super::cuda::cudnn::conv_transpose2d(x, weight, g, o)? {
             return Ok(y);
         }

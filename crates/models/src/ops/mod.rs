@@ -67,7 +67,6 @@ macro_rules! float_kernel {
 mod conv;
 mod conv_bn;
 mod convt;
-#[cfg(feature = "cuda")]
 pub mod cuda;
 mod gemm;
 mod norm;
@@ -111,7 +110,6 @@ pub fn gpu_description(device: &candle_core::Device) -> Result<Option<(String, b
 
 /// `max(x, 0)`: on CUDA (f32) one node with a one-kernel backward, elsewhere Candle's ReLU.
 fn relu(x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
-    #[cfg(feature = "cuda")]
     if let Some(y) = cuda::relu(x)? {
         return Ok(y);
     }

@@ -547,7 +547,6 @@ fn batch_norm_impl(
     train: bool,
     relu: bool,
 ) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
     if let Some(y) = super::cuda::batch_norm(bn, x, residual, train, relu)? {
         return Ok(y);
     }
@@ -689,7 +688,6 @@ pub(super) fn update_running(bn: &BatchNorm, mean: &[f64], var: &[f64], m: usize
 
 /// [`update_running`] from batch statistics `stats` (2, c) (means, biased variances) that stay
 /// on their device: the update is tensor ops there, with no read back to the host.
-#[cfg_attr(not(any(test, feature = "cuda")), allow(dead_code))]
 pub(super) fn update_running_on_device(bn: &BatchNorm, stats: &Tensor, m: usize) -> Result<()> {
     let momentum = STATS_MOMENTUM.get().unwrap_or_else(|| bn.momentum());
     let unbiased = m as f64 / (m as f64 - 1.0);

@@ -269,7 +269,6 @@ impl CustomOp3 for MaxPoolGrad {
 /// padded input is smaller than the kernel.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
-    #[cfg(feature = "cuda")]
     let fused = fused || super::cuda::applies(x);
     if !fused {
         return crate::pool::max_pool2d(x, kernel, stride, padding);
@@ -299,7 +298,6 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         ho,
         wo,
     };
-    #[cfg(feature = "cuda")]
     if let Some(y) = super::cuda::max_pool2d(x, win)? {
         return Ok(y);
     }

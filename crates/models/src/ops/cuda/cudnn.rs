@@ -14,21 +14,32 @@
 //! [`crate::precision`] is TF32 (cuDNN's default math, as PyTorch's `cudnn.allow_tf32`),
 //! FMA-only f32 otherwise.
 
+#[cfg(feature = "cudnn")]
 use std::cell::RefCell;
+#[cfg(feature = "cudnn")]
 use std::collections::HashMap;
+#[cfg(feature = "cudnn")]
 use std::sync::Arc;
 
+#[cfg(feature = "cudnn")]
 use candle_core::backend::BackendStorage;
+#[cfg(feature = "cudnn")]
 use candle_core::cuda_backend::cudarc::cudnn::{
     ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, FilterDescriptor,
     TensorDescriptor, sys,
 };
+#[cfg(feature = "cudnn")]
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;
+#[cfg(feature = "cudnn")]
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::{applies, view, wrap};
-use crate::ops::conv::Geometry;
+use super::takes;
+#[cfg(feature = "cudnn")]
+use super::{view, wrap};
+use crate::ops::contiguous;
+use crate::ops::conv::{self, Epilogue, Geometry, Needs, Route};
+#[cfg(feature = "cudnn")]
 use crate::precision::{Precision, precision};
 
 /// Which of the three cuDNN calls, and so what the op's two inputs are.
@@ -42,9 +53,11 @@ enum Call {
     Filter,
 }
 
+#[cfg(feature = "cudnn")]
 /// An algorithm cache key: the call, its geometry and output channels, and the math.
 type Key = (Call, Geometry, usize, bool);
 
+#[cfg(feature = "cudnn")]
 /// The algorithm cuDNN's heuristics chose for one call.
 #[derive(Clone, Copy, Debug)]
 enum Algo {
@@ -53,12 +66,14 @@ enum Algo {
     Filter(sys::cudnnConvolutionBwdFilterAlgo_t),
 }
 
+#[cfg(feature = "cudnn")]
 thread_local! {
     // cuDNN handles are neither Send nor Sync: one per thread and device, as Candle keeps its own.
     static HANDLES: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
     static ALGOS: RefCell<HashMap<Key, Algo>> = RefCell::new(HashMap::new());
 }
 
+#[cfg(feature = "cudnn")]
 fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
     HANDLES.with(|h| {
         if let Some(c) = h.borrow().get(&dev.id()) {
@@ -70,6 +85,7 @@ fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
     })
 }
 
+#[cfg(feature = "cudnn")]
 fn dims(v: [usize; 4]) -> Result<[i32; 4]> {
     let mut out = [0; 4];
     for (o, d) in out.iter_mut().zip(v) {
@@ -78,6 +94,7 @@ fn dims(v: [usize; 4]) -> Result<[i32; 4]> {
     Ok(out)
 }
 
+#[cfg(feature = "cudnn")]
 /// The descriptors of one conv: x (n, c, h, w), w (o, c, kh, kw), y (n, o, ho, wo).
 struct Descriptors {
     conv: ConvDescriptor<f32>,
@@ -86,6 +103,7 @@ struct Descriptors {
     y: TensorDescriptor<f32>,
 }
 
+#[cfg(feature = "cudnn")]
 fn descriptors(cudnn: &Arc<Cudnn>, g: &Geometry, o: usize, tf32: bool) -> Result<Descriptors> {
     let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
     let (p, s) = (
@@ -111,6 +129,7 @@ fn descriptors(cudnn: &Arc<Cudnn>, g: &Geometry, o: usize, tf32: bool) -> Result
     })
 }
 
+#[cfg(feature = "cudnn")]
 /// The cached algorithm for `key`, or `pick()`'s, cached.
 fn algorithm(key: Key, pick: impl FnOnce() -> Result<Algo>) -> Result<Algo> {
     if let Some(a) = ALGOS.with(|m| m.borrow().get(&key).copied()) {
@@ -121,11 +140,13 @@ fn algorithm(key: Key, pick: impl FnOnce() -> Result<Algo>) -> Result<Algo> {
     Ok(a)
 }
 
+#[cfg(feature = "cudnn")]
 /// The error of a cache entry of another call's kind (the key holds the call, so never).
 fn mixed_up(a: Algo) -> candle_core::Error {
     candle_core::Error::Msg(format!("fkd-cudnn: cached algorithm {a:?} of another call"))
 }
 
+#[cfg(feature = "cudnn")]
 /// A workspace of `bytes` on the device (none for 0).
 fn workspace(dev: &CudaDevice, bytes: usize) -> Result<Option<CudaSlice<u8>>> {
     if bytes == 0 {
@@ -162,8 +183,38 @@ impl CustomOp2 for Op {
         }
     }
 
-    cpu_fwd_refused!(2);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (name, g, o) = (self.name(), &self.g, self.o);
+        let (a, b) = (
+            contiguous::<f32>(name, s1, l1)?,
+            contiguous::<f32>(name, s2, l2)?,
+        );
+        // The same three results from fkd's CPU conv kernels.
+        let out = match self.call {
+            Call::Forward => Some(conv::forward(a, b, None, g, o, Epilogue::None).0),
+            Call::Data => {
+                let needs = Needs { x: true, w: false };
+                conv::backward(&[], b, a, Route::Plain, g, o, false, needs).x
+            }
+            Call::Filter => {
+                let w = vec![0.0f32; o * g.c * g.kh * g.kw];
+                let needs = Needs { x: false, w: true };
+                conv::backward(a, &w, b, Route::Plain, g, o, false, needs).w
+            }
+        };
+        let Some(out) = out else {
+            candle_core::bail!("{name}: the CPU conv kernels gave no result");
+        };
+        Ok((CpuStorage::F32(out), Shape::from(self.out_dims().to_vec())))
+    }
 
+    #[cfg(feature = "cudnn")]
     fn cuda_fwd(
         &self,
         s1: &CudaStorage,
@@ -244,8 +295,17 @@ impl CustomOp2 for Conv {
         "fkd-cudnn-conv2d"
     }
 
-    cpu_fwd_refused!(2);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.op(Call::Forward).cpu_fwd(s1, l1, s2, l2)
+    }
 
+    #[cfg(feature = "cudnn")]
     fn cuda_fwd(
         &self,
         s1: &CudaStorage,
@@ -294,8 +354,17 @@ impl CustomOp2 for ConvTranspose {
         "fkd-cudnn-conv-transpose2d"
     }
 
-    cpu_fwd_refused!(2);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.0.op(Call::Data).cpu_fwd(s1, l1, s2, l2)
+    }
 
+    #[cfg(feature = "cudnn")]
     fn cuda_fwd(
         &self,
         s1: &CudaStorage,
@@ -325,6 +394,12 @@ impl CustomOp2 for ConvTranspose {
     }
 }
 
+/// Whether the entry points take `x`: an f32 CUDA tensor in a build with cuDNN (and in the
+/// tests, an f32 CPU tensor, for the nodes' reference forward).
+fn routes(x: &Tensor) -> bool {
+    takes(x) && (cfg!(feature = "cudnn") || x.device().is_cpu())
+}
+
 /// The conv of `x` by `w` with geometry `g` (from `conv::Geometry::new`) through cuDNN, when
 /// `x` and `w` are f32 on a CUDA device; `None` otherwise.
 pub(in crate::ops) fn conv2d(
@@ -333,7 +408,7 @@ pub(in crate::ops) fn conv2d(
     g: Geometry,
     o: usize,
 ) -> Result<Option<Tensor>> {
-    if !applies(x) || !applies(w) {
+    if !routes(x) || !routes(w) {
         return Ok(None);
     }
     Ok(Some(
@@ -350,7 +425,7 @@ pub(in crate::ops) fn conv_transpose2d(
     g: Geometry,
     o: usize,
 ) -> Result<Option<Tensor>> {
-    if !applies(x) || !applies(w) {
+    if !routes(x) || !routes(w) {
         return Ok(None);
     }
     let node = ConvTranspose(Conv { g, o });

@@ -10,31 +10,63 @@
 //! here reads a tensor back to the host: statistics, sums and running averages stay on the
 //! device, so a training step queues its kernels without waiting for the GPU.
 //!
+//! The nodes are compiled in every build: on the CPU their forward is `reference`'s port of each
+//! kernel, so the tests run the nodes' plumbing (what each passes to which kernel, the layouts
+//! of parameters and gradients, the composition of each backward) on any machine against fkd's
+//! CPU ops; kernel launches, the PTX and device memory need the `cuda` feature.
+//!
 //! Invariants: every kernel reads contiguous f32 NCHW data (the entry points make inputs
 //! contiguous); the per-channel sums of the norm are f64 on the device, as the CPU kernels'
 //! are; a node's backward recomputes what it needs from its inputs and output (the pool's
 //! argmax, the norm's ReLU mask), so nodes keep no device buffers between passes.
 
-#![allow(unsafe_code)]
+#![cfg_attr(feature = "cuda", allow(unsafe_code))]
 
+mod reference;
+
+#[cfg(feature = "cuda")]
 use candle_core::backend::BackendStorage;
+#[cfg(feature = "cuda")]
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+#[cfg(feature = "cuda")]
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
 };
 use candle_nn::BatchNorm;
 
+use super::contiguous;
 use super::pool::Window;
 
+#[cfg(feature = "cuda")]
 /// The kernels' PTX, from `build.rs`.
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fkd_kernels.ptx"));
+#[cfg(feature = "cuda")]
 /// The module name under which the PTX is loaded once per device.
 const MODULE: &str = "fkd_kernels";
+#[cfg(feature = "cuda")]
 /// Threads per block (`THREADS` in kernels.cu).
 const THREADS: u32 = 256;
+#[cfg(feature = "cuda")]
 /// At most this many blocks per grid-stride launch: enough to fill any current GPU many times.
 const MAX_BLOCKS: u32 = 8192;
+
+#[cfg(test)]
+thread_local! {
+    /// Set by [`tests::reference_nodes`]: the entry points also take f32 CPU tensors, so the
+    /// nodes run with their reference forward.
+    static REFERENCE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the entry points build these nodes for `x`: when [`applies`] (and, in this module's
+/// tests, for f32 CPU tensors too).
+fn takes(x: &Tensor) -> bool {
+    #[cfg(test)]
+    if REFERENCE.get() && x.device().is_cpu() && x.dtype() == DType::F32 {
+        return true;
+    }
+    applies(x)
+}
 
 /// True when `x` is an f32 tensor on a CUDA device of fewer than 2³² elements (the kernels'
 /// index arithmetic is 32-bit): what these kernels cover.
@@ -44,6 +76,7 @@ pub(super) fn applies(x: &Tensor) -> bool {
         && u32::try_from(x.elem_count()).is_ok()
 }
 
+#[cfg(feature = "cuda")]
 /// The contiguous f32 data that `layout` views in `s`, or an error naming `op`.
 fn view<'a>(op: &str, s: &'a CudaStorage, layout: &Layout) -> Result<CudaView<'a, f32>> {
     let Some((start, end)) = layout.contiguous_offsets() else {
@@ -52,6 +85,7 @@ fn view<'a>(op: &str, s: &'a CudaStorage, layout: &Layout) -> Result<CudaView<'a
     Ok(s.as_cuda_slice::<f32>()?.slice(start..end))
 }
 
+#[cfg(feature = "cuda")]
 /// A launch of `len` elements over grid-stride loops.
 fn elementwise(len: usize) -> LaunchConfig {
     let blocks = len.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS as usize) as u32;
@@ -62,6 +96,7 @@ fn elementwise(len: usize) -> LaunchConfig {
     }
 }
 
+#[cfg(feature = "cuda")]
 /// A launch of one row of blocks per channel, `splits` blocks per channel, so that every
 /// channel's `m` values are summed by enough blocks to fill the GPU.
 fn per_channel(c: usize, m: usize) -> LaunchConfig {
@@ -74,6 +109,7 @@ fn per_channel(c: usize, m: usize) -> LaunchConfig {
     }
 }
 
+#[cfg(feature = "cuda")]
 /// One launch of kernel `$name` of kernels.cu on `$dev` with the arguments listed (each a
 /// reference to a device view or slice, or to an `i32`, `usize` or `f32` value).
 macro_rules! launch {
@@ -87,53 +123,16 @@ macro_rules! launch {
     }};
 }
 
+#[cfg(feature = "cuda")]
 fn i32_of(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("{what} {v} exceeds i32")))
 }
 
+#[cfg(feature = "cuda")]
 fn wrap(slice: CudaSlice<f32>, dev: &CudaDevice) -> CudaStorage {
     CudaStorage::wrap_cuda_slice(slice, dev.clone())
 }
 
-fn cpu_only(op: &str) -> Result<(CpuStorage, Shape)> {
-    candle_core::bail!("{op}: a CUDA-only op was given CPU tensors")
-}
-
-/// The `cpu_fwd` of a CUDA-only `CustomOp1`, `CustomOp2` or `CustomOp3`: an error naming the op.
-macro_rules! cpu_fwd_refused {
-    (1) => {
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-            $crate::ops::cuda::cpu_only(<Self as CustomOp1>::name(self))
-        }
-    };
-    (2) => {
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            $crate::ops::cuda::cpu_only(<Self as CustomOp2>::name(self))
-        }
-    };
-    (3) => {
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            $crate::ops::cuda::cpu_only(<Self as CustomOp3>::name(self))
-        }
-    };
-}
-
-// After the macros, which it uses.
-#[cfg(feature = "cudnn")]
 pub(super) mod cudnn;
 
 // ---------------------------------------------------------------------------------------------
@@ -149,11 +148,13 @@ struct Norm {
 }
 
 impl Norm {
+    #[cfg(feature = "cuda")]
     fn len(&self) -> usize {
         self.n * self.c * self.hw
     }
 
     /// (n, c, hw) as the kernels' `int`s.
+    #[cfg(feature = "cuda")]
     fn ints(&self) -> Result<(i32, i32, i32)> {
         Ok((
             i32_of(self.n, "batch")?,
@@ -171,8 +172,14 @@ impl CustomOp1 for Stats {
         "fkd-batch-norm-stats"
     }
 
-    cpu_fwd_refused!(1);
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Norm { n, c, hw, .. } = self.0;
+        let x = contiguous::<f32>(self.name(), s, l)?;
+        let out = reference::bn_stats(x, n, c, hw);
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
         let Norm { n, c, hw, .. } = self.0;
         let dev = s.device();
@@ -216,6 +223,7 @@ struct NormNode {
 }
 
 impl NormNode {
+    #[cfg(feature = "cuda")]
     fn apply(
         &self,
         x: (&CudaStorage, &Layout),
@@ -259,6 +267,24 @@ impl NormNode {
         Ok((wrap(y, dev), Shape::from(x.1.dims())))
     }
 
+    /// [`reference::bn_apply`] on CPU storages.
+    fn apply_cpu(
+        &self,
+        x: (&CpuStorage, &Layout),
+        params: (&CpuStorage, &Layout),
+        residual: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = "fkd-batch-norm";
+        let Norm { c, hw, eps, .. } = self.norm;
+        let xv = contiguous::<f32>(name, x.0, x.1)?;
+        let pv = contiguous::<f32>(name, params.0, params.1)?;
+        let rv = residual
+            .map(|(s, l)| contiguous::<f32>(name, s, l))
+            .transpose()?;
+        let y = reference::bn_apply(xv, pv, rv, (c, hw), eps, self.relu);
+        Ok((CpuStorage::F32(y), Shape::from(x.1.dims())))
+    }
+
     /// ∂x (when x needs one) and ∂params (rows ∂γ, ∂β, then zeros) from the gradient `grad` of
     /// the affine map's output, already masked by the ReLU unless `relu`.
     fn grads(
@@ -296,8 +322,17 @@ impl CustomOp2 for NormNode {
         "fkd-batch-norm"
     }
 
-    cpu_fwd_refused!(2);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.apply_cpu((s1, l1), (s2, l2), None)
+    }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         s1: &CudaStorage,
@@ -326,8 +361,19 @@ impl CustomOp3 for NormNode {
         "fkd-batch-norm-add"
     }
 
-    cpu_fwd_refused!(3);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.apply_cpu((s1, l1), (s2, l2), Some((s3, l3)))
+    }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         s1: &CudaStorage,
@@ -373,8 +419,27 @@ impl CustomOp3 for GradSums {
         "fkd-batch-norm-grad-sums"
     }
 
-    cpu_fwd_refused!(3);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let Norm { n, c, hw, eps } = self.norm;
+        let name = self.name();
+        let (x, g, p) = (
+            contiguous::<f32>(name, s1, l1)?,
+            contiguous::<f32>(name, s2, l2)?,
+            contiguous::<f32>(name, s3, l3)?,
+        );
+        let out = reference::bn_grad_sums(x, g, p, (n, c, hw), eps, self.relu);
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         s1: &CudaStorage,
@@ -437,8 +502,30 @@ impl CustomOp3 for GradInput {
         "fkd-batch-norm-grad-input"
     }
 
-    cpu_fwd_refused!(3);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let Norm { n, c, hw, eps } = self.norm;
+        let name = self.name();
+        let (x, g, aux) = (
+            contiguous::<f32>(name, s1, l1)?,
+            contiguous::<f32>(name, s2, l2)?,
+            contiguous::<f32>(name, s3, l3)?,
+        );
+        let (params, sums) = aux.split_at(4 * c);
+        let dims = (n, c, hw);
+        let dx =
+            reference::bn_grad_input(x, g, params, sums, dims, eps, self.relu, self.batch_stats);
+        Ok((CpuStorage::F32(dx), Shape::from(l1.dims())))
+    }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         s1: &CudaStorage,
@@ -496,7 +583,7 @@ pub(super) fn batch_norm(
     let Some((gamma, beta)) = bn.weight_and_bias() else {
         return Ok(None);
     };
-    if !applies(x) || gamma.dtype() != DType::F32 || bn.running_mean().dtype() != DType::F32 {
+    if !takes(x) || gamma.dtype() != DType::F32 || bn.running_mean().dtype() != DType::F32 {
         return Ok(None);
     }
     let (n, c, h, w) = x.dims4()?;
@@ -547,8 +634,24 @@ impl CustomOp2 for ReluMask {
         "fkd-relu-mask"
     }
 
-    cpu_fwd_refused!(2);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, y) = (
+            contiguous::<f32>(self.name(), s1, l1)?,
+            contiguous::<f32>(self.name(), s2, l2)?,
+        );
+        Ok((
+            CpuStorage::F32(reference::relu_mask(g, y)),
+            Shape::from(l1.dims()),
+        ))
+    }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         s1: &CudaStorage,
@@ -575,8 +678,12 @@ impl CustomOp1 for Relu {
         "fkd-relu"
     }
 
-    cpu_fwd_refused!(1);
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous::<f32>(self.name(), s, l)?;
+        Ok((CpuStorage::F32(reference::relu(x)), Shape::from(l.dims())))
+    }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
         let dev = s.device();
         let x = view(self.name(), s, l)?;
@@ -595,7 +702,7 @@ impl CustomOp1 for Relu {
 
 /// `max(x, 0)` on an f32 CUDA tensor as one node; `None` for other tensors.
 pub(super) fn relu(x: &Tensor) -> Result<Option<Tensor>> {
-    if !applies(x) {
+    if !takes(x) {
         return Ok(None);
     }
     Ok(Some(x.contiguous()?.apply_op1(Relu)?))
@@ -604,7 +711,21 @@ pub(super) fn relu(x: &Tensor) -> Result<Option<Tensor>> {
 // ---------------------------------------------------------------------------------------------
 // Max-pooling
 
+/// The pool's sizes for [`reference`].
+fn pool_sizes(w: &Window) -> reference::Pool {
+    reference::Pool {
+        h: w.h,
+        w: w.w,
+        ho: w.ho,
+        wo: w.wo,
+        k: w.k,
+        stride: w.stride,
+        pad: w.padding,
+    }
+}
+
 /// The pool's sizes as the kernels take them.
+#[cfg(feature = "cuda")]
 fn window_args(w: &Window) -> Result<[i32; 7]> {
     Ok([
         i32_of(w.h, "height")?,
@@ -625,8 +746,18 @@ impl CustomOp1 for MaxPool {
         "fkd-max-pool"
     }
 
-    cpu_fwd_refused!(1);
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let win = &self.0;
+        let x = contiguous::<f32>(self.name(), s, l)?;
+        let len = win.n * win.c * win.ho * win.wo;
+        let y = reference::max_pool(x, len, pool_sizes(win));
+        Ok((
+            CpuStorage::F32(y),
+            Shape::from((win.n, win.c, win.ho, win.wo)),
+        ))
+    }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
         let win = &self.0;
         let dev = s.device();
@@ -669,8 +800,22 @@ impl CustomOp2 for MaxPoolGrad {
         "fkd-max-pool-grad"
     }
 
-    cpu_fwd_refused!(2);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (
+            contiguous::<f32>(self.name(), s1, l1)?,
+            contiguous::<f32>(self.name(), s2, l2)?,
+        );
+        let dx = reference::max_pool_grad(x, g, pool_sizes(&self.0));
+        Ok((CpuStorage::F32(dx), Shape::from(l1.dims())))
+    }
 
+    #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         s1: &CudaStorage,
@@ -706,7 +851,7 @@ impl CustomOp2 for MaxPoolGrad {
 
 /// Max-pooling of an f32 CUDA tensor with a checked window; `None` for other tensors.
 pub(super) fn max_pool2d(x: &Tensor, win: Window) -> Result<Option<Tensor>> {
-    if !applies(x) {
+    if !takes(x) {
         return Ok(None);
     }
     Ok(Some(x.contiguous()?.apply_op1(MaxPool(win))?))
@@ -715,6 +860,7 @@ pub(super) fn max_pool2d(x: &Tensor, win: Window) -> Result<Option<Tensor>> {
 // ---------------------------------------------------------------------------------------------
 // Memory
 
+#[cfg(feature = "cuda")]
 /// `NAME (compute X.Y)` of the device, and whether its tensor cores run TF32 (compute ≥ 8.0).
 pub(super) fn describe(dev: &CudaDevice) -> Result<(String, bool)> {
     let ctx = dev.cuda_stream().context().clone();
@@ -723,6 +869,7 @@ pub(super) fn describe(dev: &CudaDevice) -> Result<(String, bool)> {
     Ok((format!("{name} (compute {major}.{minor})"), major >= 8))
 }
 
+#[cfg(feature = "cuda")]
 /// The high-water mark of the device's default memory pool, in bytes: the most memory that
 /// Candle's stream-ordered allocations (every tensor, cuDNN workspaces included) held at once.
 /// Memory that cuBLAS or cuDNN allocate for themselves is not in it (nor is it in PyTorch's
@@ -753,6 +900,7 @@ pub(super) fn peak_bytes(dev: &CudaDevice) -> Result<u64> {
 // ---------------------------------------------------------------------------------------------
 // Adam (for fkd-train's optimiser)
 
+#[cfg(feature = "cuda")]
 /// The f32 data of `layout` in `s`, mutable, or an error naming `op`.
 fn view_mut<'a>(
     op: &str,
@@ -765,6 +913,7 @@ fn view_mut<'a>(
     Ok(s.as_cuda_slice_mut::<f32>()?.slice_mut(start..end))
 }
 
+#[cfg(feature = "cuda")]
 /// Adam's moment update in place on the device: `m ← β·m + (1 − β)·g` (or `g²` when `square`),
 /// for `InplaceOp2::cuda_fwd` (f32, contiguous, same length).
 pub fn adam_moment(
@@ -797,6 +946,7 @@ pub fn adam_moment(
     Ok(())
 }
 
+#[cfg(feature = "cuda")]
 /// Adam's weight update in place on the device: `θ ← θ·decay − step·m/(√v + ε̂)`, for
 /// `InplaceOp3::cuda_fwd` (f32, contiguous, same length).
 #[allow(clippy::too_many_arguments)]
@@ -831,4 +981,246 @@ pub fn adam_weights(
         &eps
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The nodes with their reference forward (the kernels' arithmetic on the CPU) against
+    //! fkd's CPU ops, forward and every gradient: what each node hands to which kernel, and how
+    //! each backward is composed, checked without a GPU.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ops::conv::Geometry;
+    use crate::ops::testutil::{random, weighted_grads};
+    use candle_core::Var;
+    use candle_core::backprop::GradStore;
+    use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// While it lives, this thread's entry points build the nodes for f32 CPU tensors.
+    pub(super) struct ReferenceNodes;
+
+    pub(super) fn reference_nodes() -> ReferenceNodes {
+        REFERENCE.set(true);
+        ReferenceNodes
+    }
+
+    impl Drop for ReferenceNodes {
+        fn drop(&mut self) {
+            REFERENCE.set(false);
+        }
+    }
+
+    fn f32_random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
+        random(shape, rng).to_dtype(DType::F32).unwrap()
+    }
+
+    /// `max |a − b| / max(1, max |a|)`.
+    fn rel(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        let m = |t: Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        let scale = m(a.clone()).to_scalar::<f32>().unwrap().max(1.0);
+        m((a - b).unwrap()).to_scalar::<f32>().unwrap() / scale
+    }
+
+    /// Runs `ours` (the nodes) and `theirs` (the CPU ops) on vars of `inputs`, and compares the
+    /// outputs and each input's gradient under the same random output weights.
+    fn same(
+        what: &str,
+        inputs: &[Tensor],
+        rng: &mut ChaCha8Rng,
+        ours: impl Fn(&[Var]) -> Tensor,
+        theirs: impl Fn(&[Var]) -> Tensor,
+    ) {
+        let vars = |_: ()| -> Vec<Var> {
+            inputs
+                .iter()
+                .map(|t| Var::from_tensor(t).unwrap())
+                .collect()
+        };
+        let (va, vb) = (vars(()), vars(()));
+        let ya = {
+            let _nodes = reference_nodes();
+            ours(&va)
+        };
+        let yb = theirs(&vb);
+        let d = rel(&yb, &ya);
+        assert!(d < 2e-5, "{what}: outputs differ by {d}");
+        let r = f32_random(ya.dims(), rng);
+        let grads = |y: &Tensor, nodes: bool| -> GradStore {
+            let _n = nodes.then(reference_nodes);
+            weighted_grads(y, &r)
+        };
+        let (ga, gb) = (grads(&ya, true), grads(&yb, false));
+        for (i, (a, b)) in va.iter().zip(&vb).enumerate() {
+            let (a, b) = (ga.get(a).unwrap(), gb.get(b).unwrap());
+            let d = rel(b, a);
+            assert!(d < 2e-5, "{what}: gradients of input {i} differ by {d}");
+        }
+    }
+
+    #[test]
+    fn reference_pool_and_relu_nodes_match_the_cpu_ops() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for (k, stride, pad) in [(2, 2, 0), (3, 2, 1), (3, 1, 1)] {
+            let x = f32_random(&[2, 3, 9, 7], &mut rng);
+            let (h, w) = (9, 7);
+            let out = |len: usize| (len + 2 * pad - k) / stride + 1;
+            let win = Window {
+                n: 2,
+                c: 3,
+                h,
+                w,
+                k,
+                stride,
+                padding: pad,
+                ho: out(h),
+                wo: out(w),
+            };
+            same(
+                &format!("pool k{k} s{stride} p{pad}"),
+                &[x],
+                &mut rng,
+                |v| max_pool2d(&v[0], win).unwrap().unwrap(),
+                |v| crate::ops::max_pool2d(&v[0], k, stride, pad).unwrap(),
+            );
+        }
+        let x = f32_random(&[2, 3, 5, 4], &mut rng);
+        same(
+            "relu",
+            &[x],
+            &mut rng,
+            |v| relu(&v[0]).unwrap().unwrap(),
+            |v| v[0].relu().unwrap(),
+        );
+    }
+
+    /// A norm layer with the seed's γ, β and running statistics.
+    fn layer(c: usize, seed: u64) -> (VarMap, BatchNorm) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let bn = candle_nn::batch_norm(c, BatchNormConfig::default(), vb).unwrap();
+        let set = |t: &Tensor, v: Tensor| Var::from_tensor(t).unwrap().set(&v).unwrap();
+        let (gamma, beta) = bn.weight_and_bias().unwrap();
+        set(gamma, (f32_random(&[c], &mut rng) + 1.5).unwrap());
+        set(beta, f32_random(&[c], &mut rng));
+        set(bn.running_mean(), f32_random(&[c], &mut rng));
+        set(
+            bn.running_var(),
+            (f32_random(&[c], &mut rng) + 1.5).unwrap(),
+        );
+        (vm, bn)
+    }
+
+    #[test]
+    fn reference_norm_nodes_match_the_cpu_norm() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let c = 5;
+        for train in [true, false] {
+            for (relu, residual) in [(false, false), (true, false), (true, true)] {
+                let what = format!("norm train {train} relu {relu} residual {residual}");
+                let x = (f32_random(&[3, c, 6, 7], &mut rng) * 3.0).unwrap();
+                let r = f32_random(&[3, c, 6, 7], &mut rng);
+                let (vm_a, bn_a) = layer(c, 3);
+                let (vm_b, bn_b) = layer(c, 3);
+                let inputs = if residual { vec![x, r] } else { vec![x] };
+                same(
+                    &what,
+                    &inputs,
+                    &mut rng,
+                    |v| {
+                        match residual {
+                            true => batch_norm(&bn_a, &v[0], Some(&v[1]), train, true),
+                            false => batch_norm(&bn_a, &v[0], None, train, relu),
+                        }
+                        .unwrap()
+                        .unwrap()
+                        .affine(1.0, 0.0)
+                        .unwrap()
+                    },
+                    |v| {
+                        match residual {
+                            true => crate::ops::batch_norm2d_add_relu(&bn_b, &v[0], &v[1], train),
+                            false => crate::ops::batch_norm2d(&bn_b, &v[0], train, relu),
+                        }
+                        .unwrap()
+                        .affine(1.0, 0.0)
+                        .unwrap()
+                    },
+                );
+                let (a, b) = (vm_a.data().lock().unwrap(), vm_b.data().lock().unwrap());
+                for name in ["running_mean", "running_var"] {
+                    let d = rel(b[name].as_tensor(), a[name].as_tensor());
+                    assert!(d < 1e-6, "{what}: {name} differs by {d}");
+                }
+            }
+        }
+    }
+
+    /// The norm's parameter gradients (γ, β) through the nodes equal the CPU norm's.
+    #[test]
+    fn reference_norm_nodes_give_the_cpu_parameter_gradients() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let c = 4;
+        let x = f32_random(&[2, c, 5, 5], &mut rng);
+        let r = f32_random(&[2, c, 5, 5], &mut rng);
+        let run = |nodes: bool| -> Vec<Tensor> {
+            let (vm, bn) = layer(c, 4);
+            let _n = nodes.then(reference_nodes);
+            let y = if nodes {
+                batch_norm(&bn, &x, None, true, true).unwrap().unwrap()
+            } else {
+                crate::ops::batch_norm2d(&bn, &x, true, true).unwrap()
+            };
+            let g = weighted_grads(&y, &r);
+            let data = vm.data().lock().unwrap();
+            ["weight", "bias"]
+                .iter()
+                .map(|n| g.get(data[*n].as_tensor()).unwrap().clone())
+                .collect()
+        };
+        for (a, b) in run(true).iter().zip(&run(false)) {
+            let d = rel(b, a);
+            assert!(d < 2e-5, "parameter gradients differ by {d}");
+        }
+    }
+
+    #[test]
+    fn reference_cudnn_nodes_match_the_cpu_convolutions() {
+        let mut rng = ChaCha8Rng::seed_from_u64(14);
+        for (n, c, h, w, o, k, stride, pad) in [
+            (2, 3, 9, 8, 4, 3, 1, 1),
+            (2, 4, 11, 10, 6, 3, 2, 1),
+            (1, 2, 12, 12, 3, 7, 2, 3),
+        ] {
+            let x = f32_random(&[n, c, h, w], &mut rng);
+            let wt = f32_random(&[o, c, k, k], &mut rng);
+            let (g, oo) = Geometry::new(&x, &wt, stride, pad).unwrap();
+            same(
+                &format!("conv {c}→{o} {h}×{w} k{k} s{stride} p{pad}"),
+                &[x, wt],
+                &mut rng,
+                |v| cudnn::conv2d(&v[0], &v[1], g, oo).unwrap().unwrap(),
+                |v| crate::ops::conv2d(&v[0], &v[1], None, stride, pad).unwrap(),
+            );
+        }
+        for (n, ci, co, h, k, stride, pad) in [(2, 4, 3, 5, 4, 2, 1), (1, 3, 5, 6, 3, 1, 1)] {
+            let x = f32_random(&[n, ci, h, h + 2], &mut rng);
+            let wt = f32_random(&[ci, co, k, k], &mut rng);
+            let (g, oo) = crate::ops::convt::geometry(&x, &wt, stride, pad).unwrap();
+            same(
+                &format!("convT {ci}→{co} k{k} s{stride} p{pad}"),
+                &[x, wt],
+                &mut rng,
+                |v| {
+                    cudnn::conv_transpose2d(&v[0], &v[1], g, oo)
+                        .unwrap()
+                        .unwrap()
+                },
+                |v| crate::ops::conv_transpose2d(&v[0], &v[1], stride, pad).unwrap(),
+            );
+        }
+    }
 }
