@@ -667,7 +667,7 @@ pub(super) fn check_trainable(m: usize, what: &str, shape: impl std::fmt::Debug)
 
 /// PyTorch's running-statistics update, written into the layer's vars.
 pub(super) fn update_running(bn: &BatchNorm, mean: &[f64], var: &[f64], m: usize) -> Result<()> {
-    let momentum = STATS_MOMENTUM.get().unwrap_or_else(|| bn.momentum());
+    let momentum = running_momentum(bn);
     let unbiased = m as f64 / (m as f64 - 1.0);
     for (stat, batch, factor) in [
         (bn.running_mean(), mean, 1.0),
@@ -686,17 +686,10 @@ pub(super) fn update_running(bn: &BatchNorm, mean: &[f64], var: &[f64], m: usize
     Ok(())
 }
 
-/// [`update_running`] from batch statistics `stats` (2, c) (means, biased variances) that stay
-/// on their device: the update is tensor ops there, with no read back to the host.
-pub(super) fn update_running_on_device(bn: &BatchNorm, stats: &Tensor, m: usize) -> Result<()> {
-    let momentum = STATS_MOMENTUM.get().unwrap_or_else(|| bn.momentum());
-    let unbiased = m as f64 / (m as f64 - 1.0);
-    for (row, stat, factor) in [(0, bn.running_mean(), 1.0), (1, bn.running_var(), unbiased)] {
-        let batch = stats.get(row)?.to_dtype(stat.dtype())?;
-        let new = (stat.affine(1.0 - momentum, 0.0)? + batch.affine(momentum * factor, 0.0)?)?;
-        Var::from_tensor(stat)?.set(&new)?;
-    }
-    Ok(())
+/// The momentum of `bn`'s running-statistics update on this thread: [`StatsMomentum`]'s if one
+/// is in force, else the layer's own.
+pub(super) fn running_momentum(bn: &BatchNorm) -> f64 {
+    STATS_MOMENTUM.get().unwrap_or_else(|| bn.momentum())
 }
 
 #[cfg(test)]
@@ -858,31 +851,6 @@ mod tests {
                 assert!(d < 1e-10, "{ctx}: ∂{name} off by {d}");
             }
             assert_affine_grads_match(&vm_a, &vm_b, &ga, &gb, &ctx);
-        }
-    }
-
-    /// The device-side update (CUDA's norm node) equals the host-side one, under the layer's
-    /// own momentum and under an imposed one.
-    #[test]
-    fn running_update_on_device_matches_the_host_update() {
-        let mut rng = ChaCha8Rng::seed_from_u64(8);
-        let [(vm_a, bn_a), (vm_b, bn_b)] = twin_layers(4, &mut rng);
-        for imposed in [None, Some(0.25)] {
-            let _guard = imposed.map(|m| StatsMomentum::set(m).unwrap());
-            let mean = random_in(&[4], &mut rng, -1.0, 1.0)
-                .to_vec1::<f64>()
-                .unwrap();
-            let var = random_in(&[4], &mut rng, 0.1, 2.0)
-                .to_vec1::<f64>()
-                .unwrap();
-            update_running(&bn_a, &mean, &var, 40).unwrap();
-            let stats = Tensor::new(vec![mean, var], &Device::Cpu).unwrap();
-            update_running_on_device(&bn_b, &stats, 40).unwrap();
-            let (a, b) = (vm_a.data().lock().unwrap(), vm_b.data().lock().unwrap());
-            for name in ["running_mean", "running_var"] {
-                let d = max_diff(a[name].as_tensor(), b[name].as_tensor());
-                assert!(d < 1e-12, "{name} (imposed {imposed:?}): {d}");
-            }
         }
     }
 

@@ -243,3 +243,12 @@ extern "C" __global__ void adam_weights(float* theta, const float* m, const floa
         theta[i] = decay == 1.0f ? theta[i] - update : theta[i] * decay - update;
     }
 }
+
+// A running statistic in place: r ← keep·r + take·stats[row·c + ch], one thread per channel
+// (row 0: the batch means; row 1: the biased variances, `take` carrying the unbiasing factor).
+extern "C" __global__ void bn_running(float* r, const float* stats, int c, int row, float keep,
+                                      float take) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    r[ch] = keep * r[ch] + take * stats[row * c + ch];
+}

@@ -38,6 +38,14 @@ pub(super) fn bn_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
     out
 }
 
+/// bn_running: `r ← keep·r + take·stats[row]`, in place.
+pub(super) fn bn_running(r: &mut [f32], stats: &[f32], row: usize, keep: f32, take: f32) {
+    let c = r.len();
+    for (ch, v) in r.iter_mut().enumerate() {
+        *v = keep * *v + take * stats[row * c + ch];
+    }
+}
+
 /// bn_apply: `relu?(x·scale + shift [+ residual])`.
 pub(super) fn bn_apply(
     x: &[f32],
