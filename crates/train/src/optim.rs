@@ -297,21 +297,20 @@ mod fused {
     /// the CPU; or all f32 and contiguous on one CUDA device, in a build with `cuda`.
     pub(super) fn applies(ts: &[&Tensor]) -> bool {
         let dtype = ts[0].dtype();
-        let cpu = ts.iter().all(|t| {
+        let on_cpu = ts.iter().all(|t| {
             matches!(t.device(), Device::Cpu)
                 && t.dtype() == dtype
                 && matches!(dtype, DType::F32 | DType::F64)
                 && t.is_contiguous()
         });
-        #[cfg(feature = "cuda")]
-        let cpu = cpu
-            || ts.iter().all(|t| {
+        let on_cuda = cfg!(feature = "cuda")
+            && ts.iter().all(|t| {
                 t.device().same_device(ts[0].device())
                     && t.device().is_cuda()
                     && t.dtype() == DType::F32
                     && t.is_contiguous()
             });
-        cpu
+        on_cpu || on_cuda
     }
 
     /// The float types the kernels run in: `WithDType` and a square root in the type itself.

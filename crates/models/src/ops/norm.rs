@@ -559,15 +559,7 @@ fn batch_norm_impl(
         };
         return if relu { y.relu() } else { Ok(y) };
     };
-    let (n, c, h, w) = x.dims4()?;
-    if bn.running_mean().dim(0)? != c {
-        candle_core::bail!(
-            "batch-norm over {} channels got an input of shape {:?}",
-            bn.running_mean().dim(0)?,
-            x.dims()
-        );
-    }
-    let hw = h * w;
+    let (n, c, hw) = norm_dims(bn, x)?;
     let x = x.contiguous()?;
     let (mean, var) = if train {
         let m = n * hw;
@@ -652,6 +644,20 @@ fn candle_forward_t(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
         Var::from_tensor(stat)?.set(&new)?;
     }
     Ok(y)
+}
+
+/// `(n, c, h·w)` of the (n, c, h, w) input `x` of the norm `bn`, or an error when `bn` has
+/// another number of channels.
+pub(super) fn norm_dims(bn: &BatchNorm, x: &Tensor) -> Result<(usize, usize, usize)> {
+    let (n, c, h, w) = x.dims4()?;
+    if bn.running_mean().dim(0)? != c {
+        candle_core::bail!(
+            "batch-norm over {} channels got an input of shape {:?}",
+            bn.running_mean().dim(0)?,
+            x.dims()
+        );
+    }
+    Ok((n, c, h * w))
 }
 
 /// Training needs more than one value per channel (`m` of them, in the norm's input, `what`

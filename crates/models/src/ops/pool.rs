@@ -28,6 +28,46 @@ pub(super) struct Window {
 }
 
 impl Window {
+    /// The window of a `kernel`×`kernel` pool with `stride` and `padding` over an input of
+    /// `dims` (n, c, h, w), or an error when the sizes break PyTorch's rules (kernel or stride
+    /// 0, padding over kernel/2) or the padded input is smaller than the kernel.
+    pub(super) fn new(
+        (n, c, h, w): (usize, usize, usize, usize),
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        if kernel == 0 || stride == 0 || 2 * padding > kernel {
+            bail!(
+                "max_pool2d: need kernel ≥ 1, stride ≥ 1 and padding ≤ kernel/2, got kernel {kernel}, stride {stride}, padding {padding}"
+            );
+        }
+        let (Some(ho), Some(wo)) = (
+            window_out_len(h, kernel, stride, padding),
+            window_out_len(w, kernel, stride, padding),
+        ) else {
+            bail!(
+                "max_pool2d: a {kernel}×{kernel} window (padding {padding}) does not fit a {h}×{w} input"
+            );
+        };
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            k: kernel,
+            stride,
+            padding,
+            ho,
+            wo,
+        })
+    }
+
+    /// Elements of the pooled output: n·c·ho·wo.
+    pub(super) fn out_len(&self) -> usize {
+        self.n * self.c * self.ho * self.wo
+    }
+
     /// The input rows (or columns) under output row `o`: `lo..hi`, never empty because
     /// padding ≤ kernel/2.
     fn span(&self, o: usize, len: usize) -> (usize, usize) {
@@ -101,7 +141,7 @@ fn max_nan<T: WithDType>(m: T, v: T) -> T {
 
 fn pool_fwd<T: WithDType>(x: &[T], win: &Window) -> Vec<T> {
     let (plane_in, plane_out) = (win.h * win.w, win.ho * win.wo);
-    let mut out = zeros(win.n * win.c * plane_out);
+    let mut out = zeros(win.out_len());
     if (win.k, win.stride, win.padding) == (2, 2, 0) {
         out.par_chunks_mut(plane_out)
             .enumerate()
@@ -273,31 +313,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     if !fused {
         return crate::pool::max_pool2d(x, kernel, stride, padding);
     }
-    let (n, c, h, w) = x.dims4()?;
-    if kernel == 0 || stride == 0 || 2 * padding > kernel {
-        bail!(
-            "max_pool2d: need kernel ≥ 1, stride ≥ 1 and padding ≤ kernel/2, got kernel {kernel}, stride {stride}, padding {padding}"
-        );
-    }
-    let (Some(ho), Some(wo)) = (
-        window_out_len(h, kernel, stride, padding),
-        window_out_len(w, kernel, stride, padding),
-    ) else {
-        bail!(
-            "max_pool2d: a {kernel}×{kernel} window (padding {padding}) does not fit a {h}×{w} input"
-        );
-    };
-    let win = Window {
-        n,
-        c,
-        h,
-        w,
-        k: kernel,
-        stride,
-        padding,
-        ho,
-        wo,
-    };
+    let win = Window::new(x.dims4()?, kernel, stride, padding)?;
     if let Some(y) = super::cuda::max_pool2d(x, win)? {
         return Ok(y);
     }

@@ -284,58 +284,17 @@ impl CustomOp2 for Op {
     }
 }
 
-/// The conv `(x, w) → y` as a node.
-struct Conv {
+/// The conv (`transposed: false`) or the transposed conv `(x, w) → y` of geometry `g` as a
+/// node. The transposed conv is the data gradient of the conv of geometry `g` (whose output is
+/// the transposed conv's input): the forward and data calls trade places, and its filter
+/// gradient takes the two activations the other way round.
+struct Node {
     g: Geometry,
     o: usize,
+    transposed: bool,
 }
 
-impl CustomOp2 for Conv {
-    fn name(&self) -> &'static str {
-        "fkd-cudnn-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.op(Call::Forward).cpu_fwd(s1, l1, s2, l2)
-    }
-
-    #[cfg(feature = "cudnn")]
-    fn cuda_fwd(
-        &self,
-        s1: &CudaStorage,
-        l1: &Layout,
-        s2: &CudaStorage,
-        l2: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        self.op(Call::Forward).cuda_fwd(s1, l1, s2, l2)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _y: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.detach().contiguous()?;
-        let (xd, wd) = (x.detach(), w.detach());
-        let dx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(&wd, &self.op(Call::Data))?)
-        } else {
-            None
-        };
-        let dw = xd.apply_op2_no_bwd(&grad, &self.op(Call::Filter))?;
-        Ok((dx, Some(dw)))
-    }
-}
-
-impl Conv {
+impl Node {
     fn op(&self, call: Call) -> Op {
         Op {
             g: self.g,
@@ -343,15 +302,24 @@ impl Conv {
             call,
         }
     }
+
+    /// The calls of the forward and of ∂x.
+    fn calls(&self) -> (Call, Call) {
+        if self.transposed {
+            (Call::Data, Call::Forward)
+        } else {
+            (Call::Forward, Call::Data)
+        }
+    }
 }
 
-/// The transposed conv `(x, w) → y` as a node: the data gradient of the conv of geometry `g`
-/// (whose output is the transposed conv's input).
-struct ConvTranspose(Conv);
-
-impl CustomOp2 for ConvTranspose {
+impl CustomOp2 for Node {
     fn name(&self) -> &'static str {
-        "fkd-cudnn-conv-transpose2d"
+        if self.transposed {
+            "fkd-cudnn-conv-transpose2d"
+        } else {
+            "fkd-cudnn-conv2d"
+        }
     }
 
     fn cpu_fwd(
@@ -361,7 +329,7 @@ impl CustomOp2 for ConvTranspose {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.0.op(Call::Data).cpu_fwd(s1, l1, s2, l2)
+        self.op(self.calls().0).cpu_fwd(s1, l1, s2, l2)
     }
 
     #[cfg(feature = "cudnn")]
@@ -372,7 +340,7 @@ impl CustomOp2 for ConvTranspose {
         s2: &CudaStorage,
         l2: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        self.0.op(Call::Data).cuda_fwd(s1, l1, s2, l2)
+        self.op(self.calls().0).cuda_fwd(s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -385,11 +353,17 @@ impl CustomOp2 for ConvTranspose {
         let grad = grad.detach().contiguous()?;
         let (xd, wd) = (x.detach(), w.detach());
         let dx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(&wd, &self.0.op(Call::Forward))?)
+            Some(grad.apply_op2_no_bwd(&wd, &self.op(self.calls().1))?)
         } else {
             None
         };
-        let dw = grad.apply_op2_no_bwd(&xd, &self.0.op(Call::Filter))?;
+        // The filter call takes (conv input, conv output gradient).
+        let (input, out_grad) = if self.transposed {
+            (&grad, &xd)
+        } else {
+            (&xd, &grad)
+        };
+        let dw = input.apply_op2_no_bwd(out_grad, &self.op(Call::Filter))?;
         Ok((dx, Some(dw)))
     }
 }
@@ -411,9 +385,12 @@ pub(in crate::ops) fn conv2d(
     if !routes(x) || !routes(w) {
         return Ok(None);
     }
-    Ok(Some(
-        x.contiguous()?.apply_op2(&w.contiguous()?, Conv { g, o })?,
-    ))
+    let node = Node {
+        g,
+        o,
+        transposed: false,
+    };
+    Ok(Some(x.contiguous()?.apply_op2(&w.contiguous()?, node)?))
 }
 
 /// The transposed conv of `x` by `w` (Cin, Cout, kh, kw) where `g` is the geometry of the conv
@@ -428,6 +405,10 @@ pub(in crate::ops) fn conv_transpose2d(
     if !routes(x) || !routes(w) {
         return Ok(None);
     }
-    let node = ConvTranspose(Conv { g, o });
+    let node = Node {
+        g,
+        o,
+        transposed: true,
+    };
     Ok(Some(x.contiguous()?.apply_op2(&w.contiguous()?, node)?))
 }

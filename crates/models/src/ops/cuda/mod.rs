@@ -87,6 +87,19 @@ fn view<'a>(op: &str, s: &'a CudaStorage, layout: &Layout) -> Result<CudaView<'a
 }
 
 #[cfg(feature = "cuda")]
+/// The f32 data of `layout` in `s`, mutable, or an error naming `op`.
+fn view_mut<'a>(
+    op: &str,
+    s: &'a mut CudaStorage,
+    layout: &Layout,
+) -> Result<candle_core::cuda_backend::cudarc::driver::CudaViewMut<'a, f32>> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: state must be contiguous")
+    };
+    Ok(s.as_cuda_slice_mut::<f32>()?.slice_mut(start..end))
+}
+
+#[cfg(feature = "cuda")]
 /// A launch of `len` elements over grid-stride loops.
 fn elementwise(len: usize) -> LaunchConfig {
     let blocks = len.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS as usize) as u32;
@@ -303,15 +316,16 @@ struct NormNode {
 }
 
 impl NormNode {
+    /// The `bn_apply` kernel on CUDA storages.
     #[cfg(feature = "cuda")]
-    fn apply(
+    fn apply_cuda(
         &self,
         x: (&CudaStorage, &Layout),
         params: (&CudaStorage, &Layout),
         residual: Option<(&CudaStorage, &Layout)>,
     ) -> Result<(CudaStorage, Shape)> {
         let name = "fkd-batch-norm";
-        let Norm { c, hw, eps, .. } = self.norm;
+        let eps = self.norm.eps;
         let dev = x.0.device();
         let len = self.norm.len();
         let xv = view(name, x.0, x.1)?;
@@ -319,11 +333,8 @@ impl NormNode {
         let rv = residual.map(|(s, l)| view(name, s, l)).transpose()?;
         // SAFETY: bn_apply writes every element.
         let y = unsafe { dev.alloc::<f32>(len) }?;
-        let (ci, hwi, relu) = (
-            i32_of(c, "channels")?,
-            i32_of(hw, "plane")?,
-            self.relu as i32,
-        );
+        let (_, ci, hwi) = self.norm.ints()?;
+        let relu = self.relu as i32;
         // Without a residual the kernel gets x as a placeholder pointer it never reads.
         let (r, has_r) = match &rv {
             Some(r) => (r, 1i32),
@@ -420,7 +431,7 @@ impl CustomOp2 for NormNode {
         s2: &CudaStorage,
         l2: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        self.apply((s1, l1), (s2, l2), None)
+        self.apply_cuda((s1, l1), (s2, l2), None)
     }
 
     fn bwd(
@@ -463,7 +474,7 @@ impl CustomOp3 for NormNode {
         s3: &CudaStorage,
         l3: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        self.apply((s1, l1), (s2, l2), Some((s3, l3)))
+        self.apply_cuda((s1, l1), (s2, l2), Some((s3, l3)))
     }
 
     /// The residual's gradient is the output gradient masked by the ReLU (`y > 0`); the affine
@@ -666,23 +677,16 @@ pub(super) fn batch_norm(
     if !takes(x) || gamma.dtype() != DType::F32 || bn.running_mean().dtype() != DType::F32 {
         return Ok(None);
     }
-    let (n, c, h, w) = x.dims4()?;
-    if bn.running_mean().dim(0)? != c {
-        candle_core::bail!(
-            "batch-norm over {} channels got an input of shape {:?}",
-            bn.running_mean().dim(0)?,
-            x.dims()
-        );
-    }
+    let (n, c, hw) = super::norm::norm_dims(bn, x)?;
     let norm = Norm {
         n,
         c,
-        hw: h * w,
+        hw,
         eps: bn.eps() as f32,
     };
     let x = x.contiguous()?;
     let stats = if train {
-        let m = n * h * w;
+        let m = n * hw;
         super::norm::check_trainable(m, "input", x.dims())?;
         let s = x.detach().apply_op1_no_bwd(&Stats(norm))?;
         update_running(bn, &s, m)?;
@@ -791,19 +795,6 @@ pub(super) fn relu(x: &Tensor) -> Result<Option<Tensor>> {
 // ---------------------------------------------------------------------------------------------
 // Max-pooling
 
-/// The pool's sizes for [`reference`].
-fn pool_sizes(w: &Window) -> reference::Pool {
-    reference::Pool {
-        h: w.h,
-        w: w.w,
-        ho: w.ho,
-        wo: w.wo,
-        k: w.k,
-        stride: w.stride,
-        pad: w.padding,
-    }
-}
-
 /// The pool's sizes as the kernels take them.
 #[cfg(feature = "cuda")]
 fn window_args(w: &Window) -> Result<[i32; 7]> {
@@ -829,8 +820,7 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let win = &self.0;
         let x = contiguous::<f32>(self.name(), s, l)?;
-        let len = win.n * win.c * win.ho * win.wo;
-        let y = reference::max_pool(x, len, pool_sizes(win));
+        let y = reference::max_pool(x, win);
         Ok((
             CpuStorage::F32(y),
             Shape::from((win.n, win.c, win.ho, win.wo)),
@@ -842,7 +832,7 @@ impl CustomOp1 for MaxPool {
         let win = &self.0;
         let dev = s.device();
         let x = view(self.name(), s, l)?;
-        let len = win.n * win.c * win.ho * win.wo;
+        let len = win.out_len();
         // SAFETY: max_pool_fwd writes every element.
         let y = unsafe { dev.alloc::<f32>(len) }?;
         let [h, w, ho, wo, k, stride, pad] = window_args(win)?;
@@ -891,7 +881,7 @@ impl CustomOp2 for MaxPoolGrad {
             contiguous::<f32>(self.name(), s1, l1)?,
             contiguous::<f32>(self.name(), s2, l2)?,
         );
-        let dx = reference::max_pool_grad(x, g, pool_sizes(&self.0));
+        let dx = reference::max_pool_grad(x, g, &self.0);
         Ok((CpuStorage::F32(dx), Shape::from(l1.dims())))
     }
 
@@ -906,7 +896,7 @@ impl CustomOp2 for MaxPoolGrad {
         let win = &self.0;
         let dev = s1.device();
         let (x, g) = (view(self.name(), s1, l1)?, view(self.name(), s2, l2)?);
-        let len = win.n * win.c * win.ho * win.wo;
+        let len = win.out_len();
         let dx = dev.alloc_zeros::<f32>(win.n * win.c * win.h * win.w)?;
         let [h, w, ho, wo, k, stride, pad] = window_args(win)?;
         launch!(
@@ -979,19 +969,6 @@ pub(super) fn peak_bytes(dev: &CudaDevice) -> Result<u64> {
 
 // ---------------------------------------------------------------------------------------------
 // Adam (for fkd-train's optimiser)
-
-#[cfg(feature = "cuda")]
-/// The f32 data of `layout` in `s`, mutable, or an error naming `op`.
-fn view_mut<'a>(
-    op: &str,
-    s: &'a mut CudaStorage,
-    layout: &Layout,
-) -> Result<candle_core::cuda_backend::cudarc::driver::CudaViewMut<'a, f32>> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op}: state must be contiguous")
-    };
-    Ok(s.as_cuda_slice_mut::<f32>()?.slice_mut(start..end))
-}
 
 #[cfg(feature = "cuda")]
 /// Adam's moment update in place on the device: `m ← β·m + (1 − β)·g` (or `g²` when `square`),
@@ -1113,13 +1090,13 @@ mod tests {
         ours: impl Fn(&[Var]) -> Tensor,
         theirs: impl Fn(&[Var]) -> Tensor,
     ) {
-        let vars = |_: ()| -> Vec<Var> {
+        let vars = || -> Vec<Var> {
             inputs
                 .iter()
                 .map(|t| Var::from_tensor(t).unwrap())
                 .collect()
         };
-        let (va, vb) = (vars(()), vars(()));
+        let (va, vb) = (vars(), vars());
         let ya = {
             let _nodes = reference_nodes();
             ours(&va)
@@ -1145,19 +1122,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         for (k, stride, pad) in [(2, 2, 0), (3, 2, 1), (3, 1, 1)] {
             let x = f32_random(&[2, 3, 9, 7], &mut rng);
-            let (h, w) = (9, 7);
-            let out = |len: usize| (len + 2 * pad - k) / stride + 1;
-            let win = Window {
-                n: 2,
-                c: 3,
-                h,
-                w,
-                k,
-                stride,
-                padding: pad,
-                ho: out(h),
-                wo: out(w),
-            };
+            let win = Window::new(x.dims4().unwrap(), k, stride, pad).unwrap();
             same(
                 &format!("pool k{k} s{stride} p{pad}"),
                 &[x],
@@ -1220,16 +1185,12 @@ mod tests {
                         }
                         .unwrap()
                         .unwrap()
-                        .affine(1.0, 0.0)
-                        .unwrap()
                     },
                     |v| {
                         match residual {
                             true => crate::ops::batch_norm2d_add_relu(&bn_b, &v[0], &v[1], train),
                             false => crate::ops::batch_norm2d(&bn_b, &v[0], train, relu),
                         }
-                        .unwrap()
-                        .affine(1.0, 0.0)
                         .unwrap()
                     },
                 );

@@ -5,6 +5,8 @@
 //! the backward's composition) on any machine, against fkd's CPU ops; on a GPU `tests/cuda.rs`
 //! then checks the kernels themselves.
 
+use crate::ops::pool::Window;
+
 /// NCHW index of channel `ch`'s i-th element (as `at` in kernels.cu).
 fn at(ch: usize, i: usize, c: usize, hw: usize) -> usize {
     let (b, p) = (i / hw, i % hw);
@@ -144,28 +146,22 @@ pub(super) fn relu(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect()
 }
 
-/// The pool's sizes: input (h, w), output (ho, wo), kernel, stride, padding.
-#[derive(Clone, Copy)]
-pub(super) struct Pool {
-    pub(super) h: usize,
-    pub(super) w: usize,
-    pub(super) ho: usize,
-    pub(super) wo: usize,
-    pub(super) k: usize,
-    pub(super) stride: usize,
-    pub(super) pad: usize,
-}
-
 /// pool_argmax: the input index of output `i`'s window maximum (first maximum; every NaN wins).
-fn pool_argmax(x: &[f32], i: usize, p: Pool) -> Option<usize> {
+fn pool_argmax(x: &[f32], i: usize, p: &Window) -> Option<usize> {
     let (ox, oy, plane) = (i % p.wo, (i / p.wo) % p.ho, i / (p.wo * p.ho));
     let mut best: Option<(usize, f32)> = None;
     for ky in 0..p.k {
-        let Some(iy) = (oy * p.stride + ky).checked_sub(p.pad).filter(|&v| v < p.h) else {
+        let Some(iy) = (oy * p.stride + ky)
+            .checked_sub(p.padding)
+            .filter(|&v| v < p.h)
+        else {
             continue;
         };
         for kx in 0..p.k {
-            let Some(ix) = (ox * p.stride + kx).checked_sub(p.pad).filter(|&v| v < p.w) else {
+            let Some(ix) = (ox * p.stride + kx)
+                .checked_sub(p.padding)
+                .filter(|&v| v < p.w)
+            else {
                 continue;
             };
             let j = plane * p.h * p.w + iy * p.w + ix;
@@ -178,15 +174,15 @@ fn pool_argmax(x: &[f32], i: usize, p: Pool) -> Option<usize> {
     best.map(|b| b.0)
 }
 
-/// max_pool_fwd over `len` outputs.
-pub(super) fn max_pool(x: &[f32], len: usize, p: Pool) -> Vec<f32> {
-    (0..len)
+/// max_pool_fwd.
+pub(super) fn max_pool(x: &[f32], p: &Window) -> Vec<f32> {
+    (0..p.out_len())
         .map(|i| pool_argmax(x, i, p).map_or(f32::NEG_INFINITY, |j| x[j]))
         .collect()
 }
 
 /// max_pool_bwd: each output's gradient added at its window's argmax.
-pub(super) fn max_pool_grad(x: &[f32], grad: &[f32], p: Pool) -> Vec<f32> {
+pub(super) fn max_pool_grad(x: &[f32], grad: &[f32], p: &Window) -> Vec<f32> {
     let mut dx = vec![0.0f32; x.len()];
     for (i, &g) in grad.iter().enumerate() {
         if let Some(j) = pool_argmax(x, i, p) {
