@@ -1211,7 +1211,7 @@ fn conv2d_impl(
     }
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     if !fused {
-        let y = super::cuda::cudnn::conv2d(x, weight, g, o)?;
+        let y = super::cuda::cudnn::conv(x, weight, g, o, false)?;
         let y = match y {
             Some(y) => y,
             None => x.conv2d(weight, padding, stride, 1, 1)?,

@@ -218,7 +218,7 @@ pub fn conv_transpose2d(
     let (g, o) = geometry(x, weight, stride, padding)?;
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     if !fused {
-        if let Some(y) = super::cuda::cudnn::conv_transpose2d(x, weight, g, o)? {
+        if let Some(y) = super::cuda::cudnn::conv(x, weight, g, o, true)? {
             return Ok(y);
         }
         return x.conv_transpose2d(weight, padding, 0, stride, 1);

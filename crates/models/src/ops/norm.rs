@@ -321,8 +321,9 @@ impl CustomOp3 for Node {
     }
 }
 
-/// `grad · (y > 0)`: a ReLU's backward from its output.
-struct ReluMask;
+/// `grad · (y > 0)`: a ReLU's backward from its output, on the CPU (f32, f64) and on CUDA
+/// (f32, the `relu_mask` kernel).
+pub(super) struct ReluMask;
 
 impl CustomOp2 for ReluMask {
     fn name(&self) -> &'static str {
@@ -349,6 +350,17 @@ impl CustomOp2 for ReluMask {
         }
         let out = float_kernel!(self.name(), mask, s1, l1, s2, l2);
         Ok((out, Shape::from(l1.dims())))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::relu_mask(self.name(), (s1, l1), (s2, l2))
     }
 }
 

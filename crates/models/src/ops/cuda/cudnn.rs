@@ -374,41 +374,20 @@ fn routes(x: &Tensor) -> bool {
     takes(x) && (cfg!(feature = "cudnn") || x.device().is_cpu())
 }
 
-/// The conv of `x` by `w` with geometry `g` (from `conv::Geometry::new`) through cuDNN, when
-/// `x` and `w` are f32 on a CUDA device; `None` otherwise.
-pub(in crate::ops) fn conv2d(
+/// Through cuDNN, when `x` and `w` are f32 on a CUDA device (`None` otherwise): the conv of
+/// `x` by `w` (o, c, kh, kw) with geometry `g` (from `conv::Geometry::new`), or with
+/// `transposed` the transposed conv of `x` by `w` (Cin, Cout, kh, kw), `g` then being the
+/// geometry of the conv it transposes (from `convt::geometry`).
+pub(in crate::ops) fn conv(
     x: &Tensor,
     w: &Tensor,
     g: Geometry,
     o: usize,
+    transposed: bool,
 ) -> Result<Option<Tensor>> {
     if !routes(x) || !routes(w) {
         return Ok(None);
     }
-    let node = Node {
-        g,
-        o,
-        transposed: false,
-    };
-    Ok(Some(x.contiguous()?.apply_op2(&w.contiguous()?, node)?))
-}
-
-/// The transposed conv of `x` by `w` (Cin, Cout, kh, kw) where `g` is the geometry of the conv
-/// it transposes (from `convt::geometry`) through cuDNN, when both are f32 on a CUDA device;
-/// `None` otherwise.
-pub(in crate::ops) fn conv_transpose2d(
-    x: &Tensor,
-    w: &Tensor,
-    g: Geometry,
-    o: usize,
-) -> Result<Option<Tensor>> {
-    if !routes(x) || !routes(w) {
-        return Ok(None);
-    }
-    let node = Node {
-        g,
-        o,
-        transposed: true,
-    };
+    let node = Node { g, o, transposed };
     Ok(Some(x.contiguous()?.apply_op2(&w.contiguous()?, node)?))
 }

@@ -37,6 +37,7 @@ use candle_core::{
 use candle_nn::BatchNorm;
 
 use super::contiguous;
+use super::norm::ReluMask;
 use super::pool::Window;
 
 #[cfg(feature = "cuda")]
@@ -710,47 +711,20 @@ pub(super) fn batch_norm(
 // ---------------------------------------------------------------------------------------------
 // ReLU
 
-/// `grad · (y > 0)`: a ReLU's backward from its output.
-struct ReluMask;
-
-impl CustomOp2 for ReluMask {
-    fn name(&self) -> &'static str {
-        "fkd-relu-mask"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (g, y) = (
-            contiguous::<f32>(self.name(), s1, l1)?,
-            contiguous::<f32>(self.name(), s2, l2)?,
-        );
-        Ok((
-            CpuStorage::F32(reference::relu_mask(g, y)),
-            Shape::from(l1.dims()),
-        ))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &CudaStorage,
-        l1: &Layout,
-        s2: &CudaStorage,
-        l2: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        let dev = s1.device();
-        let (g, y) = (view(self.name(), s1, l1)?, view(self.name(), s2, l2)?);
-        let len = l1.shape().elem_count();
-        // SAFETY: relu_mask writes every element.
-        let out = unsafe { dev.alloc::<f32>(len) }?;
-        launch!(dev, "relu_mask", elementwise(len), &g, &y, &out, &len);
-        Ok((wrap(out, dev), Shape::from(l1.dims())))
-    }
+/// The `relu_mask` kernel, `grad · (y > 0)`: [`ReluMask`]'s CUDA forward.
+#[cfg(feature = "cuda")]
+pub(super) fn relu_mask(
+    name: &str,
+    (s1, l1): (&CudaStorage, &Layout),
+    (s2, l2): (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s1.device();
+    let (g, y) = (view(name, s1, l1)?, view(name, s2, l2)?);
+    let len = l1.shape().elem_count();
+    // SAFETY: relu_mask writes every element.
+    let out = unsafe { dev.alloc::<f32>(len) }?;
+    launch!(dev, "relu_mask", elementwise(len), &g, &y, &out, &len);
+    Ok((wrap(out, dev), Shape::from(l1.dims())))
 }
 
 /// `max(x, 0)` as one node whose backward is one kernel ([`ReluMask`]); Candle's ReLU
@@ -1246,7 +1220,7 @@ mod tests {
                 &format!("conv {c}→{o} {h}×{w} k{k} s{stride} p{pad}"),
                 &[x, wt],
                 &mut rng,
-                |v| cudnn::conv2d(&v[0], &v[1], g, oo).unwrap().unwrap(),
+                |v| cudnn::conv(&v[0], &v[1], g, oo, false).unwrap().unwrap(),
                 |v| crate::ops::conv2d(&v[0], &v[1], None, stride, pad).unwrap(),
             );
         }
@@ -1258,11 +1232,7 @@ mod tests {
                 &format!("convT {ci}→{co} k{k} s{stride} p{pad}"),
                 &[x, wt],
                 &mut rng,
-                |v| {
-                    cudnn::conv_transpose2d(&v[0], &v[1], g, oo)
-                        .unwrap()
-                        .unwrap()
-                },
+                |v| cudnn::conv(&v[0], &v[1], g, oo, true).unwrap().unwrap(),
                 |v| crate::ops::conv_transpose2d(&v[0], &v[1], stride, pad).unwrap(),
             );
         }

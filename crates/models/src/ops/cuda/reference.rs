@@ -133,14 +133,6 @@ pub(super) fn bn_grad_input(
         .collect()
 }
 
-/// relu_mask: `grad·(y > 0)`.
-pub(super) fn relu_mask(grad: &[f32], y: &[f32]) -> Vec<f32> {
-    grad.iter()
-        .zip(y)
-        .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
-        .collect()
-}
-
 /// relu_fwd.
 pub(super) fn relu(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect()
