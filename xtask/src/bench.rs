@@ -16,7 +16,7 @@ use fkd_models::{ConvRegressor, ConvRegressorConfig, ResNet18, ResNet18Config};
 use fkd_train::Model;
 use fkd_train::optim::{Adam, AdamConfig};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -204,8 +204,55 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let peer = (args.peer_python != "none").then_some(&args.peer_python);
     // Fail before any measurement when the build cannot reach the device.
     crate::named_device(&args.device)?;
-    // The peer's driver script travels inside the binary, so `bench` runs from any folder and
-    // on machines without the source tree.
+    let script = peer_script()?;
+    if peer.is_some() && !args.peer_dir.join("torch_imm.py").exists() {
+        bail!(
+            "{} has no torch_imm.py: pass --peer-dir (or --peer-python none to measure fkd alone)",
+            args.peer_dir.display()
+        );
+    }
+    let cases = cases(args)?;
+    let samples = measure(args, &exe, &script, peer, &cases)?;
+    let rows: Vec<Row> = cases
+        .iter()
+        .map(|(name, batch)| row(name, *batch, &samples))
+        .collect();
+
+    let pipeline = pipeline(args)?;
+    let gpu = samples.iter().find_map(|s| s.gpu.clone());
+    if let Some((name, tf32)) = &gpu {
+        let cores = if *tf32 {
+            "has TF32 tensor cores"
+        } else {
+            "has no TF32: tf32 runs as f32"
+        };
+        println!("GPU: {name}, {cores}");
+    }
+    print_table(&rows, args, pipeline.as_ref());
+    if let Some(path) = &args.json {
+        let report = Report {
+            machine: format!("{} ({} threads used)", cpu_name(), args.threads),
+            device: match &gpu {
+                Some((name, _)) => format!("{} ({name})", args.device),
+                None => args.device.clone(),
+            },
+            precision: gpu_precision(args),
+            threads: args.threads,
+            repeats: args.repeats,
+            rows,
+            pipeline,
+            samples,
+        };
+        let json = serde_json::to_string_pretty(&report)? + "\n";
+        fkd_core::io::write_bytes_atomic(path, json.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The peer's driver script, written to a temporary file: it travels inside the binary, so
+/// `bench` runs from any folder and on machines without the source tree.
+fn peer_script() -> anyhow::Result<tempfile::TempPath> {
     let mut script = tempfile::Builder::new()
         .prefix("fkd-peer-")
         .suffix(".py")
@@ -213,14 +260,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .context("cannot write the peer's script to the temporary folder")?;
     std::io::Write::write_all(&mut script, PEER_SCRIPT.as_bytes())
         .context("cannot write the peer's script to the temporary folder")?;
-    let script = script.into_temp_path();
-    if peer.is_some() && !args.peer_dir.join("torch_imm.py").exists() {
-        bail!(
-            "{} has no torch_imm.py: pass --peer-dir (or --peer-python none to measure fkd alone)",
-            args.peer_dir.display()
-        );
-    }
-    // (net, batch) in table order.
+    Ok(script.into_temp_path())
+}
+
+/// The (net, batch) pairs to measure, in table order: each `--models` net at its part's batch
+/// or at every `--batches` size.
+fn cases(args: &BenchArgs) -> anyhow::Result<Vec<(String, usize)>> {
     let mut cases = Vec::new();
     for name in &args.models {
         let default = MODELS
@@ -236,14 +281,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(b) = cases.iter().find(|c| c.1 == 0) {
         bail!("--batches: {} needs a batch of at least 1", b.0);
     }
+    Ok(cases)
+}
+
+/// Every round of every case: fkd's child and the peer's, alternating which goes first.
+fn measure(
+    args: &BenchArgs,
+    exe: &Path,
+    script: &Path,
+    peer: Option<&String>,
+    cases: &[(String, usize)],
+) -> anyhow::Result<Vec<Sample>> {
     // `--precision` (a global flag, already in force here) goes to both sides.
     let precision = fkd_models::precision::precision().to_string();
     let mut samples = Vec::new();
     for round in 0..args.repeats {
-        for (name, batch) in &cases {
+        for (name, batch) in cases {
             let (name, batch) = (name.as_str(), *batch);
             let fkd = || {
-                let mut cmd = Command::new(&exe);
+                let mut cmd = Command::new(exe);
                 cmd.args(["bench-child", "--model", name, "--device", &args.device])
                     .args(["--batch", &batch.to_string(), "--precision", &precision])
                     .args(["--seconds", &args.seconds.to_string()])
@@ -256,7 +312,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             };
             let torch = |python: &String| {
                 let mut cmd = Command::new(python);
-                cmd.arg(&script)
+                cmd.arg(script)
                     .arg("--peer-dir")
                     .arg(&args.peer_dir)
                     .args(["--model", name, "--batch", &batch.to_string()])
@@ -294,73 +350,39 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             samples.extend(pair);
         }
     }
+    Ok(samples)
+}
 
-    let rows: Vec<Row> = cases
-        .iter()
-        .map(|(name, batch)| {
-            let of = |fkd: bool, f: fn(&Sample) -> Option<f64>| -> Option<f64> {
-                let v: Vec<f64> = samples
-                    .iter()
-                    .filter(|s| {
-                        &s.model == name
-                            && s.batch == *batch
-                            && s.implementation.starts_with("fkd") == fkd
-                    })
-                    .filter_map(f)
-                    .collect();
-                (!v.is_empty()).then(|| median(v))
-            };
-            let fkd_train = of(true, |s| Some(s.train_images_per_s)).unwrap_or(f64::NAN);
-            let fkd_fwd = of(true, |s| Some(s.fwd_images_per_s)).unwrap_or(f64::NAN);
-            let peer_train = of(false, |s| Some(s.train_images_per_s));
-            let peer_fwd = of(false, |s| Some(s.fwd_images_per_s));
-            Row {
-                model: name.clone(),
-                batch: *batch,
-                fkd_train,
-                peer_train,
-                train_ratio: peer_train.map(|p| fkd_train / p),
-                fkd_fwd,
-                peer_fwd,
-                fwd_ratio: peer_fwd.map(|p| fkd_fwd / p),
-                fkd_peak_mb: of(true, |s| Some(s.peak_rss_mb)).unwrap_or(f64::NAN),
-                peer_peak_mb: of(false, |s| Some(s.peak_rss_mb)),
-                fkd_gpu_mb: of(true, |s| s.peak_gpu_mb),
-                peer_gpu_mb: of(false, |s| s.peak_gpu_mb),
-            }
-        })
-        .collect();
-
-    let pipeline = pipeline(args)?;
-    let gpu = samples.iter().find_map(|s| s.gpu.clone());
-    if let Some((name, tf32)) = &gpu {
-        let cores = if *tf32 {
-            "has TF32 tensor cores"
-        } else {
-            "has no TF32: tf32 runs as f32"
-        };
-        println!("GPU: {name}, {cores}");
+/// One table row: the medians over rounds of both sides for (`name`, `batch`), and ratios.
+fn row(name: &str, batch: usize, samples: &[Sample]) -> Row {
+    let of = |fkd: bool, f: fn(&Sample) -> Option<f64>| -> Option<f64> {
+        let v: Vec<f64> = samples
+            .iter()
+            .filter(|s| {
+                s.model == name && s.batch == batch && s.implementation.starts_with("fkd") == fkd
+            })
+            .filter_map(f)
+            .collect();
+        (!v.is_empty()).then(|| median(v))
+    };
+    let fkd_train = of(true, |s| Some(s.train_images_per_s)).unwrap_or(f64::NAN);
+    let fkd_fwd = of(true, |s| Some(s.fwd_images_per_s)).unwrap_or(f64::NAN);
+    let peer_train = of(false, |s| Some(s.train_images_per_s));
+    let peer_fwd = of(false, |s| Some(s.fwd_images_per_s));
+    Row {
+        model: name.to_string(),
+        batch,
+        fkd_train,
+        peer_train,
+        train_ratio: peer_train.map(|p| fkd_train / p),
+        fkd_fwd,
+        peer_fwd,
+        fwd_ratio: peer_fwd.map(|p| fkd_fwd / p),
+        fkd_peak_mb: of(true, |s| Some(s.peak_rss_mb)).unwrap_or(f64::NAN),
+        peer_peak_mb: of(false, |s| Some(s.peak_rss_mb)),
+        fkd_gpu_mb: of(true, |s| s.peak_gpu_mb),
+        peer_gpu_mb: of(false, |s| s.peak_gpu_mb),
     }
-    print_table(&rows, args, pipeline.as_ref());
-    if let Some(path) = &args.json {
-        let report = Report {
-            machine: format!("{} ({} threads used)", cpu_name(), args.threads),
-            device: match &gpu {
-                Some((name, _)) => format!("{} ({name})", args.device),
-                None => args.device.clone(),
-            },
-            precision: gpu_precision(args),
-            threads: args.threads,
-            repeats: args.repeats,
-            rows,
-            pipeline,
-            samples,
-        };
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
 }
 
 /// What the table says of the precision: on a GPU, the products' precision on both sides.

@@ -121,7 +121,11 @@ pub fn ensure(source: &Source, root: &Path, offline: bool) -> anyhow::Result<Pat
         return Ok(root.join(source.folder));
     }
     if offline {
-        anyhow::bail!("{}", fetch::missing_data_message(source, root));
+        anyhow::bail!(
+            "{} Or run `cargo xtask data fetch {}`, or pass --data DIR.",
+            fetch::missing_data_message(source, root),
+            source.name
+        );
     }
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     let bar = ProgressBar::new(0);

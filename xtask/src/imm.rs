@@ -3,13 +3,12 @@
 //! errors in the pixels of the 640×480 photos. `part1.rs` and `part2.rs` choose the net, the
 //! points and the recipe.
 
-use crate::runner::{Defaults, ModelCard, Part, RunArgs, SelectBy, Split};
-use candle_core::Tensor;
-use candle_nn::VarBuilder;
+use crate::runner::{Defaults, Part, RunArgs, SelectBy, Split};
 use fkd_augment::{AugmentedResize, Augmenter};
-use fkd_core::{ImageSize, Layout, PixelPoint};
-use fkd_data::dataset::{DataSet, Sample};
-use fkd_models::{ConvRegressor, ConvRegressorConfig};
+use fkd_core::ImageSize;
+use fkd_data::dataset::DataSet;
+use fkd_landmarker::ModelCard;
+use fkd_models::ConvRegressorConfig;
 
 /// A whole-image IMM part: which net, which points, which recipe, and the report's words.
 pub struct ImmPart {
@@ -30,7 +29,6 @@ pub struct ImmPart {
 }
 
 impl Part for ImmPart {
-    type Net = ConvRegressor;
     type Step = AugmentedResize;
 
     fn name(&self) -> &'static str {
@@ -43,14 +41,6 @@ impl Part for ImmPart {
 
     fn intro(&self) -> String {
         self.intro.to_string()
-    }
-
-    fn layout(&self) -> Layout {
-        Layout::IMM58
-    }
-
-    fn whole_face(&self) -> bool {
-        self.select.is_none()
     }
 
     fn defaults(&self) -> Defaults {
@@ -92,10 +82,6 @@ impl Part for ImmPart {
         AugmentedResize::new(self.input(), self.select.clone(), augmenter)
     }
 
-    fn build(&self, vb: VarBuilder<'_>) -> anyhow::Result<ConvRegressor> {
-        Ok(ConvRegressor::new(&self.net, vb)?)
-    }
-
     fn card(&self) -> ModelCard {
         let input = self.input();
         ModelCard {
@@ -106,21 +92,8 @@ impl Part for ImmPart {
             enlarge: None,
             flip_test: false,
             heatmap: None,
+            select: self.select.clone(),
         }
-    }
-
-    fn truth(&self, s: &Sample) -> Vec<PixelPoint> {
-        match &self.select {
-            Some(idx) => idx
-                .iter()
-                .filter_map(|&i| s.points.get(i).copied())
-                .collect(),
-            None => s.points.clone(),
-        }
-    }
-
-    fn filters(&self, net: &ConvRegressor) -> Option<Tensor> {
-        Some(net.conv1_weights().clone())
     }
 
     fn error_units(&self) -> &'static str {

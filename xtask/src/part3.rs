@@ -5,17 +5,14 @@
 //! rates, AUC) and as the course's Kaggle page did (MAE in pixels). `part3 eval` scores a
 //! checkpoint on any 68-point XML; `part3 predict` writes the Kaggle-style CSV.
 
-use crate::runner::{self, Defaults, ModelCard, Part, RunArgs, SelectBy, Split};
-use anyhow::{Context, bail};
-use candle_core::{Device, Tensor};
+use crate::runner::{self, Defaults, Part, RunArgs, SelectBy, Split};
+use anyhow::bail;
 use candle_nn::{VarBuilder, VarMap};
 use fkd_augment::{AugmentConfig, AugmentedCrop, Augmenter, Interval};
 use fkd_core::{ImageSize, Layout};
-use fkd_data::batch::Loader;
 use fkd_data::dataset::{DataSet, LoadPolicy, Sample};
-use fkd_models::{ResNet, ResNetConfig, ResNetDepth};
+use fkd_landmarker::{BuildOptions, Landmarker, ModelCard, Net};
 use fkd_train::{Loss, Schedule};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The square crop's side as a multiple of the face box's longer side. dlib's 300-W boxes
@@ -105,18 +102,11 @@ pub enum Arch {
 }
 
 impl Arch {
-    fn depth(self) -> ResNetDepth {
+    /// The name model cards give the net.
+    fn name(self) -> &'static str {
         match self {
-            Arch::Resnet18 => ResNetDepth::R18,
-            Arch::Resnet34 => ResNetDepth::R34,
-        }
-    }
-
-    fn from_name(name: &str) -> Option<Arch> {
-        match name {
-            "resnet18" => Some(Arch::Resnet18),
-            "resnet34" => Some(Arch::Resnet34),
-            _ => None,
+            Arch::Resnet18 => "resnet18",
+            Arch::Resnet34 => "resnet34",
         }
     }
 }
@@ -201,29 +191,8 @@ impl Part3 {
         })
     }
 
-    /// The part a checkpoint's card describes (for eval and predict).
-    pub fn from_card(card: &ModelCard, checkpoint: &Path) -> anyhow::Result<Part3> {
-        card.expect_part("part3", checkpoint)?;
-        let arch = Arch::from_name(&card.arch).with_context(|| {
-            format!("{}: unknown network {:?}", checkpoint.display(), card.arch)
-        })?;
-        if card.input[0] != card.input[1] || card.points != Layout::IBUG68.n_points {
-            bail!(
-                "{}: a part3 card must have a square input and 68 points, not {:?} and {}",
-                checkpoint.display(),
-                card.input,
-                card.points
-            );
-        }
-        Ok(Part3 {
-            arch,
-            enlarge: card.enlarge.unwrap_or(ENLARGE),
-            ..Part3::data_only(None, None, card.input[0])
-        })
-    }
-
     /// Part 3 for its data handling alone (crops of `size` pixels, the default crop factor and
-    /// shift), as evaluation, prediction and Part 4 use it: a ResNet-18 with the default
+    /// shift), as Part 4 uses it: a ResNet-18 with the default
     /// recipe and initialisation, no `--init`.
     pub fn data_only(train_xml: Option<PathBuf>, valid_xml: Option<PathBuf>, size: u32) -> Part3 {
         Part3 {
@@ -238,13 +207,6 @@ impl Part3 {
             weight_decay: None,
             zero_init_residual: false,
         }
-    }
-
-    fn config(&self) -> ResNetConfig {
-        let side = self.size as usize;
-        ResNetConfig::resnet18(1, 2 * Layout::IBUG68.n_points, (side, side))
-            .with_depth(self.arch.depth())
-            .with_zero_init_residual(self.zero_init_residual)
     }
 }
 
@@ -290,7 +252,6 @@ fn annotated(xml: &Path, policy: LoadPolicy) -> anyhow::Result<DataSet> {
 }
 
 impl Part for Part3 {
-    type Net = ResNet;
     type Step = AugmentedCrop;
 
     fn name(&self) -> &'static str {
@@ -313,14 +274,6 @@ impl Part for Part3 {
             },
             s = self.size
         )
-    }
-
-    fn layout(&self) -> Layout {
-        Layout::IBUG68
-    }
-
-    fn whole_face(&self) -> bool {
-        true
     }
 
     fn defaults(&self) -> Defaults {
@@ -428,8 +381,11 @@ impl Part for Part3 {
         }
     }
 
-    fn build(&self, vb: VarBuilder<'_>) -> anyhow::Result<ResNet> {
-        Ok(ResNet::new(&self.config(), vb)?)
+    fn build(&self, vb: VarBuilder<'_>) -> anyhow::Result<Net> {
+        let options = BuildOptions {
+            zero_init_residual: self.zero_init_residual,
+        };
+        Ok(Net::build_with(&self.card(), vb, options)?)
     }
 
     fn init(&self, varmap: &VarMap) -> anyhow::Result<()> {
@@ -442,21 +398,14 @@ impl Part for Part3 {
     fn card(&self) -> ModelCard {
         ModelCard {
             part: "part3".into(),
-            arch: match self.arch {
-                Arch::Resnet18 => "resnet18",
-                Arch::Resnet34 => "resnet34",
-            }
-            .into(),
+            arch: self.arch.name().into(),
             input: [self.size, self.size],
             points: Layout::IBUG68.n_points,
             enlarge: Some(self.enlarge),
             flip_test: false,
             heatmap: None,
+            select: None,
         }
-    }
-
-    fn filters(&self, net: &ResNet) -> Option<Tensor> {
-        Some(net.conv1_weights().clone())
     }
 
     fn network_notes(&self) -> Option<String> {
@@ -516,181 +465,66 @@ pub fn run(args: &Part3Args) -> anyhow::Result<()> {
     }
 }
 
-/// What `part3 eval` and `part3 predict` do with a loaded 68-point net, whichever part made it.
-trait Job {
-    fn run<P: Part>(
-        self,
-        part: &P,
-        card: &ModelCard,
-        net: &P::Net,
-        device: &Device,
-    ) -> anyhow::Result<()>;
-}
-
-/// Loads a 68-point checkpoint (Part 3's regression, or Part 4's heatmaps on 300-W) and runs
-/// `job` on it, on the device `--device` names; any other checkpoint is refused by name.
-fn with_checkpoint(checkpoint: &Path, device: Option<&str>, job: impl Job) -> anyhow::Result<()> {
+/// Loads a 68-point checkpoint (Part 3's regression, or Part 4's heatmaps on 300-W) on the
+/// device `--device` names; any other checkpoint is refused by name before its net is built.
+fn landmarker_68(checkpoint: &Path, device: Option<&str>) -> anyhow::Result<Landmarker> {
     let card = ModelCard::beside(checkpoint)?;
-    let on_300w = card.heatmap.as_ref().is_some_and(|h| h.dataset == "300w");
-    match card.part.as_str() {
-        "part3" => {
-            let part = Part3::from_card(&card, checkpoint)?;
-            let device = crate::device_arg(device)?;
-            let net = runner::load_net(&part, checkpoint, &device)?;
-            job.run(&part, &card, &net, &device)
-        }
-        "part4" if on_300w => {
-            let part = crate::part4::Part4::from_card(&card, checkpoint)?;
-            let device = crate::device_arg(device)?;
-            let net = runner::load_net(&part, checkpoint, &device)?;
-            job.run(&part, &card, &net, &device)
-        }
-        other => bail!(
-            "{} is a {other} checkpoint ({}, {} points); this command needs a 68-point part3 \
-             or part4 (300-W) checkpoint",
+    if card.layout() != Layout::IBUG68 || !card.whole_face() || !card.crops_faces() {
+        bail!(
+            "{} is a {} checkpoint ({}, {} points); this command needs a 68-point part3 or \
+             part4 (300-W) checkpoint",
             checkpoint.display(),
+            card.part,
             card.arch,
             card.points
-        ),
-    }
-}
-
-/// `part3 eval`.
-struct Eval<'a> {
-    xml: &'a Path,
-    json: Option<&'a Path>,
-}
-
-impl Job for Eval<'_> {
-    fn run<P: Part>(
-        self,
-        part: &P,
-        card: &ModelCard,
-        net: &P::Net,
-        device: &Device,
-    ) -> anyhow::Result<()> {
-        let set = annotated(self.xml, LoadPolicy::Strict)?;
-        let loader = Loader::new(set.samples.clone(), part.step(None), 16).on(device.clone());
-        let e = runner::evaluate(part, net, &loader, card.flip_test)?;
-        let s = &e.summary;
-        let pct = |v: Option<f32>| v.map_or("–".into(), |x| format!("{:.2}%", 100.0 * x));
-        println!("{}: {} faces", self.xml.display(), s.n_faces);
-        println!("NME (inter-ocular)  {}", pct(s.nme_mean));
-        println!("FR@0.08             {}", pct(s.fr_008));
-        println!("FR@0.10             {}", pct(s.fr_010));
-        println!(
-            "AUC@0.08            {}",
-            s.auc_008.map_or("–".into(), |a| format!("{a:.4}"))
         );
-        println!("MAE (px)            {:.3}", s.mae_px);
-        println!("mean error (px)     {:.3}", s.mean_px);
-        if let Some(path) = self.json {
-            fkd_core::io::write_bytes_atomic(path, serde_json::to_string_pretty(s)?.as_bytes())?;
-        }
-        Ok(())
     }
+    Ok(Landmarker::load(checkpoint, &crate::device_arg(device)?)?)
 }
 
+/// `part3 eval`: NME, failure rates, AUC and MAE of a checkpoint on a labelled XML.
 fn eval(
     checkpoint: &Path,
     xml: &Path,
     json: Option<&Path>,
     device: Option<&str>,
 ) -> anyhow::Result<()> {
-    with_checkpoint(checkpoint, device, Eval { xml, json })
-}
-
-/// The Kaggle-style rows for `faces` (points in source pixels, in XML order): `Id,Predicted`
-/// with `Id = face · 136 + 2 · point + (0 for x, 1 for y)`, from 0.
-pub fn kaggle_csv(faces: &[Vec<fkd_core::PixelPoint>]) -> String {
-    let mut out = String::with_capacity(20 * 136 * faces.len() + 16);
-    out.push_str("Id,Predicted\n");
-    let mut id = 0usize;
-    for face in faces {
-        for p in face {
-            for v in [p.x, p.y] {
-                // Writing to a String cannot fail.
-                let _ = writeln!(out, "{id},{v}");
-                id += 1;
-            }
-        }
+    let landmarker = landmarker_68(checkpoint, device)?;
+    let set = annotated(xml, LoadPolicy::Strict)?;
+    let s = fkd_landmarker::evaluate(&landmarker, &set.samples)?.summary;
+    let pct = |v: Option<f32>| v.map_or("–".into(), |x| format!("{:.2}%", 100.0 * x));
+    println!("{}: {} faces", xml.display(), s.n_faces);
+    println!("NME (inter-ocular)  {}", pct(s.nme_mean));
+    println!("FR@0.08             {}", pct(s.fr_008));
+    println!("FR@0.10             {}", pct(s.fr_010));
+    println!(
+        "AUC@0.08            {}",
+        s.auc_008.map_or("–".into(), |a| format!("{a:.4}"))
+    );
+    println!("MAE (px)            {:.3}", s.mae_px);
+    println!("mean error (px)     {:.3}", s.mean_px);
+    if let Some(path) = json {
+        fkd_core::io::write_bytes_atomic(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
     }
-    out
+    Ok(())
 }
 
-/// `part3 predict`.
-struct Csv<'a> {
-    xml: &'a Path,
-    csv: &'a Path,
-}
-
-impl Job for Csv<'_> {
-    fn run<P: Part>(
-        self,
-        part: &P,
-        card: &ModelCard,
-        net: &P::Net,
-        device: &Device,
-    ) -> anyhow::Result<()> {
-        let set = DataSet::dlib_xml(self.xml, Layout::IBUG68, LoadPolicy::Strict)?;
-        // Boxes without parts (a test set) and boxes with parts alike: targets are not used.
-        let samples: Vec<Sample> = set
-            .samples
-            .into_iter()
-            .map(|s| Sample {
-                points: Vec::new(),
-                ..s
-            })
-            .collect();
-        let n = samples.len();
-        let loader = Loader::new(samples, part.step(None), 16).on(device.clone());
-        let preds = if card.flip_test {
-            fkd_train::predict_flip(net, &loader)?
-        } else {
-            fkd_train::predict(net, &loader)?
-        };
-        let faces = preds
-            .iter()
-            .map(|p| runner::source_points(part, p))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        fkd_core::io::write_bytes_atomic(self.csv, kaggle_csv(&faces).as_bytes())
-            .with_context(|| format!("writing {}", self.csv.display()))?;
-        println!(
-            "{}: {n} faces, {} rows",
-            self.csv.display(),
-            n * 2 * Layout::IBUG68.n_points
-        );
-        Ok(())
-    }
-}
-
+/// `part3 predict`: the Kaggle-style CSV for every box of an XML (boxes need no parts).
 fn predict_csv(
     checkpoint: &Path,
     xml: &Path,
     csv: &Path,
     device: Option<&str>,
 ) -> anyhow::Result<()> {
-    with_checkpoint(checkpoint, device, Csv { xml, csv })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use fkd_core::PixelPoint;
-
-    #[test]
-    fn kaggle_ids_count_faces_points_and_axes() {
-        let face = |k: f32| -> Vec<PixelPoint> {
-            (0..68).map(|i| PixelPoint::new(k + i as f32, -k)).collect()
-        };
-        let csv = kaggle_csv(&[face(0.0), face(1000.0)]);
-        let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines.len(), 1 + 2 * 136);
-        assert_eq!(lines[0], "Id,Predicted");
-        assert_eq!(lines[1], "0,0");
-        assert_eq!(lines[2], "1,-0");
-        // Face 1, point 3, y: id 136 + 7.
-        assert_eq!(lines[1 + 143], "143,-1000");
-        assert_eq!(lines[1 + 142], "142,1003");
-    }
+    let landmarker = landmarker_68(checkpoint, device)?;
+    let set = DataSet::dlib_xml(xml, Layout::IBUG68, LoadPolicy::Strict)?;
+    let faces = landmarker.predict_samples(&set.samples)?;
+    fkd_landmarker::write_kaggle_csv(csv, &faces)?;
+    println!(
+        "{}: {} faces, {} rows",
+        csv.display(),
+        faces.len(),
+        faces.len() * 2 * Layout::IBUG68.n_points
+    );
+    Ok(())
 }

@@ -5,20 +5,16 @@
 //! fully connected layers are 1×1 convs, upsampled by transposed convs, IMM at 240×180);
 //! `--model resnet-deconv --dataset 300w` is what the field uses today (Simple Baselines).
 
-use crate::runner::{
-    self, Defaults, ExtraFigures, HeatmapCard, ModelCard, Part, RunArgs, SelectBy, Split,
-};
+use crate::runner::{self, Defaults, ExtraFigures, Part, RunArgs, SelectBy, Split};
 use anyhow::{Context, bail};
-use candle_core::{ModuleT, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Tensor;
+use candle_nn::VarMap;
 use fkd_augment::{AugmentedCrop, AugmentedResize, Augmenter};
-use fkd_core::{ImageSize, Layout, PixelPoint};
-use fkd_data::batch::{Prepare, Prepared};
+use fkd_core::{ImageSize, Layout};
 use fkd_data::dataset::Sample;
+use fkd_data::prepare::{Prepare, Prepared};
 use fkd_heatmap::{Decoder, HeatmapTargets};
-use fkd_models::{
-    FcnAlexNet, FcnAlexNetConfig, LayerInfo, ResNetDeconv, ResNetDeconvConfig, Summarize,
-};
+use fkd_landmarker::{HeatmapCard, ModelCard, Net};
 use fkd_train::{Loss, Schedule};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -129,63 +125,6 @@ impl From<DecoderArg> for Decoder {
     }
 }
 
-/// Either heatmap net.
-pub enum Body {
-    Fcn(FcnAlexNet),
-    Deconv(ResNetDeconv),
-}
-
-/// Part 4's net: a heatmap body, whose output is its maps (`--head heatmap`) or the points a
-/// soft-argmax reads from them (`--head integral`).
-pub struct HeatNet {
-    body: Body,
-    integral: bool,
-}
-
-impl HeatNet {
-    /// The maps `(B, K, h, w)` for `x`.
-    fn maps(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        match &self.body {
-            Body::Fcn(n) => n.forward_t(x, train),
-            Body::Deconv(n) => n.forward_t(x, train),
-        }
-    }
-
-    fn conv1_weights(&self) -> &Tensor {
-        match &self.body {
-            Body::Fcn(n) => n.conv1_weights(),
-            Body::Deconv(n) => n.conv1_weights(),
-        }
-    }
-}
-
-impl ModuleT for HeatNet {
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let maps = self.maps(x, train)?;
-        if self.integral {
-            fkd_models::soft_argmax(&maps)
-        } else {
-            Ok(maps)
-        }
-    }
-}
-
-impl Summarize for HeatNet {
-    fn summary(&self) -> fkd_models::Result<Vec<LayerInfo>> {
-        match &self.body {
-            Body::Fcn(n) => n.summary(),
-            Body::Deconv(n) => n.summary(),
-        }
-    }
-
-    fn num_params(&self) -> usize {
-        match &self.body {
-            Body::Fcn(n) => n.num_params(),
-            Body::Deconv(n) => n.num_params(),
-        }
-    }
-}
-
 /// Part 4's loader step: Gaussian maps as targets, or the points themselves (integral head).
 pub enum Part4Step {
     Maps(HeatmapTargets<BaseStep>),
@@ -245,7 +184,7 @@ pub const SIZE: u32 = 128;
 pub const SIGMA: f32 = 1.5;
 
 impl Part4 {
-    fn new(
+    pub fn new(
         net: NetName,
         data: DataName,
         size: Option<u32>,
@@ -261,16 +200,8 @@ impl Part4 {
             }
         };
         let points = layout_of(data).n_points;
-        let hw = (input.height as usize, input.width as usize);
-        let map_hw = match net {
-            NetName::ResnetDeconv => deconv_config(points, hw, deconv_channels).map_hw(hw),
-            NetName::FcnAlexnet => FcnAlexNetConfig {
-                input: hw,
-                ..FcnAlexNetConfig::imm(points)
-            }
-            .map_hw(hw),
-        }
-        .with_context(|| format!("{input} is too small an input for {}", net.name()))?;
+        let map = fkd_landmarker::heatmap_size(net.name(), input, points, deconv_channels)
+            .with_context(|| format!("{input} is too small an input for {}", net.name()))?;
         if !(sigma.is_finite() && sigma > 0.0) {
             bail!("--sigma must be a positive number of map pixels, not {sigma}");
         }
@@ -281,7 +212,7 @@ impl Part4 {
             net,
             data,
             input,
-            map: ImageSize::new(map_hw.1 as u32, map_hw.0 as u32),
+            map,
             sigma,
             decoder,
             deconv_channels,
@@ -328,44 +259,6 @@ impl Part4 {
         Ok(p)
     }
 
-    /// The part a checkpoint's card describes (for `predict` and `eval`).
-    pub fn from_card(card: &ModelCard, checkpoint: &Path) -> anyhow::Result<Part4> {
-        card.expect_part("part4", checkpoint)?;
-        let h = card.heatmap.as_ref().with_context(|| {
-            format!(
-                "{}: a part4 card without heatmap settings",
-                checkpoint.display()
-            )
-        })?;
-        let net = match card.arch.as_str() {
-            "fcn-alexnet" => NetName::FcnAlexnet,
-            "resnet-deconv" => NetName::ResnetDeconv,
-            other => bail!("{}: unknown heatmap net {other:?}", checkpoint.display()),
-        };
-        let data = match h.dataset.as_str() {
-            "imm" => DataName::Imm,
-            "300w" => DataName::W300,
-            other => bail!("{}: unknown data set {other:?}", checkpoint.display()),
-        };
-        let channels = h.deconv_channels.unwrap_or(256);
-        let mut p = Part4::new(net, data, Some(card.input[0]), h.sigma, h.decoder, channels)?;
-        p.integral = match h.head.as_deref() {
-            None | Some("heatmap") => false,
-            Some("integral") => true,
-            Some(other) => bail!("{}: unknown head {other:?}", checkpoint.display()),
-        };
-        if [p.input.width, p.input.height] != card.input || [p.map.width, p.map.height] != h.map {
-            bail!(
-                "{}: the card's input {:?} and maps {:?} do not fit a {} net",
-                checkpoint.display(),
-                card.input,
-                h.map,
-                card.arch
-            );
-        }
-        Ok(p)
-    }
-
     fn points(&self) -> usize {
         layout_of(self.data).n_points
     }
@@ -403,14 +296,6 @@ impl Part4 {
     }
 }
 
-/// Simple Baselines on a one-channel ResNet-18 with `channels` per transposed conv.
-fn deconv_config(points: usize, input: (usize, usize), channels: usize) -> ResNetDeconvConfig {
-    ResNetDeconvConfig {
-        deconv_channels: channels,
-        ..ResNetDeconvConfig::new(points, input)
-    }
-}
-
 fn layout_of(data: DataName) -> Layout {
     match data {
         DataName::Imm => Layout::IMM58,
@@ -419,7 +304,6 @@ fn layout_of(data: DataName) -> Layout {
 }
 
 impl Part for Part4 {
-    type Net = HeatNet;
     type Step = Part4Step;
 
     fn name(&self) -> &'static str {
@@ -454,14 +338,6 @@ impl Part for Part4 {
         } else {
             ""
         }
-    }
-
-    fn layout(&self) -> Layout {
-        layout_of(self.data)
-    }
-
-    fn whole_face(&self) -> bool {
-        true
     }
 
     fn defaults(&self) -> Defaults {
@@ -523,27 +399,6 @@ impl Part for Part4 {
         }
     }
 
-    fn build(&self, vb: VarBuilder<'_>) -> anyhow::Result<HeatNet> {
-        let hw = (self.input.height as usize, self.input.width as usize);
-        let body = match self.net {
-            NetName::FcnAlexnet => Body::Fcn(FcnAlexNet::new(
-                &FcnAlexNetConfig {
-                    input: hw,
-                    ..FcnAlexNetConfig::imm(self.points())
-                },
-                vb,
-            )?),
-            NetName::ResnetDeconv => Body::Deconv(ResNetDeconv::new(
-                &deconv_config(self.points(), hw, self.deconv_channels),
-                vb,
-            )?),
-        };
-        Ok(HeatNet {
-            body,
-            integral: self.integral,
-        })
-    }
-
     fn init(&self, varmap: &VarMap) -> anyhow::Result<()> {
         match &self.init {
             Some(path) => crate::part3::init_from(varmap, path),
@@ -568,33 +423,8 @@ impl Part for Part4 {
                     .then_some(self.deconv_channels),
                 head: self.integral.then(|| "integral".into()),
             }),
+            select: None,
         }
-    }
-
-    fn decode(&self, output: &[f32], input: ImageSize) -> Vec<PixelPoint> {
-        if self.integral {
-            // Normalised points, as Part 3's regression.
-            return output
-                .chunks_exact(2)
-                .map(|p| fkd_core::NormPoint::new(p[0], p[1]).to_pixel(input))
-                .collect();
-        }
-        let (sx, sy) = (
-            input.width as f32 / self.map.width as f32,
-            input.height as f32 / self.map.height as f32,
-        );
-        match fkd_heatmap::decode_all(output, self.points(), self.map, self.decoder) {
-            Ok(points) => points
-                .into_iter()
-                .map(|p| PixelPoint::new(p.x * sx, p.y * sy))
-                .collect(),
-            // A non-finite map: points at NaN, which the evaluator refuses by name.
-            Err(_) => vec![PixelPoint::new(f32::NAN, f32::NAN); self.points()],
-        }
-    }
-
-    fn filters(&self, net: &HeatNet) -> Option<Tensor> {
-        Some(net.conv1_weights().clone())
     }
 
     fn network_notes(&self) -> Option<String> {
@@ -620,11 +450,11 @@ impl Part for Part4 {
 
     fn extra_figures(
         &self,
-        net: &HeatNet,
+        net: &Net,
         valid: &[Sample],
         out: &Path,
     ) -> anyhow::Result<Option<ExtraFigures>> {
-        let Some(sample) = valid.first() else {
+        let (Some(sample), Some(net)) = (valid.first(), net.as_heatmap()) else {
             return Ok(None);
         };
         // The first validation face as the net sees it, its true maps and the predicted ones
@@ -709,6 +539,14 @@ impl Part for Part4 {
         }))
     }
 
+    fn loss_target(&self) -> &'static str {
+        if self.integral {
+            "the soft-argmax points' normalised coordinates"
+        } else {
+            "the heatmaps"
+        }
+    }
+
     fn error_units(&self) -> &'static str {
         match self.data {
             DataName::Imm => "the pixels of the original 640×480 photos",
@@ -727,27 +565,14 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// The real data folder, or `None` outside CI when `FKD_DATA` is unset.
-    fn data_root() -> Option<PathBuf> {
-        match std::env::var_os("FKD_DATA").map(PathBuf::from) {
-            Some(root) if root.is_dir() => Some(root),
-            other => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "real data not found (FKD_DATA={other:?})"
-                );
-                eprintln!("note: FKD_DATA not set; skipping");
-                None
-            }
-        }
-    }
-
     /// Decoding the true maps of real faces (IMM whole photos for fcn-alexnet, 300-W crops for
     /// resnet-deconv) and mapping them back through `to_source` gives the annotation within
     /// 0.5 px of the source photo.
     #[test]
     fn true_maps_decode_back_to_the_annotation() {
-        let Some(root) = data_root() else { return };
+        let Some(root) = crate::test_data_root() else {
+            return;
+        };
         let args = RunArgs {
             root: crate::DataRoot { data: Some(root) },
             offline: true,
@@ -779,7 +604,7 @@ mod tests {
             for s in split.valid.samples.iter().take(12) {
                 let mut rng = <ChaCha8Rng as rand_chacha::rand_core::SeedableRng>::seed_from_u64(0);
                 let p = step.prepare(s, &mut rng).unwrap();
-                let pts = part.decode(&p.target, p.image.size());
+                let pts = part.card().decode(&p.target, p.image.size());
                 for (q, t) in pts.iter().zip(&s.points) {
                     // Points outside the crop have empty maps; 300-W's are all inside.
                     worst = worst.max(p.to_source.apply(*q).distance(*t));
@@ -812,11 +637,38 @@ mod card_tests {
         let json = serde_json::to_string(&card).unwrap();
         assert!(json.contains("\"deconv_channels\":48"), "{json}");
         let back: ModelCard = serde_json::from_str(&json).unwrap();
-        let ckpt = Path::new("run/best.safetensors");
-        assert_eq!(Part4::from_card(&back, ckpt).unwrap().deconv_channels, 48);
+        assert_eq!(back.heatmap.as_ref().unwrap().deconv_channels, Some(48));
+        let vm = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(
+            &vm,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        );
+        Net::build(&back, vb).unwrap();
+        assert!(
+            vm.data()
+                .lock()
+                .unwrap()
+                .get("deconv_layers.0.weight")
+                .is_some_and(|v| v.dims()[1] == 48)
+        );
+        // A card written before the option (no `deconv_channels`) builds the paper's 256.
         let old = json.replace(",\"deconv_channels\":48", "");
         let old: ModelCard = serde_json::from_str(&old).unwrap();
-        assert_eq!(Part4::from_card(&old, ckpt).unwrap().deconv_channels, 256);
+        let vm = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(
+            &vm,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        );
+        Net::build(&old, vb).unwrap();
+        assert!(
+            vm.data()
+                .lock()
+                .unwrap()
+                .get("deconv_layers.0.weight")
+                .is_some_and(|v| v.dims()[1] == 256)
+        );
         assert!(
             Part4::new(
                 NetName::ResnetDeconv,
@@ -884,8 +736,6 @@ mod card_tests {
             card.heatmap.as_ref().unwrap().head.as_deref(),
             Some("integral")
         );
-        let ckpt = Path::new("run/best.safetensors");
-        assert!(Part4::from_card(&card, ckpt).unwrap().integral);
         assert_eq!(part.loss(), Loss::L1);
         assert!(matches!(part.step(None), Part4Step::Points(_)));
 
@@ -894,14 +744,79 @@ mod card_tests {
         let vb = fkd_models::seeded_var_builder(&vm, 0, candle_core::DType::F32, &device);
         let net = part.build(vb).unwrap();
         let x = Tensor::zeros((2, 1, 64, 64), candle_core::DType::F32, &device).unwrap();
-        let out = net.forward_t(&x, false).unwrap();
+        let out = candle_core::ModuleT::forward_t(&net, &x, false).unwrap();
         assert_eq!(out.dims(), [2, 2 * 68]);
         let v = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|c| (0.0..1.0).contains(c)), "{v:?}");
-        let points = part.decode(&[0.25, 0.5, 0.75, 0.125], ImageSize::new(64, 64));
+        let points = card.decode(&[0.25, 0.5, 0.75, 0.125], ImageSize::new(64, 64));
         assert_eq!(
             points,
-            [PixelPoint::new(16.0, 32.0), PixelPoint::new(48.0, 8.0)]
+            [
+                fkd_core::PixelPoint::new(16.0, 32.0),
+                fkd_core::PixelPoint::new(48.0, 8.0)
+            ]
         );
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::part3::Part3;
+    use candle_core::{DType, Device};
+    use fkd_data::batch::Loader;
+    use fkd_data::dataset::LoadPolicy;
+    use fkd_landmarker::Landmarker;
+
+    /// `part3 eval` now runs through fkd-landmarker; the runner still scores each epoch with
+    /// the training loader's plain step. Both must give the same numbers to the last bit, for
+    /// Part 3's regression and Part 4's heatmaps (30 real validation faces, seeded nets, the
+    /// flip test on).
+    #[test]
+    fn landmarker_eval_equals_the_loader_path() {
+        let Some(root) = crate::test_data_root() else {
+            return;
+        };
+        let xml = root.join("ibug_300w_cropped/labels_300w_valid.xml");
+        let mut set =
+            fkd_data::dataset::DataSet::dlib_xml(&xml, Layout::IBUG68, LoadPolicy::Strict).unwrap();
+        set.samples.truncate(30);
+        let part3 = Part3::data_only(None, None, 64);
+        let part4 = Part4::new(
+            NetName::ResnetDeconv,
+            DataName::W300,
+            Some(64),
+            SIGMA,
+            Decoder::Dark,
+            16,
+        )
+        .unwrap();
+        let device = Device::Cpu;
+        let check = |card: ModelCard, loader_path: &dyn Fn(&Net) -> fkd_landmarker::Evaluation| {
+            let card = ModelCard {
+                flip_test: true,
+                ..card
+            };
+            let vm = VarMap::new();
+            let net = Net::build(
+                &card,
+                fkd_models::seeded_var_builder(&vm, 7, DType::F32, &device),
+            )
+            .unwrap();
+            let old = loader_path(&net);
+            let lm = Landmarker::new(card, net, vm, device.clone());
+            let new = fkd_landmarker::evaluate(&lm, &set.samples).unwrap();
+            assert_eq!(old.summary, new.summary);
+            assert_eq!(old.nmes, new.nmes);
+        };
+        check(part3.card(), &|net| {
+            let loader = Loader::new(set.samples.clone(), part3.step(None), 16);
+            runner::evaluate(&part3.card(), net, &loader, true).unwrap()
+        });
+        check(part4.card(), &|net| {
+            let loader = Loader::new(set.samples.clone(), part4.step(None), 16);
+            runner::evaluate(&part4.card(), net, &loader, true).unwrap()
+        });
     }
 }

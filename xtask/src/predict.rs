@@ -4,11 +4,11 @@
 //! as JSON in the photo's pixels. The checkpoint's `model.json` says which part made it.
 
 use crate::progress::bar_style;
-use crate::runner::{self, ModelCard, Part};
 use anyhow::{Context, bail};
 use fkd_core::{FaceBox, Layout, PixelPoint};
-use fkd_data::batch::Loader;
-use fkd_data::dataset::Sample;
+use fkd_data::img::GrayImage;
+use fkd_landmarker::{Landmarker, ModelCard};
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,25 +61,121 @@ const EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "ppm", "pgm", "pnm"];
 
 pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let card = ModelCard::beside(&args.checkpoint)?;
-    match card.part.as_str() {
-        "part1" => with_part(&crate::part1::part(), &card, args),
-        "part2" => with_part(&crate::part2::part(), &card, args),
-        "part3" => with_part(
-            &crate::part3::Part3::from_card(&card, &args.checkpoint)?,
-            &card,
-            args,
-        ),
-        "part4" => with_part(
-            &crate::part4::Part4::from_card(&card, &args.checkpoint)?,
-            &card,
-            args,
-        ),
-        other => bail!(
-            "{}: a checkpoint of {other:?}, which `predict` does not know",
-            args.checkpoint.display()
-        ),
+
+    // Every face to predict, checked before any work: an image without a box is an error.
+    let files = images(&args.inputs)?;
+    let by_xml = args.boxes.as_deref().map(xml_boxes).transpose()?;
+    let one_box = match args.face_box.as_deref() {
+        Some(&[x, y, w, h]) if w > 0.0 && h > 0.0 && [x, y, w, h].iter().all(|v| v.is_finite()) => {
+            Some(FaceBox::new(x, y, w, h))
+        }
+        Some(b) => {
+            bail!("--box {b:?}: need left,top,width,height with a positive width and height")
+        }
+        None => None,
+    };
+    let mut boxes: Vec<Vec<FaceBox>> = Vec::with_capacity(files.len());
+    for file in &files {
+        // The header alone: a file that is no image is named before any weights are read.
+        fkd_data::img::image_size(file)?;
+        boxes.push(if !card.crops_faces() {
+            Vec::new()
+        } else if let Some(b) = one_box {
+            vec![b]
+        } else if let Some(map) = &by_xml {
+            let found = map
+                .get(file)
+                .or_else(|| file.file_name().and_then(|n| map.get(Path::new(n))))
+                .filter(|b| !b.is_empty());
+            match found {
+                Some(b) => b.clone(),
+                None => bail!(
+                    "{}: no face box for this image in {} (give --box x,y,w,h, or add it to the XML)",
+                    file.display(),
+                    args.boxes.as_deref().unwrap_or(Path::new("")).display()
+                ),
+            }
+        } else {
+            bail!(
+                "{}: no face box: a {} checkpoint crops faces, so give --boxes XML or --box x,y,w,h",
+                file.display(),
+                card.part
+            );
+        });
     }
+    // The net is loaded once every input is known to be usable: a bad input fails fast.
+    let device = crate::device_arg(args.device.as_deref())?;
+    let landmarker = Landmarker::load(&args.checkpoint, &device)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let layout = card.whole_face().then(|| card.layout());
+
+    // Photos in chunks, so the bar moves: each chunk is decoded in parallel and its faces
+    // batched across photos.
+    let started = Instant::now();
+    let bar = indicatif::ProgressBar::new(files.len() as u64)
+        .with_style(bar_style())
+        .with_message("photos");
+    let mut out = Vec::with_capacity(files.len());
+    let mut n_faces = 0;
+    for (c, chunk) in files.chunks(PHOTOS_AT_ONCE).enumerate() {
+        let first = c * PHOTOS_AT_ONCE;
+        let photos = chunk
+            .par_iter()
+            .map(|f| fkd_data::img::load_gray(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pairs: Vec<(&GrayImage, &[FaceBox])> = photos
+            .iter()
+            .zip(&boxes[first..first + chunk.len()])
+            .map(|(p, b)| (p, b.as_slice()))
+            .collect();
+        let predicted = landmarker.predict_batch(&pairs)?;
+        for (j, ((file, img), faces)) in chunk.iter().zip(&photos).zip(predicted).enumerate() {
+            let k = first + j;
+            let sets: Vec<(&[PixelPoint], image::Rgb<u8>)> = faces
+                .iter()
+                .map(|f| (f.points.as_slice(), fkd_viz::PREDICTION))
+                .collect();
+            let stem = file
+                .file_stem()
+                .map_or_else(|| format!("image{k}"), |s| s.to_string_lossy().into_owned());
+            let drawn = format!("{k:04}_{stem}.png");
+            fkd_viz::save_png(
+                &fkd_viz::draw_landmarks(img, &sets, layout.as_ref(), 1),
+                args.out.join(&drawn),
+            )?;
+            n_faces += faces.len();
+            out.push(ImageOut {
+                image: file.display().to_string(),
+                drawn,
+                faces: faces
+                    .iter()
+                    .map(|f| FaceOut {
+                        bbox: f.bbox.map(|b| [b.left, b.top, b.width, b.height]),
+                        points: f.points.iter().map(|p| [p.x, p.y]).collect(),
+                    })
+                    .collect(),
+            });
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let json = args.out.join("predictions.json");
+    fkd_core::io::write_bytes_atomic(&json, serde_json::to_string_pretty(&out)?.as_bytes())?;
+    let total = started.elapsed().as_secs_f64();
+    println!(
+        "{n_faces} faces in {} images: {:.1} faces/s, {:.1} images/s (decode, crop, network, \
+         drawing); {}",
+        files.len(),
+        n_faces as f64 / total.max(1e-9),
+        files.len() as f64 / total.max(1e-9),
+        json.display()
+    );
+    Ok(())
 }
+
+/// Photos decoded and predicted together (their faces share the net's batches).
+const PHOTOS_AT_ONCE: usize = 32;
 
 /// Every image named on the command line, folders expanded (sorted, not recursive).
 fn images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -133,131 +229,4 @@ fn xml_boxes(xml: &Path) -> anyhow::Result<HashMap<PathBuf, Vec<FaceBox>>> {
         map.entry(path).or_default().extend(boxes);
     }
     Ok(map)
-}
-
-fn with_part<P: Part>(part: &P, card: &ModelCard, args: &PredictArgs) -> anyhow::Result<()> {
-    let needs_box = card.enlarge.is_some();
-
-    // Every face to predict, checked before any work: an image without a box is an error.
-    let files = images(&args.inputs)?;
-    let by_xml = args.boxes.as_deref().map(xml_boxes).transpose()?;
-    let one_box = match args.face_box.as_deref() {
-        Some(&[x, y, w, h]) if w > 0.0 && h > 0.0 && [x, y, w, h].iter().all(|v| v.is_finite()) => {
-            Some(FaceBox::new(x, y, w, h))
-        }
-        Some(b) => {
-            bail!("--box {b:?}: need left,top,width,height with a positive width and height")
-        }
-        None => None,
-    };
-    let mut samples = Vec::new();
-    let mut owner = Vec::new();
-    for (k, file) in files.iter().enumerate() {
-        let size = fkd_data::img::image_size(file)?;
-        let boxes: Vec<Option<FaceBox>> = if !needs_box {
-            vec![None]
-        } else if let Some(b) = one_box {
-            vec![Some(b)]
-        } else if let Some(map) = &by_xml {
-            let found = map
-                .get(file)
-                .or_else(|| file.file_name().and_then(|n| map.get(Path::new(n))))
-                .filter(|b| !b.is_empty());
-            match found {
-                Some(b) => b.iter().copied().map(Some).collect(),
-                None => bail!(
-                    "{}: no face box for this image in {} (give --box x,y,w,h, or add it to the XML)",
-                    file.display(),
-                    args.boxes.as_deref().unwrap_or(Path::new("")).display()
-                ),
-            }
-        } else {
-            bail!(
-                "{}: no face box: a {} checkpoint crops faces, so give --boxes XML or --box x,y,w,h",
-                file.display(),
-                card.part
-            );
-        };
-        for (j, bbox) in boxes.into_iter().enumerate() {
-            samples.push(Sample {
-                image: file.clone(),
-                size,
-                points: Vec::new(),
-                bbox,
-                person: None,
-                id: format!("{}#{j}", file.display()),
-            });
-            owner.push(k);
-        }
-    }
-    // The net is loaded once every input is known to be usable: a bad input fails fast.
-    let device = crate::device_arg(args.device.as_deref())?;
-    let net = runner::load_net(part, &args.checkpoint, &device)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-
-    // Predict in chunks, so the bar moves; each chunk decodes and crops in parallel.
-    let started = Instant::now();
-    let bar = indicatif::ProgressBar::new(samples.len() as u64)
-        .with_style(bar_style())
-        .with_message("faces");
-    let mut points: Vec<Vec<PixelPoint>> = Vec::with_capacity(samples.len());
-    for chunk in samples.chunks(64) {
-        let loader = Loader::new(chunk.to_vec(), part.step(None), 16).on(device.clone());
-        let preds = if card.flip_test {
-            fkd_train::predict_flip(&net, &loader)?
-        } else {
-            fkd_train::predict(&net, &loader)?
-        };
-        for p in &preds {
-            points.push(runner::source_points(part, p)?);
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    let predicted = started.elapsed().as_secs_f64();
-    bar.finish_and_clear();
-
-    // Draw and write, image by image.
-    let layout = part.whole_face().then(|| part.layout());
-    let mut out = Vec::with_capacity(files.len());
-    for (k, file) in files.iter().enumerate() {
-        let faces: Vec<usize> = (0..samples.len()).filter(|&i| owner[i] == k).collect();
-        let img = fkd_data::img::load_gray(file)?;
-        let sets: Vec<(&[PixelPoint], image::Rgb<u8>)> = faces
-            .iter()
-            .map(|&i| (points[i].as_slice(), fkd_viz::PREDICTION))
-            .collect();
-        let stem = file
-            .file_stem()
-            .map_or_else(|| format!("image{k}"), |s| s.to_string_lossy().into_owned());
-        let drawn = format!("{k:04}_{stem}.png");
-        fkd_viz::save_png(
-            &fkd_viz::draw_landmarks(&img, &sets, layout.as_ref(), 1),
-            args.out.join(&drawn),
-        )?;
-        out.push(ImageOut {
-            image: file.display().to_string(),
-            drawn,
-            faces: faces
-                .iter()
-                .map(|&i| FaceOut {
-                    bbox: samples[i].bbox.map(|b| [b.left, b.top, b.width, b.height]),
-                    points: points[i].iter().map(|p| [p.x, p.y]).collect(),
-                })
-                .collect(),
-        });
-    }
-    let json = args.out.join("predictions.json");
-    fkd_core::io::write_bytes_atomic(&json, serde_json::to_string_pretty(&out)?.as_bytes())?;
-    let total = started.elapsed().as_secs_f64();
-    println!(
-        "{} faces in {} images: {:.1} faces/s predicted (decode, crop, network), {:.1} images/s \
-         with drawing; {}",
-        samples.len(),
-        files.len(),
-        samples.len() as f64 / predicted.max(1e-9),
-        files.len() as f64 / total.max(1e-9),
-        json.display()
-    );
-    Ok(())
 }

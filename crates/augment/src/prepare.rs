@@ -12,9 +12,9 @@
 
 use crate::augmenter::Augmenter;
 use fkd_core::{Affine, ImageSize, NormPoint, PixelPoint};
-use fkd_data::batch::{CropFace, Prepare, Prepared, norm_target};
 use fkd_data::dataset::Sample;
 use fkd_data::img::{GrayImage, load_gray};
+use fkd_data::prepare::{CropFace, Prepare, Prepared, norm_target};
 use fkd_data::{DataError, Result};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
@@ -362,7 +362,7 @@ mod tests {
     use crate::config::AugmentConfig;
     use crate::testutil::{assert_dots_at, dots_image, random_points};
     use fkd_core::Layout;
-    use fkd_data::batch::ResizeWhole;
+    use fkd_data::prepare::ResizeWhole;
     use rand::SeedableRng;
     use std::path::Path;
 

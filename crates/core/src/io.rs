@@ -147,6 +147,23 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A file written atomically gets the mode a plain create gives under the process's umask
+    /// (not the private mode some temporary-file helpers use), and a replaced file the same.
+    #[cfg(unix)]
+    #[test]
+    fn written_files_get_the_modes_a_plain_create_gives() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        File::create(&plain).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let path = dir.path().join("atomic.json");
+        write_bytes_atomic(&path, b"1").unwrap();
+        assert_eq!(mode(&path), mode(&plain));
+        write_bytes_atomic(&path, b"2").unwrap();
+        assert_eq!(mode(&path), mode(&plain));
+    }
+
     /// The names in `dir`, sorted.
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)

@@ -1,5 +1,15 @@
 //! fkd-core: the vocabulary every other fkd crate speaks, with no heavy dependencies.
 //!
+//! ```
+//! use fkd_core::{ImageSize, Layout, PixelPoint};
+//!
+//! // A point in the pixels of a 640×480 photo, as fractions of its size.
+//! let nose = PixelPoint::new(320.0, 300.0).to_norm(ImageSize::new(640, 480));
+//! assert_eq!((nose.x, nose.y), (0.5, 0.625));
+//! // iBUG's outer eye corners swap places when a face is mirrored.
+//! assert_eq!(Layout::IBUG68.mirror[36], 45);
+//! ```
+//!
 //! - [`geometry`]: [`PixelPoint`] (pixels of some image) and [`NormPoint`] (fractions of that
 //!   image's width and height) are distinct types, converted only through an [`ImageSize`];
 //!   [`FaceBox`] is an axis-aligned face rectangle in pixels.

@@ -87,6 +87,7 @@ pub enum DataError {
         reason: String,
     },
     /// Building a batch tensor failed.
+    #[cfg(feature = "candle")]
     #[error("building a batch: {0}")]
     Tensor(#[from] candle_core::Error),
 }

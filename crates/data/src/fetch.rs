@@ -45,7 +45,7 @@ pub enum Installed {
 /// A downloadable data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Source {
-    /// Short id, as on the command line (`cargo xtask data fetch <name>`); also names the
+    /// Short id, as a command line names the data set (`data fetch <name>`); also names the
     /// temporary unpack folder, so keep it to letters, digits, `-` and `_`.
     pub name: &'static str,
     /// Mirrors, tried in order. The archive's file name is the last path segment of the URL.
@@ -149,15 +149,13 @@ pub fn missing_data_message(source: &Source, root: &Path) -> String {
     let dir = root.join(source.folder);
     let size = source
         .size_hint
-        .map(|n| format!(" (about {})", human_size(n)))
+        .map(|n| format!(" (a download of about {})", human_size(n)))
         .unwrap_or_default();
     format!(
-        "the {} data is missing: looked in {}, which {}. Run `cargo xtask data fetch {}` to \
-         download it{size}. {}",
+        "the {} data is missing: looked in {}, which {}{size}. {}",
         source.name,
         dir.display(),
         describe_state(source.installed, &dir),
-        source.name,
         manual_instructions(source, root),
     )
 }
@@ -275,7 +273,7 @@ fn manual_instructions(source: &Source, root: &Path) -> String {
         source.urls.join(" or ")
     };
     format!(
-        "{} Download {urls} by hand and unpack it so that {wanted}, or pass --data DIR.",
+        "{} Download {urls} by hand and unpack it so that {wanted}.",
         source.manual
     )
 }
@@ -313,12 +311,12 @@ fn ensure_target_free(source: &Source, root: &Path) -> Result<()> {
         }
         format!(
             "this folder exists and is not empty, but it {}; fetch does not overwrite it: \
-             move it away and fetch again, complete it by hand, or pass --data DIR",
+             move it away and fetch again, complete it by hand, or use another data folder",
             describe_state(source.installed, &target)
         )
     } else {
         "this path exists and is not a folder; fetch does not overwrite it: move it away and \
-         fetch again, or pass --data DIR"
+         fetch again, or use another data folder"
             .to_owned()
     };
     Err(DataError::Fetch { target, reason })

@@ -3,9 +3,10 @@
 
 use fkd_core::{FaceBox, ImageSize, Layout, PixelPoint};
 use fkd_data::DataError;
-use fkd_data::batch::{CropFace, Loader, ResizeWhole};
+use fkd_data::batch::Loader;
 use fkd_data::dataset::{DataSet, LoadPolicy};
 use fkd_data::inventory;
+use fkd_data::prepare::{CropFace, ResizeWhole};
 use std::path::Path;
 
 #[test]

@@ -557,7 +557,7 @@ fn an_unreachable_server_gives_the_manual_instructions() {
     assert!(reason.starts_with(&format!("could not download the toy data ({url}: ")));
     let manual = format!(
         "Toy data comes from the test. Download {url} by hand and unpack it so that {} exists \
-         and holds the 3 .asf files, or pass --data DIR.",
+         and holds the 3 .asf files.",
         root.path().join("toy_db").display()
     );
     assert!(reason.ends_with(&manual), "{reason}");
@@ -572,8 +572,8 @@ fn missing_data_message_names_the_folder_and_the_ways_to_get_it() {
     let msg = missing_data_message(&source, root.path());
     assert!(
         msg.starts_with(&format!(
-            "the ibug data is missing: looked in {}, which does not exist. Run `cargo xtask data \
-             fetch ibug` to download it (about 1.7 GB). ",
+            "the ibug data is missing: looked in {}, which does not exist (a download of about \
+             1.7 GB). ",
             dir.display()
         )),
         "{msg}"
@@ -581,7 +581,7 @@ fn missing_data_message_names_the_folder_and_the_ways_to_get_it() {
     assert!(
         msg.ends_with(&format!(
             "Download http://dlib.net/files/data/ibug_300W_large_face_landmark_dataset.tar.gz by \
-             hand and unpack it so that {} exists, or pass --data DIR.",
+             hand and unpack it so that {} exists.",
             dir.join("labels_ibug_300W_train.xml").display()
         )),
         "{msg}"
@@ -591,7 +591,7 @@ fn missing_data_message_names_the_folder_and_the_ways_to_get_it() {
     let msg = missing_data_message(&source, root.path());
     assert!(
         msg.contains(&format!(
-            "looked in {}, which has no labels_ibug_300W_train.xml.",
+            "looked in {}, which has no labels_ibug_300W_train.xml (",
             dir.display()
         )),
         "{msg}"

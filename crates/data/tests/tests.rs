@@ -31,3 +31,4 @@ mod datasets;
 mod fetch;
 mod images;
 mod parsers;
+mod standalone;

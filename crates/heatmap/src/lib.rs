@@ -1,5 +1,18 @@
 //! fkd-heatmap: keypoints as Gaussian heatmaps, for the fully convolutional nets of Part 4.
 //!
+//! ```
+//! use fkd_core::{ImageSize, PixelPoint};
+//! use fkd_heatmap::{Decoder, decode, encode};
+//!
+//! // A point at sub-pixel precision becomes a 32×32 Gaussian map (σ 1.5 map pixels)…
+//! let size = ImageSize::new(32, 32);
+//! let map = encode(&[PixelPoint::new(12.3, 20.7)], size, 1.5)?;
+//! // …and DARK decoding finds it again within a thousandth of a pixel.
+//! let back = decode(&map, size, Decoder::Dark)?;
+//! assert!(back.distance(PixelPoint::new(12.3, 20.7)) < 1e-3);
+//! # Ok::<(), fkd_heatmap::HeatmapError>(())
+//! ```
+//!
 //! A keypoint becomes a map that peaks at it ([`encode`]), and a predicted map becomes a point
 //! again ([`decode`]). Both work on plain `f32` slices in row-major `(point, row, column)` order,
 //! so any crate can use them without tensors. [`HeatmapTargets`] turns any loader step of the

@@ -4,8 +4,8 @@
 
 use crate::encode::encode;
 use fkd_core::{ImageSize, NormPoint};
-use fkd_data::batch::{Prepare, Prepared};
 use fkd_data::dataset::Sample;
+use fkd_data::prepare::{Prepare, Prepared};
 use fkd_data::{DataError, Result};
 use rand_chacha::ChaCha8Rng;
 

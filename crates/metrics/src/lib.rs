@@ -1,5 +1,23 @@
 //! fkd-metrics: how good a set of predicted landmarks is.
 //!
+//! ```
+//! use fkd_core::{Layout, PixelPoint};
+//! use fkd_metrics::nme;
+//!
+//! // Truth and a prediction 2 px to the right of every point; the outer eye corners (36, 45)
+//! // are 100 px apart, so NME (mean error / inter-ocular distance) is 2 %.
+//! let truth: Vec<PixelPoint> = (0..68)
+//!     .map(|i| match i {
+//!         36 => PixelPoint::new(100.0, 100.0),
+//!         45 => PixelPoint::new(200.0, 100.0),
+//!         _ => PixelPoint::new(150.0, 150.0),
+//!     })
+//!     .collect();
+//! let pred: Vec<PixelPoint> = truth.iter().map(|p| PixelPoint::new(p.x + 2.0, p.y)).collect();
+//! assert!((nme(&pred, &truth, &Layout::IBUG68)? - 0.02).abs() < 1e-6);
+//! # Ok::<(), fkd_metrics::MetricsError>(())
+//! ```
+//!
 //! Validation MSE in normalised coordinates, mean and per-point pixel error in the original
 //! image, per-coordinate MAE, NME by inter-ocular distance (from the layout in `fkd-core`),
 //! failure rate at 0.08/0.10 and the AUC of the cumulative error curve. Everything works on plain

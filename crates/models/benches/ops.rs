@@ -80,7 +80,7 @@ fn pool(c: &mut Criterion) {
     });
     // Candle's own pool has a wrong backward; the composed pool is what fkd used before.
     g.bench_function("composed", |bench| {
-        bench.iter(|| step(fkd_models::pool::max_pool2d(&x, 2, 2, 0).unwrap()))
+        bench.iter(|| step(fkd_models::pool::max_pool2d_composed(&x, 2, 2, 0).unwrap()))
     });
     g.finish();
 }

@@ -15,14 +15,16 @@
 //! Cost: this composition is about 3× slower than Candle's (wrong) pool on the CPU, forward and
 //! backward together (8×12×60×80, 2×2: 40 ms against 13 ms; 8×64×112×112, 3×3/2 pad 1: 1.2 s).
 //!
-//! [`max_pool2d`] splits the padded input into its `stride × stride` phases (a reshape) and
+//! [`max_pool2d_composed`] splits the padded input into its `stride × stride` phases (a reshape) and
 //! takes the elementwise `maximum` of the `kernel × kernel` shifted views of those phases. Every
 //! op involved (cat, narrow, reshape, maximum) has an exact backward in Candle. The gradient
 //! goes to the window's maximum; where several elements tie for the maximum, Candle's `maximum`
 //! backward shares it between them (PyTorch gives it all to the first), which is an equally
 //! valid subgradient and only matters on exact ties.
 //!
-//! A dedicated kernel (a later issue) can replace this; its forward must equal this one.
+//! The fused kernel [`crate::ops::max_pool2d`] (what the nets use on the CPU and CUDA) replaces
+//! it where it applies; this composition is its reference in the tests and the path on other
+//! devices, and the two forwards are equal.
 
 use candle_core::{D, Result, Tensor};
 
@@ -77,7 +79,12 @@ fn fit_len(x: &Tensor, dim: usize, before: usize, len: usize, value: f32) -> Res
 ///
 /// Errors when `kernel` or `stride` is 0, `padding > kernel / 2` (PyTorch's rule), or the
 /// padded input is smaller than the kernel.
-pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+pub fn max_pool2d_composed(
+    x: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     if kernel == 0 || stride == 0 || 2 * padding > kernel {
         candle_core::bail!(
@@ -162,7 +169,7 @@ mod tests {
     fn padded_3x3_stride_2_forward_and_gradient_by_hand() {
         // 0..16 in a 4×4 grid; windows centred on (0,0), (0,2), (2,0), (2,2) with −∞ padding.
         let v = Var::from_tensor(&arange(4, 4)).unwrap();
-        let y = max_pool2d(v.as_tensor(), 3, 2, 1).unwrap();
+        let y = max_pool2d_composed(v.as_tensor(), 3, 2, 1).unwrap();
         assert_eq!(grid(&y), vec![vec![5.0, 7.0], vec![13.0, 15.0]]);
         let g = y.sum_all().unwrap().backward().unwrap();
         let g = grid(g.get(v.as_tensor()).unwrap());
@@ -180,7 +187,7 @@ mod tests {
         let x: Vec<f32> = (0..25).map(|i| 100.0 - i as f32).collect();
         let x = Tensor::from_vec(x, (1, 1, 5, 5), &Device::Cpu).unwrap();
         let v = Var::from_tensor(&x).unwrap();
-        let y = max_pool2d(v.as_tensor(), 2, 2, 0).unwrap();
+        let y = max_pool2d_composed(v.as_tensor(), 2, 2, 0).unwrap();
         assert_eq!(grid(&y), vec![vec![100.0, 98.0], vec![90.0, 88.0]]);
         let g = y.sum_all().unwrap().backward().unwrap();
         let g = grid(g.get(v.as_tensor()).unwrap());
@@ -203,7 +210,7 @@ mod tests {
         // Every window is all ones: each window's gradient of 1 is split among its four ties.
         let x = Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
         let v = Var::from_tensor(&x).unwrap();
-        let y = max_pool2d(v.as_tensor(), 2, 2, 0).unwrap();
+        let y = max_pool2d_composed(v.as_tensor(), 2, 2, 0).unwrap();
         let g = y.sum_all().unwrap().backward().unwrap();
         let g = g.get(v.as_tensor()).unwrap();
         // Each window's gradients sum to 1 (mean 1/4), and no tie is left out.
@@ -226,7 +233,7 @@ mod tests {
     fn candle_pool_backward_scales_gradients_by_one_over_k_squared() {
         // Our pool gives each window's maximum the full gradient; Candle 0.11's gives 1/4.
         let v = Var::from_tensor(&arange(4, 4)).unwrap();
-        let ours = max_pool2d(v.as_tensor(), 2, 2, 0)
+        let ours = max_pool2d_composed(v.as_tensor(), 2, 2, 0)
             .unwrap()
             .sum_all()
             .unwrap()
@@ -258,7 +265,7 @@ mod tests {
         for (h, w) in [(5, 7), (8, 8), (15, 20), (7, 10), (1, 1), (2, 3)] {
             let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
             for (k, s, p) in [(2, 2, 0), (3, 2, 1), (3, 1, 1), (3, 3, 0), (1, 1, 0)] {
-                let ours = match max_pool2d(&x, k, s, p) {
+                let ours = match max_pool2d_composed(&x, k, s, p) {
                     Ok(t) => t,
                     Err(_) => {
                         assert!(
@@ -285,10 +292,10 @@ mod tests {
     #[test]
     fn rejects_bad_windows() {
         let x = arange(4, 4);
-        assert!(max_pool2d(&x, 0, 1, 0).is_err());
-        assert!(max_pool2d(&x, 2, 0, 0).is_err());
-        assert!(max_pool2d(&x, 3, 2, 2).is_err());
-        assert!(max_pool2d(&x, 5, 1, 0).is_err());
+        assert!(max_pool2d_composed(&x, 0, 1, 0).is_err());
+        assert!(max_pool2d_composed(&x, 2, 0, 0).is_err());
+        assert!(max_pool2d_composed(&x, 3, 2, 2).is_err());
+        assert!(max_pool2d_composed(&x, 5, 1, 0).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! statistics in place (momentum 0.1, eps 1e-5, as PyTorch). The running statistics live in the
 //! `VarMap` (so checkpoints carry them) but never receive a gradient, so optimisers built from
 //! `VarMap::all_vars()` leave them alone. Backward works end to end, including through the
-//! stem's 3×3/2 padded max-pool, which uses [`crate::pool::max_pool2d`] because Candle 0.11's
+//! stem's 3×3/2 padded max-pool, which uses [`crate::pool::max_pool2d_composed`] because Candle 0.11's
 //! own max-pool refuses to differentiate when kernel ≠ stride.
 
 use std::fmt;

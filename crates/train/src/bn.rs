@@ -11,7 +11,8 @@
 //! the `k`-th batch, see [`fkd_models::ops::StatsMomentum`]). The weights are not touched.
 
 use crate::{Model, Result, TrainError};
-use fkd_data::batch::{Batch, Loader, Prepare};
+use fkd_data::batch::{Batch, Loader};
+use fkd_data::prepare::Prepare;
 use fkd_models::ops::StatsMomentum;
 
 /// A fixed series of batches, as a trait object: what [`recompute_bn_stats`] and

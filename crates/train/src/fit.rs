@@ -10,7 +10,8 @@ use crate::{EpochRecord, History, Loss, Result, TrainConfig, TrainError};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use fkd_core::{Affine, ImageSize};
-use fkd_data::batch::{Loader, Prepare};
+use fkd_data::batch::Loader;
+use fkd_data::prepare::Prepare;
 use std::path::Path;
 use std::time::Instant;
 
@@ -54,7 +55,7 @@ pub struct Prediction {
     pub flipped: Option<Vec<f32>>,
     /// The network input's size in pixels.
     pub input: ImageSize,
-    /// Maps the input's pixels to the source photo's ([`fkd_data::batch::Prepared::to_source`]).
+    /// Maps the input's pixels to the source photo's ([`fkd_data::prepare::Prepared::to_source`]).
     pub to_source: Affine,
 }
 
@@ -171,27 +172,7 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
         bn_stats,
         loss_read_interval: read_interval,
     } = options;
-    cfg.validate()?;
-    if read_interval == Some(0) {
-        return Err(TrainError::Config(
-            "the loss read interval must be at least 1 batch".into(),
-        ));
-    }
-    if train.n_batches() == 0 {
-        return Err(TrainError::Config(
-            "the training loader has no batches".into(),
-        ));
-    }
-    if valid.n_batches() == 0 {
-        return Err(TrainError::Config(
-            "the validation loader has no batches".into(),
-        ));
-    }
-    if varmap.all_vars().is_empty() {
-        return Err(TrainError::Config(
-            "the model has no variables to train".into(),
-        ));
-    }
+    check_fit(varmap, train, valid, cfg, read_interval)?;
     let dir = cfg.out_dir.as_path();
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let mut opt = Adam::new(varmap, AdamConfig::from(cfg))?;
@@ -220,47 +201,16 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
         opt.set_lr(lr);
         let diverged = |loss: f64| TrainError::Diverged { epoch, lr, loss };
         observer.epoch_started(epoch, train.n_batches());
-
-        let n_batches = train.n_batches();
         let interval = read_interval.unwrap_or_else(|| loss_read_interval(train.device()));
-        let (sum, count) = train.prefetched(epoch as u64, PREFETCH_BATCHES, |batches| {
-            let (mut sum, mut count) = (0.0, 0usize);
-            // (batch, rows, loss) of the batches whose loss is not read yet.
-            let mut pending: Vec<(usize, usize, Tensor)> = Vec::with_capacity(interval);
-            let mut read = |pending: &mut Vec<(usize, usize, Tensor)>| -> Result<()> {
-                let losses: Vec<Tensor> = pending.iter().map(|p| p.2.clone()).collect();
-                let values = Tensor::stack(&losses, 0)?
-                    .to_dtype(DType::F64)?
-                    .to_vec1::<f64>()?;
-                for ((b, rows, _), value) in pending.drain(..).zip(values) {
-                    let reference = *state.reference_loss.get_or_insert(value);
-                    if too_large(value, reference, cfg.diverge_factor) {
-                        return Err(stop(dir, varmap, &mut state.history, diverged(value)));
-                    }
-                    sum += value * rows as f64;
-                    count += rows;
-                    observer.batch_done(epoch, b, value);
-                }
-                Ok(())
-            };
-            for (b, batch) in batches.enumerate() {
-                let batch = batch?;
-                opt.set_lr(cfg.lr_at_step(epoch, b, n_batches));
-                opt.set_betas(cfg.betas_at_step(epoch, b, n_batches));
-                let pred = model.forward_t(&batch.images, true)?;
-                let loss = cfg.loss.compute(&pred, &batch.targets)?;
-                pending.push((b, batch.indices.len(), loss.detach()));
-                if pending.len() >= interval || b + 1 == n_batches {
-                    read(&mut pending)?;
-                }
-                opt.backward_step(&loss)?;
-            }
-            if !pending.is_empty() {
-                read(&mut pending)?;
-            }
-            Ok::<_, TrainError>((sum, count))
-        })?;
-        let train_loss = sum / count as f64;
+        let epoch_run = EpochRun {
+            epoch,
+            lr,
+            cfg,
+            varmap,
+            dir,
+            interval,
+        };
+        let train_loss = epoch_run.train(model, train, &mut opt, &mut state, observer)?;
         let first_epoch_loss = state
             .history
             .epochs
@@ -285,10 +235,6 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
         if let Some(loss) = valid_loss.filter(|l| !l.is_finite()) {
             return Err(stop(dir, varmap, &mut state.history, diverged(loss)));
         }
-        // What picks the best epoch: the selector's score, else the validation loss; an epoch
-        // that did not validate has none. A non-finite score never wins.
-        let score = valid_metric.or(valid_loss);
-
         let record = EpochRecord {
             epoch,
             lr,
@@ -297,6 +243,141 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
             valid_metric,
             seconds: started.elapsed().as_secs_f64(),
         };
+        epoch_run.commit(&record, &opt, &mut state, train)?;
+        tracing::debug!(
+            epoch,
+            lr,
+            train_loss,
+            valid_loss,
+            seconds = record.seconds,
+            "epoch done"
+        );
+        observer.epoch_done(&record);
+    }
+    Ok(state.history)
+}
+
+/// Refuses what `fit` cannot train: a bad config or read interval, an empty loader, a model
+/// without variables.
+fn check_fit<P: Prepare, Q: Prepare>(
+    varmap: &VarMap,
+    train: &Loader<P>,
+    valid: &Loader<Q>,
+    cfg: &TrainConfig,
+    read_interval: Option<usize>,
+) -> Result<()> {
+    cfg.validate()?;
+    if read_interval == Some(0) {
+        return Err(TrainError::Config(
+            "the loss read interval must be at least 1 batch".into(),
+        ));
+    }
+    if train.n_batches() == 0 {
+        return Err(TrainError::Config(
+            "the training loader has no batches".into(),
+        ));
+    }
+    if valid.n_batches() == 0 {
+        return Err(TrainError::Config(
+            "the validation loader has no batches".into(),
+        ));
+    }
+    if varmap.all_vars().is_empty() {
+        return Err(TrainError::Config(
+            "the model has no variables to train".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One epoch of a run: what its training pass and its checkpoint need.
+struct EpochRun<'a> {
+    epoch: usize,
+    /// The epoch's first learning rate (what the history records).
+    lr: f64,
+    cfg: &'a TrainConfig,
+    varmap: &'a VarMap,
+    dir: &'a Path,
+    /// Batches whose losses are read back together.
+    interval: usize,
+}
+
+impl EpochRun<'_> {
+    /// The training pass: every batch's forward, loss and Adam step, the losses read back
+    /// `interval` at a time (stopping at a diverging one). Returns the mean loss per sample.
+    fn train<M: Model + ?Sized, P: Prepare>(
+        &self,
+        model: &M,
+        train: &Loader<P>,
+        opt: &mut Adam,
+        state: &mut RunState,
+        observer: &mut dyn Observer,
+    ) -> Result<f64> {
+        let (epoch, cfg, n_batches) = (self.epoch, self.cfg, train.n_batches());
+        let diverged = |loss: f64| TrainError::Diverged {
+            epoch,
+            lr: self.lr,
+            loss,
+        };
+        let (sum, count) = train.prefetched(epoch as u64, PREFETCH_BATCHES, |batches| {
+            let (mut sum, mut count) = (0.0, 0usize);
+            // (batch, rows, loss) of the batches whose loss is not read yet.
+            let mut pending: Vec<(usize, usize, Tensor)> = Vec::with_capacity(self.interval);
+            let mut read = |pending: &mut Vec<(usize, usize, Tensor)>| -> Result<()> {
+                let losses: Vec<Tensor> = pending.iter().map(|p| p.2.clone()).collect();
+                let values = Tensor::stack(&losses, 0)?
+                    .to_dtype(DType::F64)?
+                    .to_vec1::<f64>()?;
+                for ((b, rows, _), value) in pending.drain(..).zip(values) {
+                    let reference = *state.reference_loss.get_or_insert(value);
+                    if too_large(value, reference, cfg.diverge_factor) {
+                        return Err(stop(
+                            self.dir,
+                            self.varmap,
+                            &mut state.history,
+                            diverged(value),
+                        ));
+                    }
+                    sum += value * rows as f64;
+                    count += rows;
+                    observer.batch_done(epoch, b, value);
+                }
+                Ok(())
+            };
+            for (b, batch) in batches.enumerate() {
+                let batch = batch?;
+                opt.set_lr(cfg.lr_at_step(epoch, b, n_batches));
+                opt.set_betas(cfg.betas_at_step(epoch, b, n_batches));
+                let pred = model.forward_t(&batch.images, true)?;
+                let loss = cfg.loss.compute(&pred, &batch.targets)?;
+                pending.push((b, batch.indices.len(), loss.detach()));
+                if pending.len() >= self.interval || b + 1 == n_batches {
+                    read(&mut pending)?;
+                }
+                opt.backward_step(&loss)?;
+            }
+            if !pending.is_empty() {
+                read(&mut pending)?;
+            }
+            Ok::<_, TrainError>((sum, count))
+        })?;
+        Ok(sum / count as f64)
+    }
+
+    /// Records the epoch and commits its checkpoint: `best.safetensors` when its score (the
+    /// selector's, else the validation loss; none without validation; a non-finite one never
+    /// wins) improved, this epoch's state files, then `last.json` naming them (the commit
+    /// point), then the previous epoch's files go (see the checkpoint module), then the
+    /// history.
+    fn commit<P: Prepare>(
+        &self,
+        record: &EpochRecord,
+        opt: &Adam,
+        state: &mut RunState,
+        train: &Loader<P>,
+    ) -> Result<()> {
+        let (epoch, dir, varmap) = (self.epoch, self.dir, self.varmap);
+        let score = record.valid_metric.or(record.valid_loss);
         state.history.epochs.push(record.clone());
         if let Some(score) = score.filter(|s| s.is_finite())
             && state.best_valid.is_none_or(|best| score < best)
@@ -305,8 +386,6 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
             state.history.best_epoch = Some(epoch);
             save_weights(varmap, &dir.join(BEST_WEIGHTS))?;
         }
-        // This epoch's state files, then last.json naming them (the commit point), then the
-        // previous epoch's files go: see the checkpoint module.
         let (weights_file, optim_file) = (epoch_weights(epoch), epoch_optim(epoch));
         opt.save(&dir.join(&optim_file))?;
         save_weights(varmap, &dir.join(&weights_file))?;
@@ -317,11 +396,11 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
             version: META_VERSION,
             epoch,
             step: opt.step_count(),
-            reference_loss: state.reference_loss.unwrap_or(train_loss),
+            reference_loss: state.reference_loss.unwrap_or(record.train_loss),
             best_valid: state.best_valid,
             train_samples: train.samples().len(),
             train_batches: train.n_batches(),
-            config: cfg.clone(),
+            config: self.cfg.clone(),
             history: state.history.clone(),
             weights_file: Some(weights_file.clone()),
             optim_file: Some(optim_file.clone()),
@@ -337,17 +416,8 @@ pub fn fit_with<M: Model + ?Sized, P: Prepare, Q: Prepare>(
             }
         }
         state.history.write(dir)?;
-        tracing::debug!(
-            epoch,
-            lr,
-            train_loss,
-            valid_loss,
-            seconds = record.seconds,
-            "epoch done"
-        );
-        observer.epoch_done(&record);
+        Ok(())
     }
-    Ok(state.history)
 }
 
 /// Validation after an epoch: the batch-norm statistics recomputed (when `bn_stats` is given),

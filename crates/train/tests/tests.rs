@@ -5,9 +5,10 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use fkd_core::{ImageSize, PixelPoint};
-use fkd_data::batch::{Loader, Prepared};
+use fkd_data::batch::Loader;
 use fkd_data::dataset::Sample;
 use fkd_data::img::GrayImage;
+use fkd_data::prepare::Prepared;
 use fkd_train::checkpoint::{
     BEST_WEIGHTS, HISTORY_CSV, HISTORY_JSON, LAST_META, LAST_OPTIM, LAST_WEIGHTS,
 };

@@ -1,5 +1,18 @@
 //! fkd-viz: the figures of the reports, all written as PNG with no system fonts needed.
 //!
+//! ```
+//! use fkd_core::PixelPoint;
+//! use fkd_data::img::GrayImage;
+//! use fkd_viz::{PREDICTION, draw_landmarks};
+//!
+//! // A mid-grey 64×48 image with two predicted points drawn in red, at twice the size.
+//! let img = GrayImage::filled(64, 48, 0.0);
+//! let points = [PixelPoint::new(20.5, 10.5), PixelPoint::new(40.5, 30.5)];
+//! let drawn = draw_landmarks(&img, &[(&points[..], PREDICTION)], None, 2);
+//! assert_eq!(drawn.dimensions(), (128, 96));
+//! assert_eq!(*drawn.get_pixel(41, 21), PREDICTION);
+//! ```
+//!
 //! - [`landmarks`]: faces with their landmarks and contours drawn on them ([`TRUTH`] blue,
 //!   [`PREDICTION`] red, as in the write-up).
 //! - [`grid`](mod@grid): sample grids (e.g. augmented samples from the loader), with captions.

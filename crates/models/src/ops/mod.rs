@@ -22,9 +22,10 @@
 //!
 //! - [`profile`]: an opt-in timer of every fused op call (`cargo xtask bench-child --phases`).
 //!
-//! On CUDA and Metal every op falls back to Candle's own ops and the composed
-//! [`crate::pool::max_pool2d`], so the models run on every device; the fused kernels are CPU
-//! code (f32 and f64). Every op is checked against Candle's reference op and finite differences
+//! On the CPU (f32 and f64) every op is fkd's kernel; on CUDA (f32) the batch norm, the ReLU,
+//! max-pooling and (with the `cudnn` feature) the convolutions are fkd's CUDA nodes (`cuda`);
+//! elsewhere (Metal, other dtypes) each op falls back to Candle's own ops and the composed
+//! [`crate::pool::max_pool2d_composed`], so the models run on every device. Every op is checked against Candle's reference op and finite differences
 //! in the tests of its module. `gemm` holds the workspace's only `unsafe` code.
 
 /// Runs a kernel over the contiguous data of one or two CPU storages of the same float dtype

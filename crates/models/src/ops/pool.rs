@@ -302,7 +302,7 @@ impl CustomOp3 for MaxPoolGrad {
 
 /// Max-pool of an (n, c, h, w) tensor with a square `kernel`, `stride` and −∞ `padding`, output
 /// size by floor mode: `torch.nn.MaxPool2d(kernel, stride, padding)`. On the CPU (f32, f64) a
-/// fused kernel (module docs); elsewhere the composed [`crate::pool::max_pool2d`], whose forward
+/// fused kernel (module docs); elsewhere the composed [`crate::pool::max_pool2d_composed`], whose forward
 /// is the same and whose backward shares the gradient between exactly tied maxima.
 ///
 /// Errors when `kernel` or `stride` is 0, `padding > kernel / 2` (PyTorch's rule), or the
@@ -311,7 +311,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     let fused = fused || super::cuda::applies(x);
     if !fused {
-        return crate::pool::max_pool2d(x, kernel, stride, padding);
+        return crate::pool::max_pool2d_composed(x, kernel, stride, padding);
     }
     let win = Window::new(x.dims4()?, kernel, stride, padding)?;
     if let Some(y) = super::cuda::max_pool2d(x, win)? {
@@ -343,7 +343,7 @@ mod tests {
             let w = rng.random_range(kernel..kernel + 8);
             let x = Var::from_tensor(&random(&[n, c, h, w], &mut rng)).unwrap();
             let ours = max_pool2d(&x, kernel, stride, padding).unwrap();
-            let theirs = crate::pool::max_pool2d(&x, kernel, stride, padding).unwrap();
+            let theirs = crate::pool::max_pool2d_composed(&x, kernel, stride, padding).unwrap();
             let ctx = format!("case {case}: k{kernel} s{stride} p{padding} {n}×{c}×{h}×{w}");
             assert_eq!(max_diff(&ours, &theirs), 0.0, "{ctx}");
             let r = random(ours.dims(), &mut rng);
@@ -363,7 +363,7 @@ mod tests {
         for (h, w) in [(15, 20), (7, 9), (2, 2), (3, 5)] {
             let x = Var::from_tensor(&random(&[2, 3, h, w], &mut rng)).unwrap();
             let ours = max_pool2d(&x, 2, 2, 0).unwrap();
-            let theirs = crate::pool::max_pool2d(&x, 2, 2, 0).unwrap();
+            let theirs = crate::pool::max_pool2d_composed(&x, 2, 2, 0).unwrap();
             assert_eq!(max_diff(&ours, &theirs), 0.0);
             let ga = ours.sum_all().unwrap().backward().unwrap();
             let gb = theirs.sum_all().unwrap().backward().unwrap();
