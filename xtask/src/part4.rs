@@ -564,6 +564,11 @@ pub fn run(args: &Part4Args) -> anyhow::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::part3::Part3;
+    use candle_core::{DType, Device};
+    use fkd_data::batch::Loader;
+    use fkd_data::dataset::LoadPolicy;
+    use fkd_landmarker::Landmarker;
 
     /// Decoding the true maps of real faces (IMM whole photos for fcn-alexnet, 300-W crops for
     /// resnet-deconv) and mapping them back through `to_source` gives the annotation within
@@ -612,6 +617,57 @@ mod tests {
             }
             assert!(worst < 0.5, "{net:?} on {data:?}: worst {worst} px");
         }
+    }
+
+    /// `part3 eval` now runs through fkd-landmarker; the runner still scores each epoch with
+    /// the training loader's plain step. Both must give the same numbers to the last bit, for
+    /// Part 3's regression and Part 4's heatmaps (30 real validation faces, seeded nets, the
+    /// flip test on).
+    #[test]
+    fn landmarker_eval_equals_the_loader_path() {
+        let Some(root) = crate::test_data_root() else {
+            return;
+        };
+        let xml = root.join("ibug_300w_cropped/labels_300w_valid.xml");
+        let mut set =
+            fkd_data::dataset::DataSet::dlib_xml(&xml, Layout::IBUG68, LoadPolicy::Strict).unwrap();
+        set.samples.truncate(30);
+        let part3 = Part3::data_only(None, None, 64);
+        let part4 = Part4::new(
+            NetName::ResnetDeconv,
+            DataName::W300,
+            Some(64),
+            SIGMA,
+            Decoder::Dark,
+            16,
+        )
+        .unwrap();
+        let device = Device::Cpu;
+        let check = |card: ModelCard, loader_path: &dyn Fn(&Net) -> fkd_landmarker::Evaluation| {
+            let card = ModelCard {
+                flip_test: true,
+                ..card
+            };
+            let vm = VarMap::new();
+            let net = Net::build(
+                &card,
+                fkd_models::seeded_var_builder(&vm, 7, DType::F32, &device),
+            )
+            .unwrap();
+            let old = loader_path(&net);
+            let lm = Landmarker::new(card, net, vm, device.clone());
+            let new = fkd_landmarker::evaluate(&lm, &set.samples).unwrap();
+            assert_eq!(old.summary, new.summary);
+            assert_eq!(old.nmes, new.nmes);
+        };
+        check(part3.card(), &|net| {
+            let loader = Loader::new(set.samples.clone(), part3.step(None), 16);
+            runner::evaluate(&part3.card(), net, &loader, true).unwrap()
+        });
+        check(part4.card(), &|net| {
+            let loader = Loader::new(set.samples.clone(), part4.step(None), 16);
+            runner::evaluate(&part4.card(), net, &loader, true).unwrap()
+        });
     }
 }
 
@@ -756,67 +812,5 @@ mod card_tests {
                 fkd_core::PixelPoint::new(48.0, 8.0)
             ]
         );
-    }
-}
-
-#[cfg(test)]
-mod eval_tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::part3::Part3;
-    use candle_core::{DType, Device};
-    use fkd_data::batch::Loader;
-    use fkd_data::dataset::LoadPolicy;
-    use fkd_landmarker::Landmarker;
-
-    /// `part3 eval` now runs through fkd-landmarker; the runner still scores each epoch with
-    /// the training loader's plain step. Both must give the same numbers to the last bit, for
-    /// Part 3's regression and Part 4's heatmaps (30 real validation faces, seeded nets, the
-    /// flip test on).
-    #[test]
-    fn landmarker_eval_equals_the_loader_path() {
-        let Some(root) = crate::test_data_root() else {
-            return;
-        };
-        let xml = root.join("ibug_300w_cropped/labels_300w_valid.xml");
-        let mut set =
-            fkd_data::dataset::DataSet::dlib_xml(&xml, Layout::IBUG68, LoadPolicy::Strict).unwrap();
-        set.samples.truncate(30);
-        let part3 = Part3::data_only(None, None, 64);
-        let part4 = Part4::new(
-            NetName::ResnetDeconv,
-            DataName::W300,
-            Some(64),
-            SIGMA,
-            Decoder::Dark,
-            16,
-        )
-        .unwrap();
-        let device = Device::Cpu;
-        let check = |card: ModelCard, loader_path: &dyn Fn(&Net) -> fkd_landmarker::Evaluation| {
-            let card = ModelCard {
-                flip_test: true,
-                ..card
-            };
-            let vm = VarMap::new();
-            let net = Net::build(
-                &card,
-                fkd_models::seeded_var_builder(&vm, 7, DType::F32, &device),
-            )
-            .unwrap();
-            let old = loader_path(&net);
-            let lm = Landmarker::new(card, net, vm, device.clone());
-            let new = fkd_landmarker::evaluate(&lm, &set.samples).unwrap();
-            assert_eq!(old.summary, new.summary);
-            assert_eq!(old.nmes, new.nmes);
-        };
-        check(part3.card(), &|net| {
-            let loader = Loader::new(set.samples.clone(), part3.step(None), 16);
-            runner::evaluate(&part3.card(), net, &loader, true).unwrap()
-        });
-        check(part4.card(), &|net| {
-            let loader = Loader::new(set.samples.clone(), part4.step(None), 16);
-            runner::evaluate(&part4.card(), net, &loader, true).unwrap()
-        });
     }
 }

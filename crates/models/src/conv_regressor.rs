@@ -6,7 +6,7 @@
 //! (`shared/bench/torch_imm.py`, `DEFAULTS[1]` and `DEFAULTS[2]`), with the same parameter
 //! counts and PyTorch's default initialisation, so accuracy and speed compare like for like.
 //! Var names: `conv{i}.weight/bias` (i from 1), `fc1.weight/bias`, `fc2.weight/bias`.
-//! Each conv → ReLU → pool runs as one [`crate::ops::conv2d_relu_pool`] node (on the CPU the
+//! Each conv → ReLU → pool runs as one [`fkd_ops::conv2d_relu_pool`] node (on the CPU the
 //! unpooled map is never stored), equal to fkd's own `max_pool2d`, whose backward is correct
 //! where Candle 0.11's is not (it scales gradients by 1/4 and misroutes them on odd sizes,
 //! which NoseNet and FaceNet have).
@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::init::{conv2d_torch, linear_torch};
-use crate::ops::{conv2d_relu_layer, conv2d_relu_pool_layer};
-use crate::pool::window_out_len;
 use crate::summary::{LayerInfo, Summarize, Trace, conv_params};
+use fkd_ops::window_out_len;
+use fkd_ops::{conv2d_relu_layer, conv2d_relu_pool_layer};
 
 /// Architecture of a [`ConvRegressor`]. The three per-layer lists must have the same, non-zero,
 /// length. Input is one grey channel.

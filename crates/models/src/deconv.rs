@@ -9,8 +9,8 @@
 //! Var names follow the paper's PyTorch code: `deconv_layers.{0,3,6}.weight` for the transposed
 //! convs, `deconv_layers.{1,4,7}.*` for their norms, `final_layer.{weight,bias}`. Initialised as
 //! that code does: transposed convs and the final conv N(0, 0.001²), norms γ 1 and β 0, bias 0.
-//! The transposed convs run on [`crate::ops::conv_transpose2d`] (Candle's is a single-threaded
-//! loop on the CPU) and the final 1×1 conv on [`crate::ops::conv2d`] (Candle's conv backward
+//! The transposed convs run on [`fkd_ops::conv_transpose2d`] (Candle's is a single-threaded
+//! loop on the CPU) and the final 1×1 conv on [`fkd_ops::conv2d`] (Candle's conv backward
 //! is one too: it cost 13% of the training step at a 128-pixel input, batch 16).
 
 use candle_core::{ModuleT, Tensor};
@@ -20,9 +20,9 @@ use candle_nn::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::ops::{batch_norm2d, conv_transpose2d_layer, conv2d_layer};
 use crate::resnet::{ResNetDepth, ResNetTrunk, TRUNK_CHANNELS};
 use crate::summary::{LayerInfo, Summarize, Trace, bn_params, traced_summary};
+use fkd_ops::{batch_norm2d, conv_transpose2d_layer, conv2d_layer};
 
 /// Configuration of a [`ResNetDeconv`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@
 //! initialisation. Each upsampling kernel is bilinear interpolation of each map plus a learned
 //! `delta` that starts at 0 (FCN initialises its upsampling to bilinear and learns from there;
 //! writing it as a fixed part and a learned part keeps that start with any var initialiser).
-//! Convs, pools and upsamplings run on fkd's fused CPU ops ([`crate::ops`]); the score conv
+//! Convs, pools and upsamplings run on fkd's fused CPU ops ([`fkd_ops`]); the score conv
 //! used to be Candle's own `Conv2d::forward`, whose backward is a single-threaded loop.
 
 use candle_core::{ModuleT, Tensor};
@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::init::conv2d_torch;
-use crate::ops::{conv_transpose2d, conv2d_layer, conv2d_relu_layer, max_pool2d};
 use crate::summary::{LayerInfo, Summarize, Trace, conv_params, traced_summary};
+use fkd_ops::{conv_transpose2d, conv2d_layer, conv2d_relu_layer, max_pool2d};
 
 /// Configuration of an [`FcnAlexNet`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

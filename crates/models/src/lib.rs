@@ -30,8 +30,8 @@
 //! - [`Summarize`] / [`format_summary`]: per-layer output shapes and parameter counts.
 //! - [`save_weights`] / [`load_weights`]: atomic safetensors checkpoints, loaded back strictly;
 //!   [`load_matching`]: initialisation from torchvision-named weights, with a [`LoadReport`].
-//! - [`pool::max_pool2d_composed`]: a padded max-pool whose backward is correct, which Candle 0.11's is
-//!   not for kernel ≠ stride or odd input sizes.
+//! - [`ops`]: the fast training ops of the `fkd-ops` crate (blocked and Winograd convs, the
+//!   transposed conv, max-pool and batch norm as single autograd nodes; CUDA/cuDNN nodes).
 
 pub mod checkpoint;
 pub mod conv_regressor;
@@ -41,9 +41,6 @@ pub mod fcn;
 pub mod heatmap_net;
 pub mod init;
 pub mod integral;
-pub mod ops;
-pub mod pool;
-pub mod precision;
 pub mod resnet;
 pub mod seeded;
 pub mod summary;
@@ -53,6 +50,9 @@ pub use conv_regressor::{ConvRegressor, ConvRegressorConfig};
 pub use deconv::{DeconvHead, ResNetDeconv, ResNetDeconvConfig};
 pub use error::{ModelError, Result};
 pub use fcn::{FcnAlexNet, FcnAlexNetConfig};
+/// fkd's training ops (the `fkd-ops` crate), under the name the nets have always used.
+pub use fkd_ops as ops;
+pub use fkd_ops::precision;
 pub use heatmap_net::{HeatmapBody, HeatmapNet};
 pub use integral::soft_argmax;
 pub use resnet::{ResNet, ResNet18, ResNet18Config, ResNetConfig, ResNetDepth, ResNetTrunk};

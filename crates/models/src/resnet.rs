@@ -20,7 +20,7 @@
 //! statistics in place (momentum 0.1, eps 1e-5, as PyTorch). The running statistics live in the
 //! `VarMap` (so checkpoints carry them) but never receive a gradient, so optimisers built from
 //! `VarMap::all_vars()` leave them alone. Backward works end to end, including through the
-//! stem's 3×3/2 padded max-pool, which uses [`crate::pool::max_pool2d_composed`] because Candle 0.11's
+//! stem's 3×3/2 padded max-pool, which uses [`fkd_ops::composed::max_pool2d_composed`] because Candle 0.11's
 //! own max-pool refuses to differentiate when kernel ≠ stride.
 
 use std::fmt;
@@ -32,9 +32,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::init::{conv2d_resnet, linear_torch};
-use crate::ops::{batch_norm2d_add_relu, conv2d_batch_norm, conv2d_layer, max_pool2d};
-use crate::pool::global_avg_pool;
 use crate::summary::{LayerInfo, Summarize, Trace, bn_params, conv_params, traced_summary};
+use fkd_ops::composed::global_avg_pool;
+use fkd_ops::{batch_norm2d_add_relu, conv2d_batch_norm, conv2d_layer, max_pool2d};
 
 /// Which torchvision ResNet a [`ResNet`] is: the number of BasicBlocks in each of its four
 /// layers.

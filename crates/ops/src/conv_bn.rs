@@ -15,13 +15,13 @@ use candle_core::backend::BackendStorage as _;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor};
 use candle_nn::{BatchNorm, Conv2d};
 
-use super::conv::{Epilogue, Geometry, Needs, Route, backward, forward};
-use super::gemm::Float;
-use super::norm::{
-    Affine, GradInput, channel_stats, check_trainable, grad_input, grad_sums, normalise,
-    update_running,
-};
-use super::{contiguous, profile};
+use crate::bn_layer::{check_trainable, update_running};
+use crate::conv::kernel::{Needs, Route, backward, forward};
+use crate::conv::plan::{Epilogue, Geometry};
+use crate::gemm::Float;
+use crate::norm::{Affine, GradInput, channel_stats, grad_input, grad_sums, normalise};
+use crate::profile;
+use crate::storage::contiguous;
 
 const NAME: &str = "fkd-conv-batch-norm";
 
@@ -228,4 +228,97 @@ pub(super) fn train(
     };
     update_running(bn, &s.affine.mean, &s.var, m)?;
     Ok(Some(z))
+}
+
+/// `batch_norm2d(bn, conv(x), train, relu)` for a candle-nn `Conv2d` without bias. In
+/// inference mode on the CPU the norm is folded into the conv (weights scaled by γ/σ, bias
+/// β − μγ/σ, from the running statistics), so the pair costs one pass over the output instead
+/// of two; it equals the unfolded pair up to float rounding. In training mode, or for layers
+/// the fold does not cover, it is the two ops.
+pub fn conv2d_batch_norm(
+    conv: &candle_nn::Conv2d,
+    bn: &BatchNorm,
+    x: &Tensor,
+    train: bool,
+    relu: bool,
+) -> Result<Tensor> {
+    let cfg = conv.config();
+    let foldable = !train
+        && matches!(x.device(), Device::Cpu)
+        && conv.bias().is_none()
+        && (cfg.dilation, cfg.groups) == (1, 1);
+    if let (true, Some((gamma, beta))) = (foldable, bn.weight_and_bias()) {
+        let o = conv.weight().dim(0)?;
+        let scale = (gamma / (bn.running_var() + bn.eps())?.sqrt()?)?;
+        let w = conv
+            .weight()
+            .broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?
+            .detach();
+        let b = (beta - (bn.running_mean() * &scale)?)?.detach();
+        return if relu {
+            crate::conv::conv2d_relu(x, &w, Some(&b), cfg.stride, cfg.padding)
+        } else {
+            crate::conv::conv2d(x, &w, Some(&b), cfg.stride, cfg.padding)
+        };
+    }
+    if train && let Some(z) = self::train(conv, bn, x, relu)? {
+        return Ok(z);
+    }
+    crate::norm::batch_norm2d(bn, &crate::conv::conv2d_layer(conv, x)?, train, relu)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::norm::batch_norm2d;
+    use crate::testutil::{
+        assert_affine_grads_match, max_diff, random_in, twin_layers, weighted_grads,
+    };
+    use candle_core::Var;
+    use candle_nn::VarBuilder;
+    use candle_nn::VarMap;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// The conv + norm (+ ReLU) pair equals the two ops: folded into the conv in inference
+    /// mode; in training mode one node (`conv_bn`) whose output, running statistics and
+    /// gradients of x, the kernel, γ and β equal those of the conv node then the norm node.
+    #[test]
+    fn conv_norm_pair_matches_the_two_ops() {
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+        let cfg = candle_nn::Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let conv = candle_nn::conv2d_no_bias(3, 5, 3, cfg, vb).unwrap();
+        let x = Var::from_tensor(&random_in(&[2, 3, 9, 8], &mut rng, -1.0, 1.0)).unwrap();
+        for (train, relu) in [(false, false), (false, true), (true, false), (true, true)] {
+            let ctx = format!("train {train} relu {relu}");
+            let [(vm_a, bn_a), (vm_b, bn_b)] = twin_layers(5, &mut rng);
+            let ours = conv2d_batch_norm(&conv, &bn_a, &x, train, relu).unwrap();
+            let y = crate::conv::conv2d_layer(&conv, &x).unwrap();
+            let theirs = batch_norm2d(&bn_b, &y, train, relu).unwrap();
+            assert!(max_diff(&ours, &theirs) < 1e-12, "{ctx}");
+            for (a, b) in [
+                (bn_a.running_mean(), bn_b.running_mean()),
+                (bn_a.running_var(), bn_b.running_var()),
+            ] {
+                assert!(max_diff(a, b) < 1e-12, "{ctx}: running statistics");
+            }
+            if !train {
+                continue;
+            }
+            let r = random_in(ours.dims(), &mut rng, -1.0, 1.0);
+            let (ga, gb) = (weighted_grads(&ours, &r), weighted_grads(&theirs, &r));
+            for (name, t) in [("x", x.as_tensor()), ("kernel", conv.weight())] {
+                let d = max_diff(ga.get(t).unwrap(), gb.get(t).unwrap());
+                assert!(d < 1e-10, "{ctx}: ∂{name} off by {d}");
+            }
+            assert_affine_grads_match(&vm_a, &vm_b, &ga, &gb, &ctx);
+        }
+    }
 }

@@ -15,14 +15,15 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, ModuleT, Result, Shape, Tensor, Var,
-    WithDType,
+    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, WithDType,
 };
 use candle_nn::BatchNorm;
 use rayon::prelude::*;
-use std::cell::Cell;
 
-use super::{contiguous, profile, zeros};
+use crate::bn_layer::{candle_forward_t, check_trainable, norm_dims, update_running};
+use crate::profile;
+use crate::storage::float_kernel;
+use crate::storage::{contiguous, zeros};
 
 /// Per-channel affine map of one call: `y = x·scale + shift` (scale = γσ⁻¹, shift = β − μγσ⁻¹),
 /// with what the backward needs.
@@ -306,7 +307,7 @@ impl CustomOp3 for Node {
             || format!("bn-add bwd {}", self.0.label()),
             || {
                 let masked = if self.0.relu {
-                    grad.apply_op2_no_bwd(&y.detach(), &ReluMask)?
+                    grad.apply_op2_no_bwd(&y.detach(), &crate::relu_mask::ReluMask)?
                 } else {
                     grad
                 };
@@ -318,49 +319,6 @@ impl CustomOp3 for Node {
                 Ok((grad_x, Some(grad_gb), Some(masked)))
             },
         )
-    }
-}
-
-/// `grad · (y > 0)`: a ReLU's backward from its output, on the CPU (f32, f64) and on CUDA
-/// (f32, the `relu_mask` kernel).
-pub(super) struct ReluMask;
-
-impl CustomOp2 for ReluMask {
-    fn name(&self) -> &'static str {
-        "fkd-relu-mask"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        fn mask<T: WithDType>(grad: &[T], y: &[T]) -> Vec<T> {
-            let mut out = zeros(grad.len());
-            out.par_chunks_mut(1 << 14)
-                .zip(grad.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
-                .for_each(|(d, (g, y))| {
-                    for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-                        *d = if y > T::zero() { g } else { T::zero() };
-                    }
-                });
-            out
-        }
-        let out = float_kernel!(self.name(), mask, s1, l1, s2, l2);
-        Ok((out, Shape::from(l1.dims())))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        super::cuda::relu_mask(self.name(), (s1, l1), (s2, l2))
     }
 }
 
@@ -496,43 +454,6 @@ pub fn batch_norm2d(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Resu
     batch_norm_impl(bn, x, None, train, relu)
 }
 
-/// `batch_norm2d(bn, conv(x), train, relu)` for a candle-nn `Conv2d` without bias. In
-/// inference mode on the CPU the norm is folded into the conv (weights scaled by γ/σ, bias
-/// β − μγ/σ, from the running statistics), so the pair costs one pass over the output instead
-/// of two; it equals the unfolded pair up to float rounding. In training mode, or for layers
-/// the fold does not cover, it is the two ops.
-pub fn conv2d_batch_norm(
-    conv: &candle_nn::Conv2d,
-    bn: &BatchNorm,
-    x: &Tensor,
-    train: bool,
-    relu: bool,
-) -> Result<Tensor> {
-    let cfg = conv.config();
-    let foldable = !train
-        && matches!(x.device(), Device::Cpu)
-        && conv.bias().is_none()
-        && (cfg.dilation, cfg.groups) == (1, 1);
-    if let (true, Some((gamma, beta))) = (foldable, bn.weight_and_bias()) {
-        let o = conv.weight().dim(0)?;
-        let scale = (gamma / (bn.running_var() + bn.eps())?.sqrt()?)?;
-        let w = conv
-            .weight()
-            .broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?
-            .detach();
-        let b = (beta - (bn.running_mean() * &scale)?)?.detach();
-        return if relu {
-            super::conv2d_relu(x, &w, Some(&b), cfg.stride, cfg.padding)
-        } else {
-            super::conv2d(x, &w, Some(&b), cfg.stride, cfg.padding)
-        };
-    }
-    if train && let Some(z) = super::conv_bn::train(conv, bn, x, relu)? {
-        return Ok(z);
-    }
-    batch_norm2d(bn, &super::conv2d_layer(conv, x)?, train, relu)
-}
-
 /// `relu(batch_norm2d(bn, x, train, false) + residual)` in one node: the end of a ResNet basic
 /// block. On the CPU it saves the add and the ReLU their own passes and gradient buffers (Candle's
 /// ReLU backward alone makes five); elsewhere it is candle-nn's ops.
@@ -559,7 +480,7 @@ fn batch_norm_impl(
     train: bool,
     relu: bool,
 ) -> Result<Tensor> {
-    if let Some(y) = super::cuda::batch_norm(bn, x, residual, train, relu)? {
+    if let Some(y) = crate::cuda::batch_norm(bn, x, residual, train, relu)? {
         return Ok(y);
     }
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
@@ -604,162 +525,18 @@ fn batch_norm_impl(
     }
 }
 
-thread_local! {
-    /// The momentum that [`StatsMomentum`] imposes on this thread's training-mode batch norms.
-    static STATS_MOMENTUM: Cell<Option<f64>> = const { Cell::new(None) };
-}
-
-/// While a value of this type lives, every training-mode batch norm run on this thread
-/// ([`batch_norm2d`], [`batch_norm2d_add_relu`], [`conv2d_batch_norm`]) updates its running
-/// statistics with this momentum instead of its own; dropping it restores what was in force
-/// before. With momentum `1/k` for the `k`-th of a series of forward passes, each layer's
-/// running statistics end as the mean of the batch statistics of the series (momentum 1 for the
-/// first pass discards the old values).
-#[derive(Debug)]
-#[must_use = "the momentum applies only while the guard lives"]
-pub struct StatsMomentum {
-    previous: Option<f64>,
-}
-
-impl StatsMomentum {
-    /// Imposes `momentum` (in (0, 1]) on this thread until the guard is dropped.
-    pub fn set(momentum: f64) -> Result<Self> {
-        if !(momentum > 0.0 && momentum <= 1.0) {
-            candle_core::bail!("batch-norm momentum must be in (0, 1], got {momentum}");
-        }
-        Ok(Self {
-            previous: STATS_MOMENTUM.replace(Some(momentum)),
-        })
-    }
-}
-
-impl Drop for StatsMomentum {
-    fn drop(&mut self) {
-        STATS_MOMENTUM.set(self.previous);
-    }
-}
-
-/// Candle-nn's training-mode forward, its running-statistics update redone with the momentum
-/// that [`StatsMomentum`] imposes (if any): candle-nn applied `r₁ = (1 − m)·r₀ + m·s` with the
-/// layer's own `m`, so `s = (r₁ − (1 − m)·r₀)/m` and the update becomes `(1 − m')·r₀ + m'·s`.
-fn candle_forward_t(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
-    let imposed = STATS_MOMENTUM.get().filter(|_| train);
-    let Some(imposed) = imposed else {
-        return bn.forward_t(x, train);
-    };
-    let old = [bn.running_mean().copy()?, bn.running_var().copy()?];
-    let y = bn.forward_t(x, train)?;
-    let m = bn.momentum();
-    for (stat, old) in [bn.running_mean(), bn.running_var()].into_iter().zip(old) {
-        let batch = ((stat - (&old * (1.0 - m))?)? / m)?;
-        let new = ((old * (1.0 - imposed))? + (batch * imposed)?)?;
-        Var::from_tensor(stat)?.set(&new)?;
-    }
-    Ok(y)
-}
-
-/// `(n, c, h·w)` of the (n, c, h, w) input `x` of the norm `bn`, or an error when `bn` has
-/// another number of channels.
-pub(super) fn norm_dims(bn: &BatchNorm, x: &Tensor) -> Result<(usize, usize, usize)> {
-    let (n, c, h, w) = x.dims4()?;
-    if bn.running_mean().dim(0)? != c {
-        candle_core::bail!(
-            "batch-norm over {} channels got an input of shape {:?}",
-            bn.running_mean().dim(0)?,
-            x.dims()
-        );
-    }
-    Ok((n, c, h * w))
-}
-
-/// Training needs more than one value per channel (`m` of them, in the norm's input, `what`
-/// of `shape`): PyTorch refuses fewer, and the unbiased variance would divide by zero.
-pub(super) fn check_trainable(m: usize, what: &str, shape: impl std::fmt::Debug) -> Result<()> {
-    if m < 2 {
-        candle_core::bail!(
-            "batch-norm needs more than one value per channel to train, got {what} {shape:?}"
-        );
-    }
-    Ok(())
-}
-
-/// PyTorch's running-statistics update, written into the layer's vars.
-pub(super) fn update_running(bn: &BatchNorm, mean: &[f64], var: &[f64], m: usize) -> Result<()> {
-    let momentum = running_momentum(bn);
-    let unbiased = m as f64 / (m as f64 - 1.0);
-    for (stat, batch, factor) in [
-        (bn.running_mean(), mean, 1.0),
-        (bn.running_var(), var, unbiased),
-    ] {
-        let old = stat.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        let new: Vec<f64> = old
-            .iter()
-            .zip(batch)
-            .map(|(r, s)| (1.0 - momentum) * r + momentum * factor * s)
-            .collect();
-        let new = Tensor::from_vec(new, old.len(), stat.device())?.to_dtype(stat.dtype())?;
-        // The layer's statistics are VarMap variables: `from_tensor` returns the same var.
-        Var::from_tensor(stat)?.set(&new)?;
-    }
-    Ok(())
-}
-
-/// The momentum of `bn`'s running-statistics update on this thread: [`StatsMomentum`]'s if one
-/// is in force, else the layer's own.
-pub(super) fn running_momentum(bn: &BatchNorm) -> f64 {
-    STATS_MOMENTUM.get().unwrap_or_else(|| bn.momentum())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ops::testutil::{max_diff, random_in, weighted_grads};
-    use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+    use crate::bn_layer::StatsMomentum;
+    use crate::testutil::{
+        assert_affine_grads_match, max_diff, random_in, twin_layers, weighted_grads,
+    };
+    use candle_core::{ModuleT, Var};
+
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-
-    /// Two layers with the same random γ, β and running statistics, in separate var maps.
-    fn twin_layers(c: usize, rng: &mut ChaCha8Rng) -> [(VarMap, BatchNorm); 2] {
-        let gamma = random_in(&[c], rng, 0.5, 1.5);
-        let beta = random_in(&[c], rng, -0.5, 0.5);
-        let rm = random_in(&[c], rng, -0.2, 0.2);
-        let rv = random_in(&[c], rng, 0.5, 2.0);
-        std::array::from_fn(|_| {
-            let vm = VarMap::new();
-            let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
-            let cfg = BatchNormConfig {
-                eps: 1e-5,
-                remove_mean: true,
-                affine: true,
-                momentum: 0.1,
-            };
-            let bn = candle_nn::batch_norm(c, cfg, vb).unwrap();
-            let data = vm.data().lock().unwrap();
-            data["weight"].set(&gamma).unwrap();
-            data["bias"].set(&beta).unwrap();
-            data["running_mean"].set(&rm).unwrap();
-            data["running_var"].set(&rv).unwrap();
-            drop(data);
-            (vm, bn)
-        })
-    }
-
-    /// ∂γ and ∂β of two twin layers' var maps agree.
-    fn assert_affine_grads_match(
-        vm_a: &VarMap,
-        vm_b: &VarMap,
-        ga: &candle_core::backprop::GradStore,
-        gb: &candle_core::backprop::GradStore,
-        ctx: &str,
-    ) {
-        for name in ["weight", "bias"] {
-            let va = vm_a.data().lock().unwrap()[name].clone();
-            let vb = vm_b.data().lock().unwrap()[name].clone();
-            let d = max_diff(ga.get(&va).unwrap(), gb.get(&vb).unwrap());
-            assert!(d < 1e-9, "{ctx}: ∂{name} off by {d}");
-        }
-    }
 
     /// Training and inference mode, with and without the ReLU: outputs, running statistics and
     /// the gradients of x, γ and β equal candle-nn's BatchNorm (then `relu`).
@@ -829,47 +606,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("residual"), "{err}");
-    }
-
-    /// The conv + norm (+ ReLU) pair equals the two ops: folded into the conv in inference
-    /// mode; in training mode one node (`conv_bn`) whose output, running statistics and
-    /// gradients of x, the kernel, γ and β equal those of the conv node then the norm node.
-    #[test]
-    fn conv_norm_pair_matches_the_two_ops() {
-        let mut rng = ChaCha8Rng::seed_from_u64(31);
-        let vm = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
-        let cfg = candle_nn::Conv2dConfig {
-            padding: 1,
-            stride: 2,
-            ..Default::default()
-        };
-        let conv = candle_nn::conv2d_no_bias(3, 5, 3, cfg, vb).unwrap();
-        let x = Var::from_tensor(&random_in(&[2, 3, 9, 8], &mut rng, -1.0, 1.0)).unwrap();
-        for (train, relu) in [(false, false), (false, true), (true, false), (true, true)] {
-            let ctx = format!("train {train} relu {relu}");
-            let [(vm_a, bn_a), (vm_b, bn_b)] = twin_layers(5, &mut rng);
-            let ours = conv2d_batch_norm(&conv, &bn_a, &x, train, relu).unwrap();
-            let y = crate::ops::conv2d_layer(&conv, &x).unwrap();
-            let theirs = batch_norm2d(&bn_b, &y, train, relu).unwrap();
-            assert!(max_diff(&ours, &theirs) < 1e-12, "{ctx}");
-            for (a, b) in [
-                (bn_a.running_mean(), bn_b.running_mean()),
-                (bn_a.running_var(), bn_b.running_var()),
-            ] {
-                assert!(max_diff(a, b) < 1e-12, "{ctx}: running statistics");
-            }
-            if !train {
-                continue;
-            }
-            let r = random_in(ours.dims(), &mut rng, -1.0, 1.0);
-            let (ga, gb) = (weighted_grads(&ours, &r), weighted_grads(&theirs, &r));
-            for (name, t) in [("x", x.as_tensor()), ("kernel", conv.weight())] {
-                let d = max_diff(ga.get(t).unwrap(), gb.get(t).unwrap());
-                assert!(d < 1e-10, "{ctx}: ∂{name} off by {d}");
-            }
-            assert_affine_grads_match(&vm_a, &vm_b, &ga, &gb, &ctx);
-        }
     }
 
     /// Under `StatsMomentum::set(1/k)` for the k-th batch, the running statistics of the fused

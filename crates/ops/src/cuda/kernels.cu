@@ -1,7 +1,7 @@
 // fkd's CUDA kernels for the training ops that Candle 0.11 has no fused kernel for: batch
 // normalisation (statistics, normalise [+ residual] [+ ReLU], the two backward passes), the
 // ReLU's backward mask and max-pooling (forward and backward). Compiled to PTX at build time
-// by crates/models/build.rs (nvcc --ptx) and loaded once per device by ops/cuda/mod.rs.
+// by crates/ops/build.rs (nvcc --ptx) and loaded once per device by cuda/launch.rs.
 //
 // Layouts: activations are contiguous NCHW f32; `params` of a norm is a contiguous (4, c)
 // f32 array: rows γ, β, μ, σ² (biased batch variance in training, running variance in

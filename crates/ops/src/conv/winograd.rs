@@ -21,14 +21,14 @@
 //! block's input out channel-last (wide layers on small maps, whose tile rows are a few tiles
 //! long). The arithmetic is the same either way.
 
-use super::{Block, Geometry};
-use crate::ops::gemm::{Float, Mat, MatMut, matmul};
+use crate::conv::plan::{Block, Geometry};
+use crate::gemm::{Float, Mat, MatMut, matmul};
 use rayon::prelude::*;
 
 /// Whether a convolution runs through Winograd: 3×3, stride 1, and enough channels and output
 /// pixels that the 16 products are not dominated by the transforms. The same bound serves the
 /// kernel gradient ([`kernel_grad_block`]).
-pub(super) fn applies(g: &Geometry, o: usize) -> bool {
+pub(crate) fn applies(g: &Geometry, o: usize) -> bool {
     let (plane, channels) = (g.ho * g.wo, g.c.min(o));
     (g.kh, g.kw, g.stride) == (3, 3, 1)
         && channels >= MIN_CHANNELS
@@ -60,7 +60,7 @@ const MIN_CHANNELS: usize = 16;
 /// `u[(oc·16 + ξ)·c..][..c]` ([`u_mat`]), so each output channel's 16 rows are one contiguous
 /// run, computed in parallel over output channels and, within one, as whole rows across the
 /// input channels (so it vectorises).
-pub(super) fn weights<T: Float>(w: &[T], o: usize, c: usize) -> Vec<T> {
+pub(crate) fn weights<T: Float>(w: &[T], o: usize, c: usize) -> Vec<T> {
     let mut u = vec![T::zero(); 16 * o * c];
     u.par_chunks_mut(16 * c)
         .zip(w.par_chunks(9 * c))
@@ -132,7 +132,7 @@ fn u_mat<T>(u: &[T], xi: usize, o: usize, c: usize) -> Mat<'_, T> {
 /// The weights of the input-gradient convolution: `w` (o, c, 3, 3) with input and output
 /// channels swapped and each kernel turned by 180°, (c, o, 3, 3). With padding `2 − p` it maps
 /// an (o, ho, wo) output gradient to the (c, h, w) input gradient.
-pub(super) fn flipped<T: Float>(w: &[T], o: usize, c: usize) -> Vec<T> {
+pub(crate) fn flipped<T: Float>(w: &[T], o: usize, c: usize) -> Vec<T> {
     let mut f = vec![T::zero(); o * c * 9];
     for oc in 0..o {
         for ci in 0..c {
@@ -165,7 +165,7 @@ fn channels_last(g: &Geometry, o: usize) -> bool {
 /// One block's product (o × `blk.cols(g)`, image-major, rows `blk.oy0..blk.oy1` of each
 /// image) by F(2×2, 3×3), with `s` as scratch.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn block<T: Float>(
+pub(crate) fn block<T: Float>(
     x: &[T],
     u: &[T],
     g: &Geometry,
@@ -185,7 +185,7 @@ pub(super) fn block<T: Float>(
 /// Adds one block's share of the transformed kernel gradient to `du` (16 row-major (o × c)
 /// matrices, one per ξ), with `s` as scratch; [`kernel_grad`] after the last block.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn kernel_grad_block<T: Float>(
+pub(crate) fn kernel_grad_block<T: Float>(
     x: &[T],
     gy: &[T],
     g: &Geometry,
@@ -439,7 +439,7 @@ fn comb2<T: Float>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
 }
 
 /// Scratch of [`block`] and [`kernel_grad_block`].
-pub(super) struct Scratch<T> {
+pub(crate) struct Scratch<T> {
     /// The block's zero-padded input, channel-last: (image, row, column, channel).
     xt: Vec<T>,
     /// `V[ξ]`, 16 row-major (tiles × c) matrices.
@@ -743,7 +743,7 @@ fn kernel_grad_block_rows<T: Float>(
 
 /// The kernel gradient (o, c, 3, 3) from the summed transformed one `du` ([`weights`]'
 /// layout): `∂g = Gᵀ·∂U·G`, the transpose of the weight transform.
-pub(super) fn kernel_grad<T: Float>(du: &[T], o: usize, c: usize) -> Vec<T> {
+pub(crate) fn kernel_grad<T: Float>(du: &[T], o: usize, c: usize) -> Vec<T> {
     let half = T::from_f64(0.5);
     // Gᵀ (3 × 4) applied to (u0, u1, u2, u3).
     let gt = |u0: T, u1: T, u2: T, u3: T| {

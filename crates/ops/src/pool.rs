@@ -9,128 +9,10 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Resul
 use candle_core::{WithDType, bail};
 use rayon::prelude::*;
 
-use super::{contiguous, profile, zeros};
-use crate::pool::window_out_len;
-
-/// A pooling window over an (n, c, h, w) input: a k×k kernel, stride, −∞ padding, and the
-/// (ho, wo) output it gives.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Window {
-    pub(super) n: usize,
-    pub(super) c: usize,
-    pub(super) h: usize,
-    pub(super) w: usize,
-    pub(super) k: usize,
-    pub(super) stride: usize,
-    pub(super) padding: usize,
-    pub(super) ho: usize,
-    pub(super) wo: usize,
-}
-
-impl Window {
-    /// The window of a `kernel`×`kernel` pool with `stride` and `padding` over an input of
-    /// `dims` (n, c, h, w), or an error when the sizes break PyTorch's rules (kernel or stride
-    /// 0, padding over kernel/2) or the padded input is smaller than the kernel.
-    pub(super) fn new(
-        (n, c, h, w): (usize, usize, usize, usize),
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    ) -> Result<Self> {
-        if kernel == 0 || stride == 0 || 2 * padding > kernel {
-            bail!(
-                "max_pool2d: need kernel ≥ 1, stride ≥ 1 and padding ≤ kernel/2, got kernel {kernel}, stride {stride}, padding {padding}"
-            );
-        }
-        let (Some(ho), Some(wo)) = (
-            window_out_len(h, kernel, stride, padding),
-            window_out_len(w, kernel, stride, padding),
-        ) else {
-            bail!(
-                "max_pool2d: a {kernel}×{kernel} window (padding {padding}) does not fit a {h}×{w} input"
-            );
-        };
-        Ok(Self {
-            n,
-            c,
-            h,
-            w,
-            k: kernel,
-            stride,
-            padding,
-            ho,
-            wo,
-        })
-    }
-
-    /// Elements of the pooled output: n·c·ho·wo.
-    pub(super) fn out_len(&self) -> usize {
-        self.n * self.c * self.ho * self.wo
-    }
-
-    /// The input rows (or columns) under output row `o`: `lo..hi`, never empty because
-    /// padding ≤ kernel/2.
-    fn span(&self, o: usize, len: usize) -> (usize, usize) {
-        let start = (o * self.stride) as isize - self.padding as isize;
-        let lo = start.max(0) as usize;
-        let hi = ((start + self.k as isize).max(0) as usize).min(len);
-        (lo, hi)
-    }
-
-    /// `c×h×w, k×k/stride pad padding`, for the op profile.
-    fn label(&self) -> String {
-        format!(
-            "{}×{}×{}, {}×{}/{} pad {}",
-            self.c, self.h, self.w, self.k, self.k, self.stride, self.padding
-        )
-    }
-
-    /// Calls `f(output index, input index of the window's maximum)` for every output of one
-    /// h×w plane. The first maximum in row-major order wins; a NaN is a maximum (PyTorch's
-    /// rule: `v > max || isnan(v)`).
-    fn for_each_argmax<T: WithDType>(&self, plane: &[T], mut f: impl FnMut(usize, usize)) {
-        if (self.k, self.stride, self.padding) == (2, 2, 0) {
-            // The nets' own pool, without the general path's window bookkeeping.
-            for oy in 0..self.ho {
-                let (r0, r1) = (2 * oy * self.w, (2 * oy + 1) * self.w);
-                for ox in 0..self.wo {
-                    let c = 2 * ox;
-                    let (mut best, mut max) = (r0 + c, plane[r0 + c]);
-                    for i in [r0 + c + 1, r1 + c, r1 + c + 1] {
-                        let v = plane[i];
-                        #[allow(clippy::eq_op)]
-                        if v > max || v != v {
-                            max = v;
-                            best = i;
-                        }
-                    }
-                    f(oy * self.wo + ox, best);
-                }
-            }
-            return;
-        }
-        let xs: Vec<(usize, usize)> = (0..self.wo).map(|ox| self.span(ox, self.w)).collect();
-        for oy in 0..self.ho {
-            let (ylo, yhi) = self.span(oy, self.h);
-            for (ox, &(xlo, xhi)) in xs.iter().enumerate() {
-                let mut best = ylo * self.w + xlo;
-                let mut max = plane[best];
-                for iy in ylo..yhi {
-                    let row = iy * self.w;
-                    for (j, &v) in plane[row + xlo..row + xhi].iter().enumerate() {
-                        // `v != v` is NaN.
-                        #[allow(clippy::eq_op)]
-                        if v > max || v != v {
-                            max = v;
-                            best = row + xlo + j;
-                        }
-                    }
-                }
-                f(oy * self.wo + ox, best);
-            }
-        }
-    }
-}
+use crate::profile;
+use crate::storage::float_kernel;
+use crate::storage::{contiguous, zeros};
+use crate::window::Window;
 
 /// The larger of `m` and `v`, NaN winning (PyTorch's rule), written without a branch so loops
 /// over it vectorise.
@@ -302,19 +184,19 @@ impl CustomOp3 for MaxPoolGrad {
 
 /// Max-pool of an (n, c, h, w) tensor with a square `kernel`, `stride` and −∞ `padding`, output
 /// size by floor mode: `torch.nn.MaxPool2d(kernel, stride, padding)`. On the CPU (f32, f64) a
-/// fused kernel (module docs); elsewhere the composed [`crate::pool::max_pool2d_composed`], whose forward
+/// fused kernel (module docs); elsewhere the composed [`crate::composed::max_pool2d_composed`], whose forward
 /// is the same and whose backward shares the gradient between exactly tied maxima.
 ///
 /// Errors when `kernel` or `stride` is 0, `padding > kernel / 2` (PyTorch's rule), or the
 /// padded input is smaller than the kernel.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
-    let fused = fused || super::cuda::applies(x);
+    let fused = fused || crate::cuda::launch::applies(x);
     if !fused {
-        return crate::pool::max_pool2d_composed(x, kernel, stride, padding);
+        return crate::composed::max_pool2d_composed(x, kernel, stride, padding);
     }
     let win = Window::new(x.dims4()?, kernel, stride, padding)?;
-    if let Some(y) = super::cuda::max_pool2d(x, win)? {
+    if let Some(y) = crate::cuda::max_pool2d(x, win)? {
         return Ok(y);
     }
     x.contiguous()?.apply_op1(MaxPool(win))
@@ -324,7 +206,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ops::testutil::{max_diff, random, weighted_grads};
+    use crate::testutil::{max_diff, random, weighted_grads};
     use candle_core::Var;
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -343,7 +225,7 @@ mod tests {
             let w = rng.random_range(kernel..kernel + 8);
             let x = Var::from_tensor(&random(&[n, c, h, w], &mut rng)).unwrap();
             let ours = max_pool2d(&x, kernel, stride, padding).unwrap();
-            let theirs = crate::pool::max_pool2d_composed(&x, kernel, stride, padding).unwrap();
+            let theirs = crate::composed::max_pool2d_composed(&x, kernel, stride, padding).unwrap();
             let ctx = format!("case {case}: k{kernel} s{stride} p{padding} {n}×{c}×{h}×{w}");
             assert_eq!(max_diff(&ours, &theirs), 0.0, "{ctx}");
             let r = random(ours.dims(), &mut rng);
@@ -363,7 +245,7 @@ mod tests {
         for (h, w) in [(15, 20), (7, 9), (2, 2), (3, 5)] {
             let x = Var::from_tensor(&random(&[2, 3, h, w], &mut rng)).unwrap();
             let ours = max_pool2d(&x, 2, 2, 0).unwrap();
-            let theirs = crate::pool::max_pool2d_composed(&x, 2, 2, 0).unwrap();
+            let theirs = crate::composed::max_pool2d_composed(&x, 2, 2, 0).unwrap();
             assert_eq!(max_diff(&ours, &theirs), 0.0);
             let ga = ours.sum_all().unwrap().backward().unwrap();
             let gb = theirs.sum_all().unwrap().backward().unwrap();

@@ -24,131 +24,26 @@
 
 mod reference;
 
+use crate::cuda::launch::takes;
+#[cfg(feature = "cuda")]
+use crate::cuda::launch::{elementwise, i32_of, launch, per_channel, view, view_mut, wrap};
 #[cfg(feature = "cuda")]
 use candle_core::backend::BackendStorage;
 #[cfg(feature = "cuda")]
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, PushKernelArg};
 #[cfg(feature = "cuda")]
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, InplaceOp2, Layout, Result, Shape,
-    Tensor,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, InplaceOp2, Layout, Result, Shape, Tensor,
 };
 use candle_nn::BatchNorm;
 
-use super::contiguous;
-use super::norm::ReluMask;
-use super::pool::Window;
+use crate::relu_mask::ReluMask;
+use crate::storage::contiguous;
+use crate::window::Window;
 
-#[cfg(feature = "cuda")]
-/// The kernels' PTX, from `build.rs`.
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fkd_kernels.ptx"));
-#[cfg(feature = "cuda")]
-/// The module name under which the PTX is loaded once per device.
-const MODULE: &str = "fkd_kernels";
-#[cfg(feature = "cuda")]
-/// Threads per block (`THREADS` in kernels.cu).
-const THREADS: u32 = 256;
-#[cfg(feature = "cuda")]
-/// At most this many blocks per grid-stride launch: enough to fill any current GPU many times.
-const MAX_BLOCKS: u32 = 8192;
-
-#[cfg(test)]
-thread_local! {
-    /// Set by [`tests::reference_nodes`]: the entry points also take f32 CPU tensors, so the
-    /// nodes run with their reference forward.
-    static REFERENCE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether the entry points build these nodes for `x`: when [`applies`] (and, in this module's
-/// tests, for f32 CPU tensors too).
-fn takes(x: &Tensor) -> bool {
-    #[cfg(test)]
-    if REFERENCE.get() && x.device().is_cpu() && x.dtype() == DType::F32 {
-        return true;
-    }
-    applies(x)
-}
-
-/// True when `x` is an f32 tensor on a CUDA device of fewer than 2³² elements (the kernels'
-/// index arithmetic is 32-bit): what these kernels cover.
-pub(super) fn applies(x: &Tensor) -> bool {
-    matches!(x.device(), Device::Cuda(_))
-        && x.dtype() == DType::F32
-        && u32::try_from(x.elem_count()).is_ok()
-}
-
-#[cfg(feature = "cuda")]
-/// The contiguous f32 data that `layout` views in `s`, or an error naming `op`.
-fn view<'a>(op: &str, s: &'a CudaStorage, layout: &Layout) -> Result<CudaView<'a, f32>> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op}: input must be contiguous")
-    };
-    Ok(s.as_cuda_slice::<f32>()?.slice(start..end))
-}
-
-#[cfg(feature = "cuda")]
-/// The f32 data of `layout` in `s`, mutable, or an error naming `op`.
-fn view_mut<'a>(
-    op: &str,
-    s: &'a mut CudaStorage,
-    layout: &Layout,
-) -> Result<candle_core::cuda_backend::cudarc::driver::CudaViewMut<'a, f32>> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op}: state must be contiguous")
-    };
-    Ok(s.as_cuda_slice_mut::<f32>()?.slice_mut(start..end))
-}
-
-#[cfg(feature = "cuda")]
-/// A launch of `len` elements over grid-stride loops.
-fn elementwise(len: usize) -> LaunchConfig {
-    let blocks = len.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS as usize) as u32;
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
-#[cfg(feature = "cuda")]
-/// A launch of one row of blocks per channel, `splits` blocks per channel, so that every
-/// channel's `m` values are summed by enough blocks to fill the GPU.
-fn per_channel(c: usize, m: usize) -> LaunchConfig {
-    let per_block = THREADS as usize * 16;
-    let splits = m.div_ceil(per_block).clamp(1, (4096 / c.max(1)).max(1)) as u32;
-    LaunchConfig {
-        grid_dim: (c as u32, splits, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
-#[cfg(feature = "cuda")]
-/// One launch of kernel `$name` of kernels.cu on `$dev` with the arguments listed (each a
-/// reference to a device view or slice, or to an `i32`, `usize` or `f32` value).
-macro_rules! launch {
-    ($dev:expr, $name:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
-        let func = $dev.get_or_load_custom_func($name, MODULE, PTX)?;
-        let mut builder = func.builder();
-        $( builder.arg($arg); )+
-        // SAFETY: every call passes the kernel's exact parameter list (types and order as in
-        // kernels.cu), with device buffers of at least the lengths the kernel indexes.
-        unsafe { builder.launch($cfg) }.w()?;
-    }};
-}
-
-#[cfg(feature = "cuda")]
-fn i32_of(v: usize, what: &str) -> Result<i32> {
-    i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("{what} {v} exceeds i32")))
-}
-
-#[cfg(feature = "cuda")]
-fn wrap(slice: CudaSlice<f32>, dev: &CudaDevice) -> CudaStorage {
-    CudaStorage::wrap_cuda_slice(slice, dev.clone())
-}
-
-pub(super) mod cudnn;
+pub(crate) mod cudnn;
+pub(crate) mod launch;
 
 // ---------------------------------------------------------------------------------------------
 // Batch normalisation
@@ -291,10 +186,10 @@ impl InplaceOp2 for Running {
     }
 }
 
-/// PyTorch's running-statistics update (as `norm::update_running`) from batch statistics
+/// PyTorch's running-statistics update (as `bn_layer::update_running`) from batch statistics
 /// `stats` (2, c) that stay on their device: two in-place kernels, no read back.
 fn update_running(bn: &BatchNorm, stats: &Tensor, m: usize) -> Result<()> {
-    let momentum = super::norm::running_momentum(bn);
+    let momentum = crate::bn_layer::running_momentum(bn);
     let unbiased = m as f64 / (m as f64 - 1.0);
     for (row, stat, factor) in [(0, bn.running_mean(), 1.0), (1, bn.running_var(), unbiased)] {
         let op = Running {
@@ -665,7 +560,7 @@ impl CustomOp3 for GradInput {
 /// A candle-nn `BatchNorm` with an affine part on an f32 CUDA tensor, as the CPU's fused node
 /// (`ops::batch_norm2d` and `ops::batch_norm2d_add_relu`): `None` when `x` is not one. In
 /// training the batch statistics and the running-statistics update stay on the device.
-pub(super) fn batch_norm(
+pub(crate) fn batch_norm(
     bn: &BatchNorm,
     x: &Tensor,
     residual: Option<&Tensor>,
@@ -678,7 +573,7 @@ pub(super) fn batch_norm(
     if !takes(x) || gamma.dtype() != DType::F32 || bn.running_mean().dtype() != DType::F32 {
         return Ok(None);
     }
-    let (n, c, hw) = super::norm::norm_dims(bn, x)?;
+    let (n, c, hw) = crate::bn_layer::norm_dims(bn, x)?;
     let norm = Norm {
         n,
         c,
@@ -688,7 +583,7 @@ pub(super) fn batch_norm(
     let x = x.contiguous()?;
     let stats = if train {
         let m = n * hw;
-        super::norm::check_trainable(m, "input", x.dims())?;
+        crate::bn_layer::check_trainable(m, "input", x.dims())?;
         let s = x.detach().apply_op1_no_bwd(&Stats(norm))?;
         update_running(bn, &s, m)?;
         s
@@ -710,22 +605,6 @@ pub(super) fn batch_norm(
 
 // ---------------------------------------------------------------------------------------------
 // ReLU
-
-/// The `relu_mask` kernel, `grad · (y > 0)`: [`ReluMask`]'s CUDA forward.
-#[cfg(feature = "cuda")]
-pub(super) fn relu_mask(
-    name: &str,
-    (s1, l1): (&CudaStorage, &Layout),
-    (s2, l2): (&CudaStorage, &Layout),
-) -> Result<(CudaStorage, Shape)> {
-    let dev = s1.device();
-    let (g, y) = (view(name, s1, l1)?, view(name, s2, l2)?);
-    let len = l1.shape().elem_count();
-    // SAFETY: relu_mask writes every element.
-    let out = unsafe { dev.alloc::<f32>(len) }?;
-    launch!(dev, "relu_mask", elementwise(len), &g, &y, &out, &len);
-    Ok((wrap(out, dev), Shape::from(l1.dims())))
-}
 
 /// `max(x, 0)` as one node whose backward is one kernel ([`ReluMask`]); Candle's ReLU
 /// backward is five.
@@ -759,7 +638,7 @@ impl CustomOp1 for Relu {
 }
 
 /// `max(x, 0)` on an f32 CUDA tensor as one node; `None` for other tensors.
-pub(super) fn relu(x: &Tensor) -> Result<Option<Tensor>> {
+pub(crate) fn relu(x: &Tensor) -> Result<Option<Tensor>> {
     if !takes(x) {
         return Ok(None);
     }
@@ -894,7 +773,7 @@ impl CustomOp2 for MaxPoolGrad {
 }
 
 /// Max-pooling of an f32 CUDA tensor with a checked window; `None` for other tensors.
-pub(super) fn max_pool2d(x: &Tensor, win: Window) -> Result<Option<Tensor>> {
+pub(crate) fn max_pool2d(x: &Tensor, win: Window) -> Result<Option<Tensor>> {
     if !takes(x) {
         return Ok(None);
     }
@@ -906,7 +785,7 @@ pub(super) fn max_pool2d(x: &Tensor, win: Window) -> Result<Option<Tensor>> {
 
 #[cfg(feature = "cuda")]
 /// `NAME (compute X.Y)` of the device, and whether its tensor cores run TF32 (compute ≥ 8.0).
-pub(super) fn describe(dev: &CudaDevice) -> Result<(String, bool)> {
+pub(crate) fn describe(dev: &CudaDevice) -> Result<(String, bool)> {
     let ctx = dev.cuda_stream().context().clone();
     let name = ctx.name().w()?;
     let (major, minor) = ctx.compute_capability().w()?;
@@ -918,7 +797,7 @@ pub(super) fn describe(dev: &CudaDevice) -> Result<(String, bool)> {
 /// Candle's stream-ordered allocations (every tensor, cuDNN workspaces included) held at once.
 /// Memory that cuBLAS or cuDNN allocate for themselves is not in it (nor is it in PyTorch's
 /// `max_memory_allocated`).
-pub(super) fn peak_bytes(dev: &CudaDevice) -> Result<u64> {
+pub(crate) fn peak_bytes(dev: &CudaDevice) -> Result<u64> {
     use candle_core::cuda_backend::cudarc::driver::sys;
     let ctx = dev.cuda_stream().context().clone();
     ctx.bind_to_thread().w()?;
@@ -1015,226 +894,4 @@ pub fn adam_weights(
 }
 
 #[cfg(test)]
-mod tests {
-    //! The nodes with their reference forward (the kernels' arithmetic on the CPU) against
-    //! fkd's CPU ops, forward and every gradient: what each node hands to which kernel, and how
-    //! each backward is composed, checked without a GPU.
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::ops::conv::Geometry;
-    use crate::ops::testutil::{random, weighted_grads};
-    use candle_core::Var;
-    use candle_core::backprop::GradStore;
-    use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
-    use rand::SeedableRng;
-    use rand_chacha::ChaCha8Rng;
-
-    /// While it lives, this thread's entry points build the nodes for f32 CPU tensors.
-    pub(super) struct ReferenceNodes;
-
-    pub(super) fn reference_nodes() -> ReferenceNodes {
-        REFERENCE.set(true);
-        ReferenceNodes
-    }
-
-    impl Drop for ReferenceNodes {
-        fn drop(&mut self) {
-            REFERENCE.set(false);
-        }
-    }
-
-    fn f32_random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
-        random(shape, rng).to_dtype(DType::F32).unwrap()
-    }
-
-    /// `max |a − b| / max(1, max |a|)`.
-    fn rel(a: &Tensor, b: &Tensor) -> f32 {
-        assert_eq!(a.dims(), b.dims());
-        let m = |t: Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-        let scale = m(a.clone()).to_scalar::<f32>().unwrap().max(1.0);
-        m((a - b).unwrap()).to_scalar::<f32>().unwrap() / scale
-    }
-
-    /// Runs `ours` (the nodes) and `theirs` (the CPU ops) on vars of `inputs`, and compares the
-    /// outputs and each input's gradient under the same random output weights.
-    fn same(
-        what: &str,
-        inputs: &[Tensor],
-        rng: &mut ChaCha8Rng,
-        ours: impl Fn(&[Var]) -> Tensor,
-        theirs: impl Fn(&[Var]) -> Tensor,
-    ) {
-        let vars = || -> Vec<Var> {
-            inputs
-                .iter()
-                .map(|t| Var::from_tensor(t).unwrap())
-                .collect()
-        };
-        let (va, vb) = (vars(), vars());
-        let ya = {
-            let _nodes = reference_nodes();
-            ours(&va)
-        };
-        let yb = theirs(&vb);
-        let d = rel(&yb, &ya);
-        assert!(d < 2e-5, "{what}: outputs differ by {d}");
-        let r = f32_random(ya.dims(), rng);
-        let grads = |y: &Tensor, nodes: bool| -> GradStore {
-            let _n = nodes.then(reference_nodes);
-            weighted_grads(y, &r)
-        };
-        let (ga, gb) = (grads(&ya, true), grads(&yb, false));
-        for (i, (a, b)) in va.iter().zip(&vb).enumerate() {
-            let (a, b) = (ga.get(a).unwrap(), gb.get(b).unwrap());
-            let d = rel(b, a);
-            assert!(d < 2e-5, "{what}: gradients of input {i} differ by {d}");
-        }
-    }
-
-    #[test]
-    fn reference_pool_and_relu_nodes_match_the_cpu_ops() {
-        let mut rng = ChaCha8Rng::seed_from_u64(11);
-        for (k, stride, pad) in [(2, 2, 0), (3, 2, 1), (3, 1, 1)] {
-            let x = f32_random(&[2, 3, 9, 7], &mut rng);
-            let win = Window::new(x.dims4().unwrap(), k, stride, pad).unwrap();
-            same(
-                &format!("pool k{k} s{stride} p{pad}"),
-                &[x],
-                &mut rng,
-                |v| max_pool2d(&v[0], win).unwrap().unwrap(),
-                |v| crate::ops::max_pool2d(&v[0], k, stride, pad).unwrap(),
-            );
-        }
-        let x = f32_random(&[2, 3, 5, 4], &mut rng);
-        same(
-            "relu",
-            &[x],
-            &mut rng,
-            |v| relu(&v[0]).unwrap().unwrap(),
-            |v| v[0].relu().unwrap(),
-        );
-    }
-
-    /// A norm layer with the seed's γ, β and running statistics.
-    fn layer(c: usize, seed: u64) -> (VarMap, BatchNorm) {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let vm = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-        let bn = candle_nn::batch_norm(c, BatchNormConfig::default(), vb).unwrap();
-        let set = |t: &Tensor, v: Tensor| Var::from_tensor(t).unwrap().set(&v).unwrap();
-        let (gamma, beta) = bn.weight_and_bias().unwrap();
-        set(gamma, (f32_random(&[c], &mut rng) + 1.5).unwrap());
-        set(beta, f32_random(&[c], &mut rng));
-        set(bn.running_mean(), f32_random(&[c], &mut rng));
-        set(
-            bn.running_var(),
-            (f32_random(&[c], &mut rng) + 1.5).unwrap(),
-        );
-        (vm, bn)
-    }
-
-    #[test]
-    fn reference_norm_nodes_match_the_cpu_norm() {
-        let mut rng = ChaCha8Rng::seed_from_u64(12);
-        let c = 5;
-        for train in [true, false] {
-            for (relu, residual) in [(false, false), (true, false), (true, true)] {
-                // An imposed momentum (precise BN's) in one case, the layer's own in the others.
-                let _momentum =
-                    (relu && !residual).then(|| crate::ops::StatsMomentum::set(0.25).unwrap());
-                let what = format!("norm train {train} relu {relu} residual {residual}");
-                let x = (f32_random(&[3, c, 6, 7], &mut rng) * 3.0).unwrap();
-                let r = f32_random(&[3, c, 6, 7], &mut rng);
-                let (vm_a, bn_a) = layer(c, 3);
-                let (vm_b, bn_b) = layer(c, 3);
-                let inputs = if residual { vec![x, r] } else { vec![x] };
-                same(
-                    &what,
-                    &inputs,
-                    &mut rng,
-                    |v| {
-                        match residual {
-                            true => batch_norm(&bn_a, &v[0], Some(&v[1]), train, true),
-                            false => batch_norm(&bn_a, &v[0], None, train, relu),
-                        }
-                        .unwrap()
-                        .unwrap()
-                    },
-                    |v| {
-                        match residual {
-                            true => crate::ops::batch_norm2d_add_relu(&bn_b, &v[0], &v[1], train),
-                            false => crate::ops::batch_norm2d(&bn_b, &v[0], train, relu),
-                        }
-                        .unwrap()
-                    },
-                );
-                let (a, b) = (vm_a.data().lock().unwrap(), vm_b.data().lock().unwrap());
-                for name in ["running_mean", "running_var"] {
-                    let d = rel(b[name].as_tensor(), a[name].as_tensor());
-                    assert!(d < 1e-6, "{what}: {name} differs by {d}");
-                }
-            }
-        }
-    }
-
-    /// The norm's parameter gradients (γ, β) through the nodes equal the CPU norm's.
-    #[test]
-    fn reference_norm_nodes_give_the_cpu_parameter_gradients() {
-        let mut rng = ChaCha8Rng::seed_from_u64(13);
-        let c = 4;
-        let x = f32_random(&[2, c, 5, 5], &mut rng);
-        let r = f32_random(&[2, c, 5, 5], &mut rng);
-        let run = |nodes: bool| -> Vec<Tensor> {
-            let (vm, bn) = layer(c, 4);
-            let _n = nodes.then(reference_nodes);
-            let y = if nodes {
-                batch_norm(&bn, &x, None, true, true).unwrap().unwrap()
-            } else {
-                crate::ops::batch_norm2d(&bn, &x, true, true).unwrap()
-            };
-            let g = weighted_grads(&y, &r);
-            let data = vm.data().lock().unwrap();
-            ["weight", "bias"]
-                .iter()
-                .map(|n| g.get(data[*n].as_tensor()).unwrap().clone())
-                .collect()
-        };
-        for (a, b) in run(true).iter().zip(&run(false)) {
-            let d = rel(b, a);
-            assert!(d < 2e-5, "parameter gradients differ by {d}");
-        }
-    }
-
-    #[test]
-    fn reference_cudnn_nodes_match_the_cpu_convolutions() {
-        let mut rng = ChaCha8Rng::seed_from_u64(14);
-        for (n, c, h, w, o, k, stride, pad) in [
-            (2, 3, 9, 8, 4, 3, 1, 1),
-            (2, 4, 11, 10, 6, 3, 2, 1),
-            (1, 2, 12, 12, 3, 7, 2, 3),
-        ] {
-            let x = f32_random(&[n, c, h, w], &mut rng);
-            let wt = f32_random(&[o, c, k, k], &mut rng);
-            let (g, oo) = Geometry::new(&x, &wt, stride, pad).unwrap();
-            same(
-                &format!("conv {c}→{o} {h}×{w} k{k} s{stride} p{pad}"),
-                &[x, wt],
-                &mut rng,
-                |v| cudnn::conv(&v[0], &v[1], g, oo, false).unwrap().unwrap(),
-                |v| crate::ops::conv2d(&v[0], &v[1], None, stride, pad).unwrap(),
-            );
-        }
-        for (n, ci, co, h, k, stride, pad) in [(2, 4, 3, 5, 4, 2, 1), (1, 3, 5, 6, 3, 1, 1)] {
-            let x = f32_random(&[n, ci, h, h + 2], &mut rng);
-            let wt = f32_random(&[ci, co, k, k], &mut rng);
-            let (g, oo) = crate::ops::convt::geometry(&x, &wt, stride, pad).unwrap();
-            same(
-                &format!("convT {ci}→{co} k{k} s{stride} p{pad}"),
-                &[x, wt],
-                &mut rng,
-                |v| cudnn::conv(&v[0], &v[1], g, oo, true).unwrap().unwrap(),
-                |v| crate::ops::conv_transpose2d(&v[0], &v[1], stride, pad).unwrap(),
-            );
-        }
-    }
-}
+mod tests;

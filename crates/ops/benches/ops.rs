@@ -1,14 +1,14 @@
 //! Criterion micro-benchmarks: fkd-models' ops against the Candle ops they replace, forward and
 //! backward together (what a training step pays), at shapes of fkd's nets with batch 8 (16 for
 //! the transposed conv, which also has a forward-only case).
-//! `cargo bench -p fkd-models`; whole-network numbers against PyTorch are `cargo xtask bench`.
+//! `cargo bench -p fkd-ops`; whole-network numbers against PyTorch are `cargo xtask bench`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
 use criterion::{Criterion, criterion_group, criterion_main};
-use fkd_models::ops;
+use fkd_ops as ops;
 
 fn var(shape: &[usize]) -> Var {
     Var::from_tensor(&Tensor::randn(0f32, 1f32, shape, &Device::Cpu).unwrap()).unwrap()
@@ -80,7 +80,7 @@ fn pool(c: &mut Criterion) {
     });
     // Candle's own pool has a wrong backward; the composed pool is what fkd used before.
     g.bench_function("composed", |bench| {
-        bench.iter(|| step(fkd_models::pool::max_pool2d_composed(&x, 2, 2, 0).unwrap()))
+        bench.iter(|| step(fkd_ops::composed::max_pool2d_composed(&x, 2, 2, 0).unwrap()))
     });
     g.finish();
 }

@@ -11,7 +11,7 @@
 //!   input and `x` as its output gradient, summed per thread and then in thread order, so a
 //!   result does not depend on scheduling;
 //! - when both are needed they come from one pass that builds each block's column matrix of the
-//!   output gradient once ([`super::conv`]'s `forward_and_kernel_grad`): two passes built it
+//!   output gradient once ([`crate::conv::kernel`]'s `forward_and_kernel_grad`): two passes built it
 //!   twice.
 //!
 //! Candle 0.11's `conv_transpose2d` is a single-threaded loop on the CPU, and its backward runs
@@ -20,9 +20,12 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor};
 
-use super::conv::{Epilogue, Geometry, Needs, Route, backward, forward, forward_and_kernel_grad};
-use super::gemm::Float;
-use super::{contiguous, profile};
+use crate::conv::kernel::{Needs, Route, backward, forward, forward_and_kernel_grad};
+use crate::conv::plan::{Epilogue, Geometry};
+use crate::gemm::Float;
+use crate::profile;
+use crate::storage::contiguous;
+use crate::storage::float_kernel;
 
 /// The op's name in errors.
 const NAME: &str = "fkd-conv-transpose2d";
@@ -205,7 +208,7 @@ impl CustomOp2 for ConvTranspose {
 /// (n, c_out, (h − 1)·stride − 2·padding + kh, (w − 1)·stride − 2·padding + kw). It is the
 /// input gradient of `conv2d(·, weight, stride, padding)`, and the adjoint of that conv.
 ///
-/// On the CPU (f32, f64) it runs on the blocked col2im kernel of [`super::conv2d`]'s backward,
+/// On the CPU (f32, f64) it runs on the blocked col2im kernel of [`crate::conv::conv2d`]'s backward,
 /// with a backward of a conv forward (for `x`) and a conv kernel gradient (for `weight`)
 /// (module docs); elsewhere it is Candle's `conv_transpose2d` and its backward. An empty batch,
 /// mismatched channels or an empty output are errors.
@@ -218,7 +221,7 @@ pub fn conv_transpose2d(
     let (g, o) = geometry(x, weight, stride, padding)?;
     let fused = matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     if !fused {
-        if let Some(y) = super::cuda::cudnn::conv(x, weight, g, o, true)? {
+        if let Some(y) = crate::cuda::cudnn::conv(x, weight, g, o, true)? {
             return Ok(y);
         }
         return x.conv_transpose2d(weight, padding, 0, stride, 1);
@@ -247,7 +250,7 @@ pub fn conv_transpose2d_layer(layer: &candle_nn::ConvTranspose2d, x: &Tensor) ->
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ops::testutil::{max_diff, on_threads, random, weighted_grads};
+    use crate::testutil::{max_diff, on_threads, random, weighted_grads};
     use candle_core::Var;
     use candle_nn::ConvTranspose2dConfig;
     use rand::{RngExt, SeedableRng};

@@ -1,6 +1,6 @@
-//! Build script of fkd-models: with the `cuda` feature, compiles the CUDA kernels of
-//! `src/ops/cuda/kernels.cu` to PTX with nvcc (as candle-kernels does for Candle's), so that
-//! `ops::cuda` can embed them; without it, does nothing.
+//! Build script of fkd-ops: with the `cuda` feature, compiles the CUDA kernels of
+//! `src/cuda/kernels.cu` to PTX with nvcc (as candle-kernels does for Candle's), so that
+//! the `cuda` module can embed them; without it, does nothing.
 //!
 //! nvcc is taken from `NVCC`, else `$CUDA_HOME/bin/nvcc`, else `PATH`. The PTX targets
 //! `compute_$CUDA_COMPUTE_CAP`, default 75 (Turing, the oldest that CUDA 13 builds for): the
@@ -14,7 +14,7 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
-    let src = "src/ops/cuda/kernels.cu";
+    let src = "src/cuda/kernels.cu";
     println!("cargo:rerun-if-changed={src}");
     for var in ["NVCC", "CUDA_HOME", "CUDA_COMPUTE_CAP"] {
         println!("cargo:rerun-if-env-changed={var}");

@@ -34,13 +34,14 @@ use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, DeviceId};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::takes;
+use crate::conv::kernel::{self as conv, Needs, Route};
+use crate::conv::plan::{Epilogue, Geometry};
+use crate::cuda::launch::takes;
 #[cfg(feature = "cudnn")]
-use super::{view, wrap};
-use crate::ops::contiguous;
-use crate::ops::conv::{self, Epilogue, Geometry, Needs, Route};
+use crate::cuda::launch::{view, wrap};
 #[cfg(feature = "cudnn")]
 use crate::precision::{Precision, precision};
+use crate::storage::contiguous;
 
 /// Which of the three cuDNN calls, and so what the op's two inputs are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -89,7 +90,7 @@ fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
 fn dims(v: [usize; 4]) -> Result<[i32; 4]> {
     let mut out = [0; 4];
     for (o, d) in out.iter_mut().zip(v) {
-        *o = super::i32_of(d, "conv dimension")?;
+        *o = crate::cuda::launch::i32_of(d, "conv dimension")?;
     }
     Ok(out)
 }
@@ -107,8 +108,8 @@ struct Descriptors {
 fn descriptors(cudnn: &Arc<Cudnn>, g: &Geometry, o: usize, tf32: bool) -> Result<Descriptors> {
     let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
     let (p, s) = (
-        super::i32_of(g.padding, "padding")?,
-        super::i32_of(g.stride, "stride")?,
+        crate::cuda::launch::i32_of(g.padding, "padding")?,
+        crate::cuda::launch::i32_of(g.stride, "stride")?,
     );
     let mut conv = cudnn.create_conv2d::<f32>(
         [p, p],
@@ -378,7 +379,7 @@ fn routes(x: &Tensor) -> bool {
 /// `x` by `w` (o, c, kh, kw) with geometry `g` (from `conv::Geometry::new`), or with
 /// `transposed` the transposed conv of `x` by `w` (Cin, Cout, kh, kw), `g` then being the
 /// geometry of the conv it transposes (from `convt::geometry`).
-pub(in crate::ops) fn conv(
+pub(crate) fn conv(
     x: &Tensor,
     w: &Tensor,
     g: Geometry,

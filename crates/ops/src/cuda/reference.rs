@@ -5,7 +5,7 @@
 //! the backward's composition) on any machine, against fkd's CPU ops; on a GPU `tests/cuda.rs`
 //! then checks the kernels themselves.
 
-use crate::ops::pool::Window;
+use crate::window::Window;
 
 /// NCHW index of channel `ch`'s i-th element (as `at` in kernels.cu).
 fn at(ch: usize, i: usize, c: usize, hw: usize) -> usize {

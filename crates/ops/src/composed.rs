@@ -22,22 +22,13 @@
 //! backward shares it between them (PyTorch gives it all to the first), which is an equally
 //! valid subgradient and only matters on exact ties.
 //!
-//! The fused kernel [`crate::ops::max_pool2d`] (what the nets use on the CPU and CUDA) replaces
+//! The fused kernel [`crate::max_pool2d`] (what the nets use on the CPU and CUDA) replaces
 //! it where it applies; this composition is its reference in the tests and the path on other
 //! devices, and the two forwards are equal.
 
 use candle_core::{D, Result, Tensor};
 
-/// Output length of a convolution or pooling window sweep over `len` elements (PyTorch's
-/// floor mode): `(len + 2·padding − kernel) / stride + 1`, or `None` when the window does not
-/// fit or `stride` is 0.
-pub fn window_out_len(len: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
-    let padded = len + 2 * padding;
-    if stride == 0 || kernel == 0 || padded < kernel {
-        return None;
-    }
-    Some((padded - kernel) / stride + 1)
-}
+use crate::window::window_out_len;
 
 /// Pads `x` along `dim` with `before` and `after` copies of `value`.
 fn pad_const(x: &Tensor, dim: usize, before: usize, after: usize, value: f32) -> Result<Tensor> {

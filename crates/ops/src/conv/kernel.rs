@@ -1,0 +1,446 @@
+//! The convolution's CPU kernels: the blocked forward (with the bias, ReLU and 2×2 pool
+//! epilogues fused), the backward (input and kernel gradients through the same blocks, per-thread
+//! sums in thread order), and the forward with the kernel gradient that the transposed
+//! convolution's backward needs.
+
+use candle_core::{Device, Result, Tensor};
+use rayon::prelude::*;
+
+use crate::conv::im2col::*;
+use crate::conv::plan::*;
+use crate::conv::winograd;
+use crate::gemm::{Float, Mat, MatMut, matmul};
+use crate::storage::zeros;
+
+/// In a pooled node's argmax record: the window's maximum is not positive, so the ReLU passes
+/// no gradient to any of its four pixels.
+pub(crate) const NO_GRAD: u8 = u8::MAX;
+
+/// The forward kernel: x (n, c, h, w), w (o, c·kh·kw), bias (o) → y (n, o, ho, wo), or
+/// (n, o, ho/2, wo/2) pooled, with the pooled node's argmax record (window position 0..4 of
+/// each output's maximum, row-major, or [`NO_GRAD`]).
+pub(crate) fn forward<T: Float>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &Geometry,
+    o: usize,
+    epilogue: Epilogue,
+) -> (Vec<T>, Vec<u8>) {
+    let (k, l) = (g.k(), g.l());
+    let pool = epilogue == Epilogue::ReluPool;
+    let use_wino = winograd::applies(g, o);
+    let u = if use_wino {
+        winograd::weights(w, o, g.c)
+    } else {
+        Vec::new()
+    };
+    let rows = match (pool, use_wino) {
+        (true, _) => Rows::Pooled,
+        (false, true) => Rows::Pairs,
+        (false, false) => Rows::Any,
+    };
+    let sizing = if use_wino {
+        Sizing::Winograd
+    } else {
+        Sizing::Im2col
+    };
+    let plan = Plan::new(g, rayon::current_num_threads(), rows, sizing);
+    let (ho2, wo2) = (g.ho / 2, g.wo / 2);
+    let per_image = if pool { o * ho2 * wo2 } else { o * l };
+    let mut y = zeros(g.n * per_image);
+    let mut argmax = vec![0u8; if pool { g.n * per_image } else { 0 }];
+    let parts = plan.split(&mut y, per_image);
+    let arg_parts = plan.split(&mut argmax, if pool { per_image } else { 0 });
+    plan.groups
+        .par_iter()
+        .zip(parts)
+        .zip(arg_parts)
+        .for_each(|((grp, ys), args)| {
+            let (mut cols, mut prod, mut poly) = (Vec::new(), Vec::new(), Vec::new());
+            let mut wino = winograd::Scratch::default();
+            for blk in &grp.blocks {
+                let (span, nc) = (blk.span(g), blk.cols(g));
+                prod.resize(o * nc, T::zero());
+                if use_wino {
+                    winograd::block(x, &u, g, o, blk, &mut wino, &mut prod, plan.gemm_threads);
+                } else {
+                    cols.resize(k * nc, T::zero());
+                    im2col_block(x, g, blk, &mut cols, &mut poly);
+                    matmul(
+                        MatMut::rows(&mut prod, o, nc, nc),
+                        false,
+                        Mat::rows(w, o, k, k),
+                        Mat::rows(&cols, k, nc, nc),
+                        plan.gemm_threads,
+                    );
+                }
+                for bi in 0..blk.nb {
+                    let image = blk.b0 + bi - grp.b0;
+                    for oc in 0..o {
+                        let src = &prod[oc * nc + bi * span..][..span];
+                        let b = bias.map_or(T::zero(), |b| b[oc]);
+                        if pool {
+                            let first = (image * o + oc) * ho2 * wo2;
+                            pool_rows(src, b, g.wo, blk, &mut ys[first..], &mut args[first..]);
+                            continue;
+                        }
+                        let dst = &mut ys[(image * o + oc) * l + blk.oy0 * g.wo..][..span];
+                        if epilogue == Epilogue::Relu {
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                let v = s + b;
+                                *d = if v > T::zero() { v } else { T::zero() };
+                            }
+                        } else {
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                *d = s + b;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    (y, argmax)
+}
+
+/// ReLU, then 2×2 max-pool, of one channel's rows `blk.oy0..blk.oy1` (`src`, `wo` wide, bias
+/// `b` still to add) into the pooled plane `out` and its argmax record `args`. Exactly
+/// `max_pool2d(relu(·))`: the first maximum of the ReLU'd window, row-major, takes the
+/// gradient, and none is passed when that maximum is 0.
+pub(crate) fn pool_rows<T: Float>(
+    src: &[T],
+    b: T,
+    wo: usize,
+    blk: &Block,
+    out: &mut [T],
+    args: &mut [u8],
+) {
+    let wo2 = wo / 2;
+    let relu = |v: T| {
+        let v = v + b;
+        if v > T::zero() { v } else { T::zero() }
+    };
+    for r in (0..blk.oy1 - blk.oy0).step_by(2) {
+        let (top, bottom) = (&src[r * wo..][..wo], &src[(r + 1) * wo..][..wo]);
+        let at = (blk.oy0 + r) / 2 * wo2;
+        let (out, args) = (&mut out[at..][..wo2], &mut args[at..][..wo2]);
+        for px in 0..wo2 {
+            let c = 2 * px;
+            let window = [top[c], top[c + 1], bottom[c], bottom[c + 1]];
+            let (mut best, mut max) = (0, relu(window[0]));
+            for (i, &v) in window.iter().enumerate().skip(1) {
+                let v = relu(v);
+                if v > max {
+                    (best, max) = (i as u8, v);
+                }
+            }
+            out[px] = max;
+            args[px] = if max > T::zero() { best } else { NO_GRAD };
+        }
+    }
+}
+
+/// What the backward kernel gives: ∂x and ∂w (o, c·kh·kw) when asked for, and ∂bias when the
+/// conv has one.
+pub(crate) struct Grads<T> {
+    pub(crate) x: Option<Vec<T>>,
+    pub(crate) w: Option<Vec<T>>,
+    pub(crate) bias: Option<Vec<T>>,
+}
+
+impl<T: Float> Grads<T> {
+    /// ∂x (n, c, h, w), ∂w (o, c, kh, kw) and ∂bias (o) of the conv `g` with `o` output
+    /// channels as CPU tensors; an error naming `op` when ∂w was not computed.
+    pub(crate) fn into_tensors(
+        self,
+        g: &Geometry,
+        o: usize,
+        op: &str,
+    ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+        let cpu = Device::Cpu;
+        let Some(dw) = self.w else {
+            candle_core::bail!("{op}: the backward gave no kernel gradient");
+        };
+        Ok((
+            self.x
+                .map(|dx| Tensor::from_vec(dx, (g.n, g.c, g.h, g.w), &cpu))
+                .transpose()?,
+            Tensor::from_vec(dw, (o, g.c, g.kh, g.kw), &cpu)?,
+            self.bias
+                .map(|db| Tensor::from_vec(db, o, &cpu))
+                .transpose()?,
+        ))
+    }
+}
+
+/// Which gradients the backward kernel computes besides ∂bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Needs {
+    /// ∂x, scattered back onto the input (col2im) or, for Winograd-sized convs, a second conv.
+    pub(crate) x: bool,
+    /// ∂w, from the rebuilt input columns; without it the conv's input is never read (an empty
+    /// slice will do), which is how a transposed conv's forward runs.
+    pub(crate) w: bool,
+}
+
+/// How the backward finds the gradient of the product: from the output gradient as is, masked
+/// by the forward's ReLU output (passed only where `y > 0`, PyTorch's threshold rule), or routed
+/// through the pooled node's argmax record.
+#[derive(Clone, Copy)]
+pub(crate) enum Route<'a, T> {
+    Plain,
+    Relu(&'a [T]),
+    Pool(&'a [u8]),
+}
+
+/// The per-thread partial sums added in thread order (not in the order threads finished), so
+/// a result does not depend on scheduling; empty without any.
+pub(crate) fn sum_in_thread_order<T: Float>(sums: impl IntoIterator<Item = Vec<T>>) -> Vec<T> {
+    let mut sums = sums.into_iter();
+    let mut total = sums.next().unwrap_or_default();
+    for part in sums {
+        total.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    total
+}
+
+/// The backward kernel: the gradients `needs` asks for, and ∂bias with `bias`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<T: Float>(
+    x: &[T],
+    w: &[T],
+    grad: &[T],
+    route: Route<'_, T>,
+    g: &Geometry,
+    o: usize,
+    bias: bool,
+    needs: Needs,
+) -> Grads<T> {
+    let needs_x = needs.x;
+    let (k, l) = (g.k(), g.l());
+    // The kernel gradient of a Winograd-sized conv goes through the same transforms
+    // ([`winograd::kernel_grad_block`]): its blocks start on even rows, as the forward's.
+    // Only for a plain output gradient (the conv feeds a batch norm, a sum or a loss): behind
+    // a fused ReLU or pool much of it is zero, some kernel taps' true gradient is then exactly
+    // 0, and the transforms leave a rounding residue (≈ 1e-8) in its place, which Adam scales
+    // up to a full step. With those too, Part 1 trained 1.0 px worse on average over seeds 0–9
+    // (9 of 10 worse; NoseNet's pooled 15×20 and 7×10 convs); the direct sum keeps the zeros.
+    let wino_dw = needs.w && matches!(route, Route::Plain) && winograd::applies(g, o);
+    let rows = match route {
+        Route::Pool(_) => Rows::Pooled,
+        _ if wino_dw => Rows::Pairs,
+        _ => Rows::Any,
+    };
+    let sizing = match (needs.w, wino_dw) {
+        (true, true) => Sizing::WinogradGrad,
+        (true, false) => Sizing::KernelGradient { o },
+        (false, _) => Sizing::Im2col,
+    };
+    let plan = Plan::new(g, rayon::current_num_threads(), rows, sizing);
+    let (ho2, wo2) = (g.ho / 2, g.wo / 2);
+    // The input gradient of a Winograd-sized conv is itself such a conv, of the routed output
+    // gradient with the flipped weights: the blocks then collect that gradient instead of
+    // scattering Wᵀ·∂Y onto the input (col2im).
+    let wino_dx = needs_x && winograd::applies(g, o) && g.padding <= 2;
+    // Without a ReLU or pool the routed gradient is the output gradient itself: nothing to
+    // collect.
+    let collect = wino_dx && !matches!(route, Route::Plain);
+    let write = needs_x && (collect || !wino_dx);
+    let per_image = if wino_dx { o * l } else { g.c * g.h * g.w };
+    let mut out = if write {
+        zeros(g.n * per_image)
+    } else {
+        Vec::new()
+    };
+    let parts: Vec<Option<&mut [T]>> = if write {
+        plan.split(&mut out, per_image)
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        plan.groups.iter().map(|_| None).collect()
+    };
+    // Nothing for the blocks to do when only a Winograd ∂x of the plain gradient is asked for.
+    let walk = needs.w || bias || write;
+    let groups = if walk { &plan.groups[..] } else { &[] };
+    let sums: Vec<(Vec<T>, Vec<T>)> = groups
+        .par_iter()
+        .zip(parts)
+        .map(|(grp, mut outs)| {
+            // ∂W, or its 16 transformed matrices when `wino_dw`.
+            let mut dw = zeros(match (needs.w, wino_dw) {
+                (true, true) => 16 * o * g.c,
+                (true, false) => o * k,
+                (false, _) => 0,
+            });
+            let mut db = zeros(if bias { o } else { 0 });
+            let (mut cols, mut gy, mut poly) = (Vec::new(), Vec::new(), Vec::new());
+            let mut wino = winograd::Scratch::default();
+            for blk in &grp.blocks {
+                let (span, nc) = (blk.span(g), blk.cols(g));
+                gy.resize(o * nc, T::zero());
+                for bi in 0..blk.nb {
+                    for oc in 0..o {
+                        let dst = &mut gy[oc * nc + bi * span..][..span];
+                        let plane = (blk.b0 + bi) * o + oc;
+                        let at = plane * l + blk.oy0 * g.wo;
+                        match route {
+                            Route::Plain => dst.copy_from_slice(&grad[at..][..span]),
+                            Route::Relu(y) => {
+                                let (src, y) = (&grad[at..][..span], &y[at..][..span]);
+                                for ((d, &s), &v) in dst.iter_mut().zip(src).zip(y) {
+                                    *d = if v > T::zero() { s } else { T::zero() };
+                                }
+                            }
+                            Route::Pool(args) => {
+                                dst.fill(T::zero());
+                                for r in (0..blk.oy1 - blk.oy0).step_by(2) {
+                                    let at = plane * ho2 * wo2 + (blk.oy0 + r) / 2 * wo2;
+                                    let (src, args) = (&grad[at..][..wo2], &args[at..][..wo2]);
+                                    for (px, (&s, &a)) in src.iter().zip(args).enumerate() {
+                                        if a != NO_GRAD {
+                                            let (dy, dx) = (usize::from(a / 2), usize::from(a % 2));
+                                            dst[(r + dy) * g.wo + 2 * px + dx] = s;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        if bias {
+                            db[oc] += dst.iter().fold(T::zero(), |a, &v| a + v);
+                        }
+                    }
+                }
+                if wino_dw {
+                    winograd::kernel_grad_block(
+                        x,
+                        &gy,
+                        g,
+                        o,
+                        blk,
+                        &mut wino,
+                        &mut dw,
+                        plan.gemm_threads,
+                    );
+                } else if needs.w {
+                    cols.resize(k * nc, T::zero());
+                    im2col_block(x, g, blk, &mut cols, &mut poly);
+                    matmul(
+                        MatMut::rows(&mut dw, o, k, k),
+                        true,
+                        Mat::rows(&gy, o, nc, nc),
+                        Mat::rows(&cols, k, nc, nc).t(),
+                        plan.gemm_threads,
+                    );
+                }
+                if let (true, Some(routed)) = (wino_dx, outs.as_deref_mut()) {
+                    scatter_block(&gy, g, blk, o, routed, grp.b0);
+                } else if let Some(dxs) = outs.as_deref_mut() {
+                    cols.resize(k * nc, T::zero());
+                    matmul(
+                        MatMut::rows(&mut cols, k, nc, nc),
+                        false,
+                        Mat::rows(w, o, k, k).t(),
+                        Mat::rows(&gy, o, nc, nc),
+                        plan.gemm_threads,
+                    );
+                    col2im_block(&cols, g, blk, dxs, grp.b0, &mut poly);
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    // Empty only when the blocks had nothing to do (no ∂w, no ∂bias): then none is returned.
+    let (dws, dbs): (Vec<_>, Vec<_>) = sums.into_iter().unzip();
+    let (mut dw, db) = (sum_in_thread_order(dws), sum_in_thread_order(dbs));
+    if wino_dw {
+        dw = winograd::kernel_grad(&dw, o, g.c);
+    }
+    let dx = if wino_dx {
+        let gx = Geometry {
+            n: g.n,
+            c: o,
+            h: g.ho,
+            w: g.wo,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            padding: 2 - g.padding,
+            ho: g.h,
+            wo: g.w,
+        };
+        let flipped = winograd::flipped(w, o, g.c);
+        let routed = if collect { &out[..] } else { grad };
+        Some(forward(routed, &flipped, None, &gx, g.c, Epilogue::None).0)
+    } else {
+        needs_x.then_some(out)
+    };
+    Grads {
+        x: dx,
+        w: needs.w.then_some(dw),
+        bias: bias.then_some(db),
+    }
+}
+
+/// The conv's forward of `x` (no bias or epilogue) and its kernel gradient for the output
+/// gradient `dy`, in one pass that builds each block's column matrix once for both products:
+/// `y = W·cols`, `∂W += ∂Y·colsᵀ`. A transposed conv's backward is exactly this pair (its ∂x is
+/// the conv's forward of the output gradient, its ∂W this kernel gradient; see `convt`), and
+/// two separate passes rebuilt the same columns. ∂W is summed per thread, then in thread order,
+/// with the blocks of [`backward`]'s kernel gradient, so it equals that function's to the bit.
+/// Not for Winograd-sized convs (`None`): their forward does not build columns.
+pub(crate) fn forward_and_kernel_grad<T: Float>(
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    g: &Geometry,
+    o: usize,
+) -> Option<(Vec<T>, Vec<T>)> {
+    if winograd::applies(g, o) {
+        return None;
+    }
+    let (k, l) = (g.k(), g.l());
+    let plan = Plan::new(
+        g,
+        rayon::current_num_threads(),
+        Rows::Any,
+        Sizing::KernelGradient { o },
+    );
+    let mut y = zeros(g.n * o * l);
+    let parts = plan.split(&mut y, o * l);
+    let sums: Vec<Vec<T>> = plan
+        .groups
+        .par_iter()
+        .zip(parts)
+        .map(|(grp, ys)| {
+            let mut dw = zeros(o * k);
+            let (mut cols, mut prod, mut gy, mut poly) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for blk in &grp.blocks {
+                let nc = blk.cols(g);
+                cols.resize(k * nc, T::zero());
+                im2col_block(x, g, blk, &mut cols, &mut poly);
+                prod.resize(o * nc, T::zero());
+                matmul(
+                    MatMut::rows(&mut prod, o, nc, nc),
+                    false,
+                    Mat::rows(w, o, k, k),
+                    Mat::rows(&cols, k, nc, nc),
+                    plan.gemm_threads,
+                );
+                scatter_block(&prod, g, blk, o, ys, grp.b0);
+                gy.resize(o * nc, T::zero());
+                gather_block(dy, g, blk, o, &mut gy);
+                matmul(
+                    MatMut::rows(&mut dw, o, k, k),
+                    true,
+                    Mat::rows(&gy, o, nc, nc),
+                    Mat::rows(&cols, k, nc, nc).t(),
+                    plan.gemm_threads,
+                );
+            }
+            dw
+        })
+        .collect();
+    Some((y, sum_in_thread_order(sums)))
+}
