@@ -24,6 +24,8 @@ pub enum WriteStep {
     Write,
     /// Flushing the temporary file to disk.
     Sync,
+    /// Giving the new file the permissions a plain create would give it.
+    Mode,
     /// Renaming the temporary file over the target.
     Rename,
 }
@@ -34,6 +36,7 @@ impl fmt::Display for WriteStep {
             Self::Create => "cannot create a temporary file beside it",
             Self::Write => "cannot write it",
             Self::Sync => "cannot flush it to disk",
+            Self::Mode => "cannot give it a plain file's permissions",
             Self::Rename => "cannot move the new file into place",
         })
     }
@@ -83,6 +86,10 @@ pub fn write_atomic<E: From<WriteError>>(
             .open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(|e| WriteError::new(path, WriteStep::Sync, e))?;
+        // Writers that make their own temporary file and rename it onto `tmp` (safetensors
+        // does) leave it private (0600): give it the mode a plain create would have.
+        #[cfg(unix)]
+        plain_mode(&dir, &tmp).map_err(|e| WriteError::new(path, WriteStep::Mode, e))?;
         fs::rename(&tmp, path).map_err(|e| E::from(WriteError::new(path, WriteStep::Rename, e)))
     });
     if result.is_err() {
@@ -132,6 +139,32 @@ fn temporary(path: &Path) -> Result<(PathBuf, PathBuf), WriteError> {
     Ok((dir, tmp))
 }
 
+/// Sets `file`'s permissions to those a plain create in `dir` gets under the process's umask
+/// (learned from a probe file, created and removed), when they differ.
+#[cfg(unix)]
+fn plain_mode(dir: &Path, file: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let probe = dir.join(format!(
+        ".fkd-mode.{}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    let want = fs::metadata(&probe).map(|m| m.permissions().mode() & 0o777);
+    // The probe is garbage either way; failing to delete it changes nothing worth reporting.
+    let _ = fs::remove_file(&probe);
+    let want = want?;
+    let have = fs::metadata(file)?.permissions().mode() & 0o777;
+    if have != want {
+        fs::set_permissions(file, fs::Permissions::from_mode(want))?;
+    }
+    Ok(())
+}
+
 /// Makes a rename in `dir` durable. Best effort, see [`write_atomic`].
 fn sync_dir(dir: &Path) {
     #[cfg(unix)]
@@ -148,7 +181,8 @@ mod tests {
     use super::*;
 
     /// A file written atomically gets the mode a plain create gives under the process's umask
-    /// (not the private mode some temporary-file helpers use), and a replaced file the same.
+    /// (not the private mode temporary-file helpers such as safetensors' use), and a replaced
+    /// file the same.
     #[cfg(unix)]
     #[test]
     fn written_files_get_the_modes_a_plain_create_gives() {
@@ -162,6 +196,16 @@ mod tests {
         assert_eq!(mode(&path), mode(&plain));
         write_bytes_atomic(&path, b"2").unwrap();
         assert_eq!(mode(&path), mode(&plain));
+        // A writer that leaves a private file, as safetensors' own temporary-file write does.
+        let private = dir.path().join("weights.safetensors");
+        write_atomic(&private, |tmp| -> Result<(), WriteError> {
+            fs::write(tmp, b"w").unwrap();
+            fs::set_permissions(tmp, fs::Permissions::from_mode(0o600)).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(mode(&private), mode(&plain));
+        assert_eq!(names(dir.path()).len(), 3, "no probe or temporary left");
     }
 
     /// The names in `dir`, sorted.

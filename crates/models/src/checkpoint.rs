@@ -260,6 +260,22 @@ mod tests {
         );
     }
 
+    /// A checkpoint gets the permissions of a plainly created file (safetensors writes through
+    /// a private temporary file of its own; the atomic writer gives it the umask's mode).
+    #[cfg(unix)]
+    #[test]
+    fn checkpoints_get_a_plain_files_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let (vm, _) = build();
+        let path = dir.path().join("best.safetensors");
+        save_weights(&vm, &path).unwrap();
+        assert_eq!(mode(&path), mode(&plain));
+    }
+
     #[test]
     fn save_replaces_an_existing_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
