@@ -1,5 +1,6 @@
 //! `cargo xtask data check` (what is in the data folder, is every file readable) and
-//! `cargo xtask data fetch imm|ibug` (download and unpack the public archives).
+//! `cargo xtask data fetch imm|ibug|yunet` (download and unpack the public data sets, or the
+//! detector's weights).
 
 use crate::DataRoot;
 use anyhow::Context;
@@ -37,6 +38,8 @@ pub enum SetName {
     Imm,
     /// dlib's iBUG 300-W large face landmark data set (68 points; ~1.7 GB).
     Ibug,
+    /// The YuNet-n face detector's published weights (Apache-2.0; 0.7 MB).
+    Yunet,
 }
 
 impl SetName {
@@ -44,6 +47,7 @@ impl SetName {
         match self {
             SetName::Imm => &fetch::IMM,
             SetName::Ibug => &fetch::IBUG_300W,
+            SetName::Yunet => &fetch::YUNET,
         }
     }
 }

@@ -62,6 +62,17 @@ pub struct Source {
     pub size_hint: Option<u64>,
     /// Where and how to get the data by hand, shown in errors and [`missing_data_message`].
     pub manual: &'static str,
+    /// What the download is: an archive to unpack, or the one file itself.
+    pub packing: Packing,
+}
+
+/// What a [`Source`]'s download is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// A tar.gz, tar or zip archive (told apart by its magic bytes), unpacked.
+    Archive,
+    /// The data itself: one file, installed as `root/<folder>/<name>`.
+    File(&'static str),
 }
 
 /// The IMM face database (240 images of 40 people, 58 points each).
@@ -82,6 +93,7 @@ pub const IMM: Source = Source {
     manual: "The IMM Face Database (M. B. Stegmann, DTU) is linked from \
              http://www.imm.dtu.dk/~aam/ as imm_face_db.tar.gz or imm_face_db.zip; \
              either archive works.",
+    packing: Packing::Archive,
 };
 
 /// The iBUG 300-W training and test sets with dlib's 68-point XML labels (about 1.7 GB).
@@ -95,10 +107,27 @@ pub const IBUG_300W: Source = Source {
     manual: "The archive is dlib's repackaging of the 300-W images (afw, helen, ibug, lfpw) \
              with XML labels; the original images are at \
              https://ibug.doc.ic.ac.uk/resources/300-W/.",
+    packing: Packing::Archive,
+};
+
+/// The YuNet-n face detector's published weights (Wu, Peng, Yu 2023; Apache-2.0): the PyTorch
+/// checkpoint of libfacedetection.train at a pinned commit, 747,497 bytes.
+pub const YUNET: Source = Source {
+    name: "yunet",
+    urls: &[
+        "https://github.com/ShiqiYu/libfacedetection.train/raw/0047ac24afb1a50a0c6105001c89d1b5b805dbf1/weights/yunet_n.pth",
+    ],
+    sha256: Some("9c7c9e14a4d60e57491d77e4d8b0d451bd834f300e05c0dea7fd1f6533817b06"),
+    folder: "models/yunet",
+    installed: Installed::FileExists("yunet_n.pth"),
+    size_hint: Some(747_497),
+    manual: "The weights are weights/yunet_n.pth of github.com/ShiqiYu/libfacedetection.train \
+             (Apache-2.0), commit 0047ac24afb1a50a0c6105001c89d1b5b805dbf1.",
+    packing: Packing::File("yunet_n.pth"),
 };
 
 /// Every data set `fetch` knows, in the order the command line lists them.
-pub const SOURCES: &[Source] = &[IMM, IBUG_300W];
+pub const SOURCES: &[Source] = &[IMM, IBUG_300W, YUNET];
 
 /// The known source whose [`Source::name`] is `name`.
 pub fn source_by_name(name: &str) -> Option<&'static Source> {
@@ -272,8 +301,12 @@ fn manual_instructions(source: &Source, root: &Path) -> String {
     } else {
         source.urls.join(" or ")
     };
+    let how = match source.packing {
+        Packing::Archive => "unpack it",
+        Packing::File(_) => "save it",
+    };
     format!(
-        "{} Download {urls} by hand and unpack it so that {wanted}.",
+        "{} Download {urls} by hand and {how} so that {wanted}.",
         source.manual
     )
 }
@@ -412,14 +445,7 @@ fn download_any(
     let mut failures = Vec::new();
     for url in source.urls {
         let file_name = archive_file_name(source, url);
-        match download(
-            &agent,
-            url,
-            source.sha256,
-            downloads,
-            &file_name,
-            on_progress,
-        ) {
+        match download(&agent, url, source, downloads, &file_name, on_progress) {
             Ok(path) => return Ok(path),
             Err(DownloadError::Local(e)) => return Err(e),
             Err(DownloadError::Remote(reason)) => {
@@ -447,11 +473,12 @@ fn download_any(
     })
 }
 
-/// Downloads `url` to `downloads/<file_name>` through a `.part` file, checking length and hash.
+/// Downloads `url` to `downloads/<file_name>` through a `.part` file, checking length and hash
+/// (and, for an archive, that it is one).
 fn download(
     agent: &ureq::Agent,
     url: &str,
-    sha256: Option<&str>,
+    source: &Source,
     downloads: &Path,
     file_name: &str,
     on_progress: &mut dyn FnMut(Progress),
@@ -466,15 +493,20 @@ fn download(
         total,
     });
     let part = downloads.join(format!("{file_name}.part"));
-    let result = stream_to(response, url, total, sha256, &part, on_progress).and_then(|()| {
-        // A mirror that answers with an error page instead of the file is a failed mirror,
-        // so the next one is tried and no useless archive is kept.
-        match sniff_kind(&part) {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(reason)) => Err(DownloadError::Remote(format!("the download is {reason}"))),
-            Err(e) => Err(DownloadError::Local(DataError::io(&part, e))),
-        }
-    });
+    let result =
+        stream_to(response, url, total, source.sha256, &part, on_progress).and_then(|()| {
+            // A mirror that answers with an error page instead of the file is a failed mirror,
+            // so the next one is tried and no useless archive is kept. (A single file is checked
+            // by its hash alone.)
+            if let Packing::File(_) = source.packing {
+                return Ok(());
+            }
+            match sniff_kind(&part) {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(reason)) => Err(DownloadError::Remote(format!("the download is {reason}"))),
+                Err(e) => Err(DownloadError::Local(DataError::io(&part, e))),
+            }
+        });
     match result {
         Ok(()) => {
             let path = downloads.join(file_name);
@@ -586,14 +618,19 @@ fn install_from(
     archive: &Path,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<()> {
-    let kind = sniff(archive)?;
     let temp = TempDir(root.join(format!(".unpack-{}-{}", source.name, std::process::id())));
     // A leftover from an earlier run of a process with the same id.
     if temp.0.exists() {
         fs::remove_dir_all(&temp.0).map_err(|e| DataError::io(&temp.0, e))?;
     }
     fs::create_dir_all(&temp.0).map_err(|e| DataError::io(&temp.0, e))?;
-    unpack(kind, archive, &temp.0, on_progress)?;
+    match source.packing {
+        Packing::Archive => unpack(sniff(archive)?, archive, &temp.0, on_progress)?,
+        Packing::File(name) => {
+            let dest = temp.0.join(name);
+            fs::copy(archive, &dest).map_err(|e| DataError::io(&dest, e))?;
+        }
+    }
 
     let Some(found) = find_data_dir(source.installed, &temp.0) else {
         let reason = match source.installed {
@@ -617,6 +654,9 @@ fn install_from(
     if target.exists() {
         // An empty folder: rename cannot replace it everywhere, and it holds nothing.
         fs::remove_dir(&target).map_err(|e| DataError::io(&target, e))?;
+    } else if let Some(parent) = target.parent() {
+        // A nested folder (`models/yunet`): its parents may not exist yet.
+        fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
     }
     fs::rename(&found, &target).map_err(|e| DataError::io(&target, e))?;
     drop(temp);

@@ -113,6 +113,7 @@ fn toy(urls: Vec<String>, sha256: Option<String>) -> Source {
         },
         size_hint: None,
         manual: "Toy data comes from the test.",
+        packing: fkd_data::fetch::Packing::Archive,
     }
 }
 
@@ -596,4 +597,43 @@ fn missing_data_message_names_the_folder_and_the_ways_to_get_it() {
         )),
         "{msg}"
     );
+}
+
+/// A source whose download is the data itself (the detector's weights): checked by its
+/// sha256 and installed as `root/<nested folder>/<name>`; a wrong hash installs nothing.
+#[test]
+fn a_single_file_source_installs_into_a_nested_folder() {
+    let weights = b"not really weights, but bytes with a known hash".to_vec();
+    let server = serve(vec![("/w/model.pth", Reply::Body(weights.clone()))]);
+    let source = |sha256: String| Source {
+        name: "model",
+        urls: vec![server.url("/w/model.pth")].leak_urls(),
+        sha256: Some(&*sha256.leak()),
+        folder: "models/model",
+        installed: Installed::FileExists("model.pth"),
+        size_hint: None,
+        manual: "The test serves it.",
+        packing: fkd_data::fetch::Packing::File("model.pth"),
+    };
+    let root = tempfile::tempdir().unwrap();
+    let wrong = source("0".repeat(64));
+    assert!(fetch(&wrong, root.path(), &mut no_progress()).is_err());
+    assert!(!root.path().join("models/model").exists());
+    let right = source(sha256_hex(&weights));
+    let dir = fetch(&right, root.path(), &mut no_progress()).unwrap();
+    assert_eq!(dir, root.path().join("models/model"));
+    assert_eq!(fs::read(dir.join("model.pth")).unwrap(), weights);
+    assert!(is_installed(&right, root.path()));
+}
+
+/// `Vec<String>` → the `&'static [&'static str]` a [`Source`] holds (leaked: tests only).
+trait LeakUrls {
+    fn leak_urls(self) -> &'static [&'static str];
+}
+
+impl LeakUrls for Vec<String> {
+    fn leak_urls(self) -> &'static [&'static str] {
+        let urls: Vec<&'static str> = self.into_iter().map(|u| &*u.leak()).collect();
+        urls.leak()
+    }
 }
