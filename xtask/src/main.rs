@@ -7,6 +7,7 @@
 //! (`bench.rs`); `cargo xtask fuzz` (`fuzz.rs`, fkd-data's cargo-fuzz targets).
 
 mod bench;
+mod calibrate;
 mod data;
 mod fuzz;
 mod imm;
@@ -58,6 +59,9 @@ enum Command {
     Part4(part4::Part4Args),
     /// Run a trained checkpoint on photos: points drawn (PNG) and written as JSON.
     Predict(predict::PredictArgs),
+    /// Measure where YuNet's face boxes sit relative to the 68 points' tight boxes (the map
+    /// that places the landmark crops of detected faces).
+    CalibrateDetector(calibrate::CalibrateArgs),
     /// Training and inference speed and memory of the nets against the PyTorch peer.
     Bench(bench::BenchArgs),
     /// One benchmark measurement in a fresh process (run by `bench`).
@@ -168,6 +172,9 @@ fn main() -> std::process::ExitCode {
         Command::Part4(args) => part4::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Predict(args) => predict::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::CalibrateDetector(args) => {
+            calibrate::run(&args).map(|()| std::process::ExitCode::SUCCESS)
+        }
         Command::BenchChild(args) => bench::child(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::CheckReport(args) => {
             report_check::run(&args).map(|()| std::process::ExitCode::SUCCESS)

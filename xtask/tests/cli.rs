@@ -614,13 +614,39 @@ fn part3_trains_predicts_and_evaluates() {
         );
         assert!(e.contains("--features cuda"), "{e}");
     }
+    // Without boxes the detector finds the faces: each with its box, score and 5 points; a
+    // missing detector is named with how to get it.
+    let detected = tmp.path().join("detected");
+    run_ok(
+        xtask()
+            .args(["predict", "--checkpoint"])
+            .arg(&ckpt)
+            .arg(&faces[0].0)
+            .arg("--data")
+            .arg(&root)
+            .arg("--out")
+            .arg(&detected)
+            .args(["--device", "cpu"]),
+    );
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(detected.join("predictions.json")).unwrap())
+            .unwrap();
+    let face = &p[0]["faces"][0];
+    assert!(face["score"].as_f64().unwrap() > 0.7, "{p}");
+    assert_eq!(face["points5"].as_array().unwrap().len(), 5);
+    assert_eq!(face["points"].as_array().unwrap().len(), 68);
     let e = run_err(
         xtask()
             .args(["predict", "--checkpoint"])
             .arg(&ckpt)
-            .arg(&faces[0].0),
+            .arg(&faces[0].0)
+            .arg("--detector")
+            .arg(tmp.path().join("nowhere.pth")),
     );
-    assert!(e.contains("no face box") && e.contains("--box"), "{e}");
+    assert!(
+        e.contains("nowhere.pth") && e.contains("data fetch yunet"),
+        "{e}"
+    );
     let bad = tmp.path().join("bad.xml");
     std::fs::write(
         &bad,

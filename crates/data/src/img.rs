@@ -193,26 +193,49 @@ pub fn decode_gray(bytes: &[u8], path: &Path) -> Result<GrayImage> {
         path: path.to_path_buf(),
         source,
     };
-    let reader = || {
-        ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| DataError::io(path, e))
-    };
-    // The header alone first: the decoder would allocate whatever size it claims.
-    let header = reader()?;
+    let format = checked_header(bytes, path)?;
+    let decoded = reader(bytes, path)?.decode().map_err(image_err)?;
+    check_jpeg_end(bytes, path, format)?;
+    Ok(to_gray(&decoded))
+}
+
+/// A reader of `bytes` with its format guessed from the content.
+pub(crate) fn reader<'a>(bytes: &'a [u8], path: &Path) -> Result<ImageReader<Cursor<&'a [u8]>>> {
+    ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DataError::io(path, e))
+}
+
+/// Reads the header alone (the decoder would allocate whatever size it claims) and refuses a
+/// size [`checked_size`] refuses; returns the format.
+pub(crate) fn checked_header(bytes: &[u8], path: &Path) -> Result<Option<image::ImageFormat>> {
+    let header = reader(bytes, path)?;
     let format = header.format();
-    checked_size(path, format, header.into_dimensions().map_err(image_err)?)?;
-    let decoded = reader()?.decode().map_err(image_err)?;
+    let dims = header
+        .into_dimensions()
+        .map_err(|source| DataError::Image {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    checked_size(path, format, dims)?;
+    Ok(format)
+}
+
+/// The JPEG decoder fills a cut-off scan with grey instead of failing; a file that lost its
+/// end must not silently become a half-grey image.
+pub(crate) fn check_jpeg_end(
+    bytes: &[u8],
+    path: &Path,
+    format: Option<image::ImageFormat>,
+) -> Result<()> {
     if format == Some(image::ImageFormat::Jpeg) && !jpeg_has_end(bytes) {
-        // The JPEG decoder fills a cut-off scan with grey instead of failing; a file that lost
-        // its end must not silently become a half-grey training image.
         return Err(decoding_error(
             path,
             format,
             "truncated JPEG: no end-of-image marker".into(),
         ));
     }
-    Ok(to_gray(&decoded))
+    Ok(())
 }
 
 /// The size a header gives, unless it has no pixels or more than [`MAX_PIXELS`].
@@ -278,7 +301,7 @@ pub fn image_size(path: &Path) -> Result<ImageSize> {
 }
 
 /// Luma of a decoded image, at the full precision of its samples.
-fn to_gray(img: &DynamicImage) -> GrayImage {
+pub(crate) fn to_gray(img: &DynamicImage) -> GrayImage {
     let (width, height) = (img.width(), img.height());
     let data = match img {
         DynamicImage::ImageLuma8(b) => channels_to_luma(b.as_raw(), 1, 255.0),

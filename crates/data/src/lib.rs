@@ -48,6 +48,7 @@ pub mod error;
 pub mod fetch;
 pub mod img;
 pub mod inventory;
+pub mod photo;
 pub mod prepare;
 pub mod pts;
 

@@ -203,3 +203,27 @@ fn crop_of_a_real_300w_face() {
     let span = (br.x - tl.x).max(br.y - tl.y);
     assert!((span - 224.0 / 1.4).abs() < 224.0 / 1.4 * 0.01, "{span}");
 }
+
+/// A photo stored sideways with EXIF orientation 6 loads upright: the size of the upright
+/// copy and, up to JPEG's losses, its pixels; `load_gray` keeps the stored pixels (data sets'
+/// annotations are in those).
+#[test]
+fn photos_are_read_with_their_exif_orientation() {
+    let dir = crate::fixtures().join("faces");
+    let sideways = fkd_data::photo::load_photo(&dir.join("face_00_exif6.jpg")).unwrap();
+    let upright = fkd_data::photo::load_photo(&dir.join("face_00_upright.jpg")).unwrap();
+    assert_eq!((sideways.orientation, upright.orientation), (6, 1));
+    assert_eq!(sideways.gray.size(), upright.gray.size());
+    assert_eq!(sideways.rgb.dimensions(), (160, 120));
+    let diff: f32 = sideways
+        .gray
+        .data()
+        .iter()
+        .zip(upright.gray.data())
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / sideways.gray.data().len() as f32;
+    assert!(diff < 0.01, "mean difference {diff}");
+    let stored = fkd_data::img::load_gray(&dir.join("face_00_exif6.jpg")).unwrap();
+    assert_eq!((stored.width(), stored.height()), (120, 160));
+}

@@ -25,6 +25,9 @@ pub enum LandmarkerError {
     /// Reading or cropping an image, or a data set.
     #[error(transparent)]
     Data(#[from] fkd_data::DataError),
+    /// Loading or running the face detector.
+    #[error(transparent)]
+    Detect(#[from] fkd_detect::DetectError),
     /// Building the net or loading its weights.
     #[error(transparent)]
     Model(#[from] fkd_models::ModelError),

@@ -7,13 +7,17 @@
 use crate::card::ModelCard;
 use crate::error::{LandmarkerError, Result};
 use crate::net::Net;
+use crate::placement::{BoxMap, YUNET_TO_IBUG68};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use fkd_core::{Affine, FaceBox, ImageSize, PixelPoint};
 use fkd_data::crop::Crop;
 use fkd_data::dataset::Sample;
 use fkd_data::img::{GrayImage, load_gray};
+use fkd_data::photo::Photo;
+use fkd_detect::{Detection, Detector};
 use fkd_train::Prediction;
+use image::RgbImage;
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -51,6 +55,22 @@ pub struct Landmarker {
     vars: VarMap,
     device: Device,
     flip_test: bool,
+    /// Finds faces for [`Landmarker::detect_and_predict`].
+    detector: Option<Detector>,
+    /// Where a detection's face box becomes the box the net crops around.
+    box_map: BoxMap,
+}
+
+/// A face found in a photo: the detector's view of it and the landmark net's points.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhotoFace {
+    /// The detector's box, score and 5 points.
+    pub detection: Detection,
+    /// The box the landmark crop was placed around (the detection's, mapped by the
+    /// [`BoxMap`]).
+    pub crop_box: FaceBox,
+    /// The landmarks, in the photo's pixels.
+    pub points: Vec<PixelPoint>,
 }
 
 impl Landmarker {
@@ -95,7 +115,102 @@ impl Landmarker {
             vars,
             device,
             flip_test,
+            detector: None,
+            box_map: YUNET_TO_IBUG68,
         }
+    }
+
+    /// This landmarker with a face detector, for [`Landmarker::detect_and_predict`].
+    pub fn with_detector(mut self, detector: Detector) -> Landmarker {
+        self.detector = Some(detector);
+        self
+    }
+
+    /// This landmarker placing its crops with `map` (default: [`YUNET_TO_IBUG68`]).
+    pub fn with_box_map(mut self, map: BoxMap) -> Landmarker {
+        self.box_map = map;
+        self
+    }
+
+    /// The faces the detector finds in `photo` (see [`Landmarker::with_detector`]).
+    pub fn detect(&self, photo: &RgbImage) -> Result<Vec<Detection>> {
+        let detector = self
+            .detector
+            .as_ref()
+            .ok_or_else(|| LandmarkerError::Input {
+                what: "a photo".into(),
+                reason: "no face detector: add one with with_detector".into(),
+            })?;
+        Ok(detector.detect(photo)?)
+    }
+
+    /// Every face of a photo: found by the detector in its colour pixels, then its landmarks
+    /// from the grayscale ones (both upright: see `fkd_data::photo`), best detection first.
+    pub fn detect_and_predict(&self, photo: &Photo) -> Result<Vec<PhotoFace>> {
+        Ok(self
+            .detect_and_predict_batch(&[photo], 0.0)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// [`Landmarker::detect_and_predict`] for many photos, the landmark crops of all their
+    /// faces batched together; detections smaller than `min_face` pixels (their box's longer
+    /// side) are left out.
+    pub fn detect_and_predict_batch(
+        &self,
+        photos: &[&Photo],
+        min_face: f32,
+    ) -> Result<Vec<Vec<PhotoFace>>> {
+        if !self.card.crops_faces() {
+            return Err(LandmarkerError::Input {
+                what: "a photo".into(),
+                reason: format!(
+                    "a {} model looks at whole photos, not detected faces: use predict",
+                    self.card.part
+                ),
+            });
+        }
+        let found: Vec<Vec<Detection>> = photos
+            .iter()
+            .map(|p| {
+                let mut faces = self.detect(&p.rgb)?;
+                faces.retain(|d| d.bbox.width.max(d.bbox.height) >= min_face);
+                Ok(faces)
+            })
+            .collect::<Result<_>>()?;
+        let boxes: Vec<Vec<FaceBox>> = found
+            .iter()
+            .map(|faces| faces.iter().map(|d| self.box_map.apply(d.bbox)).collect())
+            .collect();
+        let with_faces: Vec<usize> = (0..photos.len())
+            .filter(|&k| !boxes[k].is_empty())
+            .collect();
+        let pairs: Vec<(&GrayImage, &[FaceBox])> = with_faces
+            .iter()
+            .map(|&k| (&photos[k].gray, boxes[k].as_slice()))
+            .collect();
+        let mut predicted = self.predict_batch(&pairs)?.into_iter();
+        let mut out = Vec::with_capacity(photos.len());
+        for (k, (faces, crop_boxes)) in found.into_iter().zip(boxes).enumerate() {
+            let points = if with_faces.contains(&k) {
+                predicted.next().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            out.push(
+                faces
+                    .into_iter()
+                    .zip(crop_boxes)
+                    .zip(points)
+                    .map(|((detection, crop_box), face)| PhotoFace {
+                        detection,
+                        crop_box,
+                        points: face.points,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(out)
     }
 
     /// Writes the weights to `checkpoint` and the card beside it (`model.json` in the same

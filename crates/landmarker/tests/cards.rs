@@ -258,3 +258,19 @@ fn batches_photos_and_samples_agree() {
             .contains("no model.json beside the checkpoint")
     }),);
 }
+
+/// A phone-style JPEG stored sideways with EXIF orientation 6 gives the points of its upright
+/// copy (to within JPEG's losses, 0.5 px), in the upright photo's pixels.
+#[test]
+fn an_exif_rotated_photo_gives_the_upright_photos_points() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/faces");
+    let lm = Landmarker::seeded(card(CARDS[2].1), 9, &Device::Cpu).unwrap();
+    let sideways = fkd_landmarker::load_photo(dir.join("face_00_exif6.jpg")).unwrap();
+    let upright = fkd_landmarker::load_photo(dir.join("face_00_upright.jpg")).unwrap();
+    let bbox = [FaceBox::new(30.0, 8.0, 93.0, 73.0)];
+    let a = lm.predict(&sideways.gray, &bbox).unwrap();
+    let b = lm.predict(&upright.gray, &bbox).unwrap();
+    for (p, q) in a[0].points.iter().zip(&b[0].points) {
+        assert!(p.distance(*q) < 0.5, "{p:?} vs {q:?}");
+    }
+}

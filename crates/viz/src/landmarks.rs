@@ -28,10 +28,34 @@ pub fn draw_landmarks(
 ) -> RgbImage {
     let scale = scale.max(1);
     let luma = img.to_luma8();
-    let mut out = RgbImage::from_fn(img.width() * scale, img.height() * scale, |x, y| {
+    let base = RgbImage::from_fn(img.width() * scale, img.height() * scale, |x, y| {
         let v = luma.get_pixel(x / scale, y / scale).0[0];
         Rgb([v, v, v])
     });
+    draw_on(base, layers, layout, scale)
+}
+
+/// [`draw_landmarks`] on a colour photo, in its own colours.
+pub fn draw_landmarks_rgb(
+    img: &RgbImage,
+    layers: &[(&[PixelPoint], Rgb<u8>)],
+    layout: Option<&Layout>,
+    scale: u32,
+) -> RgbImage {
+    let scale = scale.max(1);
+    let base = RgbImage::from_fn(img.width() * scale, img.height() * scale, |x, y| {
+        *img.get_pixel(x / scale, y / scale)
+    });
+    draw_on(base, layers, layout, scale)
+}
+
+/// Draws the layers on `out`, an image `scale` times the points' image.
+fn draw_on(
+    mut out: RgbImage,
+    layers: &[(&[PixelPoint], Rgb<u8>)],
+    layout: Option<&Layout>,
+    scale: u32,
+) -> RgbImage {
     let radius = dot_radius(out.width(), out.height());
     let s = scale as f32;
     for &(points, colour) in layers {

@@ -35,7 +35,7 @@ pub mod report;
 pub use filters::filter_grid;
 pub use grid::{captioned_grid, grid};
 pub use heat::{heat_overlay, sum_maps};
-pub use landmarks::{PREDICTION, TRUTH, draw_landmarks};
+pub use landmarks::{PREDICTION, TRUTH, draw_landmarks, draw_landmarks_rgb};
 pub use plot::{Curve, PLOT_SIZE, ced_curve, epoch_curves, loss_curves};
 pub use report::{Report, escape_html};
 
