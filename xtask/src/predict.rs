@@ -52,6 +52,9 @@ pub struct PredictArgs {
     /// `predictions-K-of-N.json`.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
+    /// Write only `predictions.json`, no drawn PNGs (for large folders).
+    #[arg(long)]
+    pub no_draw: bool,
     /// Output folder for the drawn PNGs and `predictions.json`.
     #[arg(long, default_value = "runs/predict")]
     pub out: PathBuf,
@@ -121,7 +124,9 @@ struct ImageOut {
     size: [u32; 2],
     /// The EXIF orientation applied (1: none).
     orientation: u8,
-    drawn: String,
+    /// The drawn PNG in the output folder (none with `--no-draw`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drawn: Option<String>,
     faces: Vec<FaceOut>,
 }
 
@@ -247,11 +252,16 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
             let stem = file
                 .file_stem()
                 .map_or_else(|| format!("image{k}"), |s| s.to_string_lossy().into_owned());
-            let drawn = format!("{k:04}_{stem}.png");
-            fkd_viz::save_png(
-                &fkd_viz::draw_landmarks_rgb(&photo.rgb, &sets, layout.as_ref(), 1),
-                args.out.join(&drawn),
-            )?;
+            let drawn = if args.no_draw {
+                None
+            } else {
+                let name = format!("{k:04}_{stem}.png");
+                fkd_viz::save_png(
+                    &fkd_viz::draw_landmarks_rgb(&photo.rgb, &sets, layout.as_ref(), 1),
+                    args.out.join(&name),
+                )?;
+                Some(name)
+            };
             n_faces += found.len();
             let xy = |p: &PixelPoint| [p.x, p.y];
             out.push(ImageOut {
@@ -282,10 +292,11 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let total = started.elapsed().as_secs_f64();
     println!(
         "{n_faces} faces in {} photos: {:.1} photos/s, {:.1} faces/s (decode, detect, crop, \
-         network, drawing); {}",
+         network{}); {}",
         out.len(),
         out.len() as f64 / total.max(1e-9),
         n_faces as f64 / total.max(1e-9),
+        if args.no_draw { "" } else { ", drawing" },
         json.display()
     );
     if !failed.is_empty() {

@@ -4,9 +4,11 @@
 //! heads for a class score, an objectness score, a box and 5 points per cell.
 //!
 //! Every block is a [`DpUnit`]: a 1×1 conv, a depthwise 3×3 conv (both with biases), then,
-//! except in the heads' last layers, batch norm (running statistics, ε 1e-5) and a ReLU.
+//! except in the heads' last layers, batch norm (running statistics, ε 1e-5) and a ReLU. The
+//! norms are folded into the convs before them when the net is built, and the convs run on
+//! fkd-ops' CPU kernels (inference only).
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
 
 /// Strides of the three output levels.
@@ -30,13 +32,15 @@ fn norm(c: usize, vb: VarBuilder<'_>) -> Result<BatchNorm> {
     candle_nn::batch_norm(c, cfg, vb)
 }
 
-/// A 1×1 conv then a depthwise 3×3 conv (pad 1), then batch norm and ReLU when `bn` is
-/// present (`ConvDPUnit`).
+/// A 1×1 conv then a depthwise 3×3 conv (pad 1), then batch norm and ReLU when the unit has
+/// them (`ConvDPUnit`). The norm (running statistics, ε 1e-5) is folded into the depthwise
+/// conv when the net is built, as the ONNX export does: `w·γ/σ`, `(b − μ)·γ/σ + β`.
 #[derive(Clone, Debug)]
 pub struct DpUnit {
     pointwise: Conv2d,
-    depthwise: Conv2d,
-    bn: Option<BatchNorm>,
+    dw_weight: Tensor,
+    dw_bias: Tensor,
+    relu: bool,
 }
 
 impl DpUnit {
@@ -49,36 +53,62 @@ impl DpUnit {
             ..Default::default()
         };
         let depthwise = conv(cout, cout, 3, dw, vb.pp("conv2"))?;
-        let bn = bn_relu.then(|| norm(cout, vb.pp("bn"))).transpose()?;
+        let (w, b) = (depthwise.weight().clone(), bias_of(&depthwise)?);
+        let (dw_weight, dw_bias) = if bn_relu {
+            fold(&w, &b, &vb.pp("bn"), cout)?
+        } else {
+            (w, b)
+        };
         Ok(Self {
             pointwise,
-            depthwise,
-            bn,
+            dw_weight,
+            dw_bias,
+            relu: bn_relu,
         })
     }
 }
 
+/// A conv's bias (every YuNet conv has one).
+fn bias_of(c: &Conv2d) -> Result<Tensor> {
+    c.bias()
+        .cloned()
+        .ok_or_else(|| candle_core::Error::Msg("a YuNet conv without a bias".into()))
+}
+
+/// A conv `(w, b)` with the batch norm at `vb` (`c` channels) folded in.
+fn fold(w: &Tensor, b: &Tensor, vb: &VarBuilder<'_>, c: usize) -> Result<(Tensor, Tensor)> {
+    let bn = norm(c, vb.clone())?;
+    let (gamma, beta) = bn
+        .weight_and_bias()
+        .ok_or_else(|| candle_core::Error::Msg("a YuNet batch norm without γ, β".into()))?;
+    let scale = (gamma / (bn.running_var() + 1e-5)?.sqrt()?)?;
+    let shape: Vec<usize> = std::iter::once(c)
+        .chain(std::iter::repeat_n(1, w.rank() - 1))
+        .collect();
+    let w = w.broadcast_mul(&scale.reshape(shape)?)?;
+    let b = ((b - bn.running_mean())? * &scale)?.add(beta)?;
+    Ok((w, b))
+}
+
 impl Module for DpUnit {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.depthwise.forward(&self.pointwise.forward(x)?)?;
-        match &self.bn {
-            Some(bn) => bn.forward_t(&y, false)?.relu(),
-            None => Ok(y),
-        }
+        let y = fkd_ops::conv2d(x, self.pointwise.weight(), self.pointwise.bias(), 1, 0)?;
+        fkd_ops::depthwise_conv3x3(&y, &self.dw_weight, &self.dw_bias, self.relu)
     }
 }
 
-/// The stem (`model0`): a 3×3 stride-2 conv, batch norm, ReLU, then a [`DpUnit`].
+/// The stem (`model0`): a 3×3 stride-2 conv with its batch norm folded in, ReLU, then a
+/// [`DpUnit`].
 #[derive(Clone, Debug)]
 struct Stem {
-    conv: Conv2d,
-    bn: BatchNorm,
+    weight: Tensor,
+    bias: Tensor,
     unit: DpUnit,
 }
 
 impl Module for Stem {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.bn.forward_t(&self.conv.forward(x)?, false)?.relu()?;
+        let y = fkd_ops::conv2d_relu(x, &self.weight, Some(&self.bias), 2, 1)?;
         self.unit.forward(&y)
     }
 }
@@ -127,19 +157,21 @@ impl YuNet {
     pub fn new(vb: VarBuilder<'_>) -> Result<Self> {
         let b = vb.pp("backbone");
         let m0 = b.pp("model0");
+        let stem_conv = conv(
+            3,
+            16,
+            3,
+            Conv2dConfig {
+                padding: 1,
+                stride: 2,
+                ..Default::default()
+            },
+            m0.pp("conv1"),
+        )?;
+        let (weight, bias) = fold(stem_conv.weight(), &bias_of(&stem_conv)?, &m0.pp("bn1"), 16)?;
         let stem = Stem {
-            conv: conv(
-                3,
-                16,
-                3,
-                Conv2dConfig {
-                    padding: 1,
-                    stride: 2,
-                    ..Default::default()
-                },
-                m0.pp("conv1"),
-            )?,
-            bn: norm(16, m0.pp("bn1"))?,
+            weight,
+            bias,
             unit: DpUnit::new(16, 16, true, m0.pp("conv2"))?,
         };
         let widths = [(16, 64), (64, 64), (64, 64), (64, 64), (64, 64)];

@@ -50,6 +50,7 @@ mod conv;
 mod conv_bn;
 mod convt;
 pub mod cuda;
+mod depthwise;
 mod gemm;
 mod norm;
 mod pool;
@@ -68,6 +69,7 @@ pub use conv::{
 };
 pub use conv_bn::conv2d_batch_norm;
 pub use convt::{conv_transpose2d, conv_transpose2d_layer};
+pub use depthwise::depthwise_conv3x3;
 pub use norm::{batch_norm2d, batch_norm2d_add_relu};
 pub use pool::max_pool2d;
 pub use window::window_out_len;
