@@ -647,6 +647,35 @@ fn part3_trains_predicts_and_evaluates() {
         e.contains("nowhere.pth") && e.contains("data fetch yunet"),
         "{e}"
     );
+
+    // eval-photos: two LFPW photos with their .pts, every face found, the numbers in JSON.
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for name in ["image_0001", "image_0002"] {
+        for ext in ["png", "pts"] {
+            let src = root.join(format!("photos_300w/lfpw_testset/{name}.{ext}"));
+            std::fs::copy(&src, photos.join(format!("{name}.{ext}"))).unwrap();
+        }
+    }
+    let scores = tmp.path().join("scores.json");
+    let printed = run_ok(
+        xtask()
+            .args(["eval-photos", "--checkpoint"])
+            .arg(&ckpt)
+            .arg(&photos)
+            .arg("--data")
+            .arg(&root)
+            .arg("--json")
+            .arg(&scores)
+            .args(["--device", "cpu"]),
+    );
+    assert!(printed.contains("recall 100.0%"), "{printed}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&scores).unwrap()).unwrap();
+    assert_eq!(
+        (s["photos"].as_u64(), s["found_faces"].as_u64()),
+        (Some(2), Some(2))
+    );
     let bad = tmp.path().join("bad.xml");
     std::fs::write(
         &bad,

@@ -1,0 +1,205 @@
+//! `cargo xtask eval-photos`: a checkpoint scored photo in, points out. Every photo under the
+//! given folders that has 300-W `.pts` annotations beside it (`photo.pts`, or `photo_N.jpg`
+//! with `photo_N.pts` for each face of a group photo, as 300-W stores AFW: byte-identical copies,
+//! grouped here by their content) is read upright, its faces are found by the detector and
+//! their landmarks predicted; each annotated face is matched to the detection whose crop box
+//! overlaps its landmarks' tight box most (IoU ≥ 0.4). Unmatched detections are not errors
+//! (group photos hold faces nobody annotated). Reported: detection recall; NME (outer eye
+//! corners), FR@0.08 and AUC@0.08 over all annotated faces (a missed face counts as a
+//! failure) and over the found ones; photos/s.
+
+use crate::DataRoot;
+use anyhow::{Context, bail};
+use fkd_core::{FaceBox, Layout};
+use fkd_detect::{Detector, DetectorConfig};
+use fkd_landmarker::placement::iou;
+use fkd_landmarker::{Landmarker, load_photo};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// `cargo xtask eval-photos`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EvalPhotosArgs {
+    /// A trained 68-point checkpoint (its `model.json` beside it).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Folders of photos with their `.pts` files.
+    #[arg(required = true)]
+    pub folders: Vec<PathBuf>,
+    #[command(flatten)]
+    pub root: DataRoot,
+    /// The face detector's weights [default: DATA/models/yunet/yunet_n.pth].
+    #[arg(long, value_name = "FILE")]
+    pub detector: Option<PathBuf>,
+    /// The detector's score threshold.
+    #[arg(long, default_value_t = 0.7)]
+    pub score: f32,
+    /// Also write the numbers as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Device: cpu, cuda / metal in a build with that feature, or auto [default: auto].
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// The numbers of one evaluation.
+#[derive(Serialize)]
+struct Scores {
+    photos: usize,
+    annotated_faces: usize,
+    found_faces: usize,
+    recall: f32,
+    /// Over every annotated face, a missed one counting as a failure.
+    fr_008_all: f32,
+    auc_008_all: f32,
+    /// Over the found faces.
+    nme_found: f32,
+    fr_008_found: f32,
+    auc_008_found: f32,
+    seconds: f64,
+    photos_per_s: f64,
+}
+
+/// A missed face's error: above every threshold, finite for the metrics.
+const MISSED: f32 = 1e9;
+
+pub fn run(args: &EvalPhotosArgs) -> anyhow::Result<()> {
+    let photos = annotated_photos(&args.folders)?;
+    if photos.is_empty() {
+        bail!("no photo with .pts annotations under the given folders");
+    }
+    let device = crate::device_arg(args.device.as_deref())?;
+    let weights = args
+        .detector
+        .clone()
+        .unwrap_or_else(|| args.root.path().join("models/yunet/yunet_n.pth"));
+    let detector = Detector::load(&weights, &device)
+        .with_context(|| "the face detector (`cargo xtask data fetch yunet` downloads it)")?
+        .with_config(DetectorConfig {
+            score: args.score,
+            ..DetectorConfig::default()
+        });
+    let landmarker = Landmarker::load(&args.checkpoint, &device)?.with_detector(detector);
+    if landmarker.card().layout() != Layout::IBUG68 || !landmarker.card().whole_face() {
+        bail!(
+            "{}: eval-photos needs a 68-point checkpoint (300-W .pts)",
+            args.checkpoint.display()
+        );
+    }
+    let started = Instant::now();
+    let (mut all, mut found) = (Vec::new(), Vec::new());
+    for (photo_path, faces) in &photos {
+        let photo = load_photo(photo_path)?;
+        let predicted = landmarker.detect_and_predict(&photo)?;
+        for truth in faces {
+            let tight = FaceBox::around(truth)
+                .with_context(|| format!("{}: a face without points", photo_path.display()))?;
+            let best = predicted
+                .iter()
+                .map(|f| (iou(f.crop_box, tight), f))
+                .filter(|(o, _)| *o >= 0.4)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            match best {
+                Some((_, f)) => {
+                    let e = fkd_metrics::nme(&f.points, truth, &Layout::IBUG68)
+                        .with_context(|| format!("scoring {}", photo_path.display()))?;
+                    all.push(e);
+                    found.push(e);
+                }
+                None => all.push(MISSED),
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (fr, auc) = (fkd_metrics::failure_rate, fkd_metrics::auc);
+    let or_nan = |r: fkd_metrics::Result<f32>| r.unwrap_or(f32::NAN);
+    let s = Scores {
+        photos: photos.len(),
+        annotated_faces: all.len(),
+        found_faces: found.len(),
+        recall: found.len() as f32 / all.len().max(1) as f32,
+        fr_008_all: fr(&all, 0.08)?,
+        auc_008_all: auc(&all, 0.08)?,
+        nme_found: found.iter().sum::<f32>() / found.len().max(1) as f32,
+        fr_008_found: or_nan(fr(&found, 0.08)),
+        auc_008_found: or_nan(auc(&found, 0.08)),
+        seconds,
+        photos_per_s: photos.len() as f64 / seconds.max(1e-9),
+    };
+    println!(
+        "{} photos, {} annotated faces, {} found (recall {:.1}%)",
+        s.photos,
+        s.annotated_faces,
+        s.found_faces,
+        100.0 * s.recall
+    );
+    println!(
+        "all faces (missed = failure): FR@0.08 {:.2}%, AUC@0.08 {:.4}",
+        100.0 * s.fr_008_all,
+        s.auc_008_all
+    );
+    println!(
+        "found faces: NME {:.2}%, FR@0.08 {:.2}%, AUC@0.08 {:.4}",
+        100.0 * s.nme_found,
+        100.0 * s.fr_008_found,
+        s.auc_008_found
+    );
+    println!("{:.1} photos/s ({:.0} s)", s.photos_per_s, s.seconds);
+    if let Some(path) = &args.json {
+        fkd_core::io::write_bytes_atomic(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// A photo and the points of each of its annotated faces.
+type AnnotatedPhoto = (PathBuf, Vec<Vec<fkd_core::PixelPoint>>);
+
+/// Every photo under `folders` with `.pts` beside it, and its annotated faces; copies of one
+/// photo (same bytes) are one photo with all their faces.
+fn annotated_photos(folders: &[PathBuf]) -> anyhow::Result<Vec<AnnotatedPhoto>> {
+    let mut by_content: BTreeMap<(u64, u64), AnnotatedPhoto> = BTreeMap::new();
+    for folder in folders {
+        let mut files = Vec::new();
+        collect(folder, &mut files)?;
+        files.sort();
+        for image in files {
+            let pts = image.with_extension("pts");
+            if !pts.is_file() {
+                continue;
+            }
+            let points = fkd_data::pts::read_pts(&pts)?;
+            let bytes =
+                std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            by_content
+                .entry((h.finish(), bytes.len() as u64))
+                .or_insert_with(|| (image.clone(), Vec::new()))
+                .1
+                .push(points);
+        }
+    }
+    let mut photos: Vec<_> = by_content.into_values().collect();
+    photos.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(photos)
+}
+
+/// Image files (JPEG, PNG) in `dir` and below.
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
