@@ -63,7 +63,7 @@ const PARALLEL_ZEROS: usize = 1 << 17;
 /// A vector of `n` zeros. Large ones are zeroed by the rayon pool (`par_extend` writes each
 /// thread's part in place): mimalloc keeps freed memory for reuse (purging off), so a large
 /// buffer comes back dirty and its zeroing is a memset of the whole tensor, which on one
-/// thread left the other core idle. A/B on the 2-core Xeon, 3–4 rounds: ResNet-18 at 224
+/// thread left the other core idle. A/B on two cores (AVX-512), 3–4 rounds: ResNet-18 at 224
 /// pixels, batch 32, +4%; Part 4's deconv net +4%; FaceNet (small maps, under the bound)
 /// unchanged, as when an earlier parallel fill of every buffer was measured on it.
 pub(crate) fn zeros<T: WithDType>(n: usize) -> Vec<T> {

@@ -30,8 +30,8 @@ pub(crate) const WINOGRAD_BLOCK_COLS: usize = 1024;
 
 /// Target size, in elements, of the transformed input tiles that one block of a Winograd
 /// kernel gradient multiplies by its transformed output gradient: half a megabyte in f32, so
-/// both stay in a core's L2 across the 16 products. Measured on the 2-core AMD EPYC (1 MiB L2
-/// per core), Part 4's deconv net at batch 16: the 64×32×32 stage's backward ran 5–10%
+/// both stay in a core's L2 across the 16 products. Measured on a 2-core machine (1 MiB L2
+/// per core; docs/benchmarks.md), Part 4's deconv net at batch 16: the 64×32×32 stage's backward ran 5–10%
 /// faster than with the forward's 1024-pixel blocks, and 4096-pixel blocks 20–30% slower.
 pub(crate) const WINOGRAD_GRAD_FLOATS: usize = 1 << 17;
 

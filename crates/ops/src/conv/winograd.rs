@@ -42,8 +42,8 @@ const MIN_PLANE: usize = 256;
 
 /// Down to this many output pixels per image (8×8), Winograd serves convs of at least
 /// [`MIN_SMALL_PLANE_CHANNELS`] channels each way: the transforms cost about (c + o) per pixel
-/// against the products' c·o, so on small maps only wide layers repay them. Measured on the
-/// 2-core AMD EPYC with [`block_channels_last`], Part 4's deconv net (128-pixel input, batch
+/// against the products' c·o, so on small maps only wide layers repay them. Measured on two
+/// cores with [`block_channels_last`], Part 4's deconv net (128-pixel input, batch
 /// 16): the 256×8×8 stage ran about 30% faster forward and 15% faster backward than by
 /// im2col. At 4×4 (its 512-channel stage) the 2×2 tile grid gained nothing: half its input
 /// tiles are padding, and the 16·o·c transformed weights outweigh the few tiles they serve.
@@ -154,8 +154,8 @@ fn tile_grid(g: &Geometry, blk: &Block) -> (usize, usize) {
 
 /// Whether a conv's transforms sweep across channels ([`block_channels_last`],
 /// [`kernel_grad_block_channels_last`]) rather than along tile rows ([`block_rows`],
-/// [`kernel_grad_block_rows`]): for wide layers, whose maps are small. Measured on the 2-core
-/// AMD EPYC, Part 4's deconv net at batch 16: the 128×16×16 and 256×8×8 stages ran 10% and
+/// [`kernel_grad_block_rows`]): for wide layers, whose maps are small. Measured on two
+/// cores, Part 4's deconv net at batch 16: the 128×16×16 and 256×8×8 stages ran 10% and
 /// 30% faster across channels, the 64×32×32 stage 10–15% slower (its tile rows are 16 tiles
 /// long, its channel sweeps 64).
 fn channels_last(g: &Geometry, o: usize) -> bool {
