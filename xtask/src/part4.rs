@@ -42,6 +42,10 @@ pub struct Part4Args {
     /// Channels of resnet-deconv's three transposed convs (Simple Baselines: 256).
     #[arg(long, default_value_t = DECONV_CHANNELS)]
     pub deconv_channels: usize,
+    /// Transposed convs of resnet-deconv, each doubling the maps: 3 gives maps at a quarter of
+    /// the input (32×32 at 128 pixels, Simple Baselines'), 4 at half (64×64).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=6))]
+    pub deconv_layers: u8,
     /// What the net is trained on: its maps against Gaussian targets (`heatmap`, MSE), or the
     /// points a soft-argmax reads from them (`integral`, L1 as Part 3).
     #[arg(long, value_enum, default_value_t = Head::Heatmap)]
@@ -167,6 +171,8 @@ pub struct Part4 {
     pub decoder: Decoder,
     /// resnet-deconv's transposed-conv channels.
     pub deconv_channels: usize,
+    /// resnet-deconv's transposed convs (each doubles the maps).
+    pub deconv_layers: usize,
     /// Train on the soft-argmax points instead of the maps.
     pub integral: bool,
     /// Extra weight of the maps' foreground in the MSE (0: plain MSE).
@@ -200,8 +206,10 @@ impl Part4 {
             }
         };
         let points = layout_of(data).n_points;
-        let map = fkd_landmarker::heatmap_size(net.name(), input, points, deconv_channels)
-            .with_context(|| format!("{input} is too small an input for {}", net.name()))?;
+        let deconv_layers = fkd_landmarker::DEFAULT_DECONV_LAYERS;
+        let map =
+            fkd_landmarker::heatmap_size(net.name(), input, points, deconv_channels, deconv_layers)
+                .with_context(|| format!("{input} is too small an input for {}", net.name()))?;
         if !(sigma.is_finite() && sigma > 0.0) {
             bail!("--sigma must be a positive number of map pixels, not {sigma}");
         }
@@ -216,6 +224,7 @@ impl Part4 {
             sigma,
             decoder,
             deconv_channels,
+            deconv_layers,
             integral: false,
             fg_weight: 0.0,
             train_xml: None,
@@ -241,6 +250,20 @@ impl Part4 {
             a.deconv_channels,
         )?;
         p.integral = a.head == Head::Integral;
+        if usize::from(a.deconv_layers) != p.deconv_layers {
+            if a.model != NetName::ResnetDeconv {
+                bail!("--deconv-layers is resnet-deconv's head; fcn-alexnet's is fixed");
+            }
+            p.deconv_layers = usize::from(a.deconv_layers);
+            p.map = fkd_landmarker::heatmap_size(
+                a.model.name(),
+                p.input,
+                p.points(),
+                p.deconv_channels,
+                p.deconv_layers,
+            )
+            .with_context(|| format!("{} deconv layers do not fit {}", p.deconv_layers, p.input))?;
+        }
         if !(a.fg_weight.is_finite() && a.fg_weight >= 0.0) {
             bail!("--fg-weight must be a number ≥ 0, not {}", a.fg_weight);
         }
@@ -421,6 +444,10 @@ impl Part for Part4 {
                 dataset: self.data.name().into(),
                 deconv_channels: (self.net == NetName::ResnetDeconv)
                     .then_some(self.deconv_channels),
+                // Cards of the default three layers stay as they were before the option.
+                deconv_layers: (self.net == NetName::ResnetDeconv
+                    && self.deconv_layers != fkd_landmarker::DEFAULT_DECONV_LAYERS)
+                    .then_some(self.deconv_layers),
                 head: self.integral.then(|| "integral".into()),
             }),
             select: None,
@@ -436,10 +463,10 @@ impl Part for Part4 {
                 .into(),
             NetName::ResnetDeconv => format!(
                 "Simple Baselines (Xiao et al., 2018): the ResNet-18 of Part 3 without its \
-                 pooling and fully connected head, three 4×4/2 transposed convolutions of {} \
-                 channels (the paper's 256) with batch norm and ReLU, and a 1×1 convolution \
-                 to one heatmap per point at a quarter of the input.",
-                self.deconv_channels
+                 pooling and fully connected head, {} 4×4/2 transposed convolutions of {} \
+                 channels (the paper's three of 256) with batch norm and ReLU, and a 1×1 \
+                 convolution to one heatmap per point, of {}×{}.",
+                self.deconv_layers, self.deconv_channels, self.map.width, self.map.height
             ),
         })
     }
@@ -595,6 +622,7 @@ mod tests {
             limit: None,
             bn_stats: None,
             valid_every: 1,
+            holdout: None,
             device: None,
             on_bad_face: crate::runner::BadFace::Fail,
         };
@@ -770,6 +798,47 @@ mod card_tests {
             let err = parse(bad).err().unwrap().to_string();
             assert!(err.contains("--fg-weight"), "{bad:?}: {err}");
         }
+    }
+
+    /// `--deconv-layers 4` doubles the maps and the card says so; the default three layers
+    /// write the card as it was before the option; fcn-alexnet refuses it.
+    #[test]
+    fn deconv_layers_set_the_map_size() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: Part4Args,
+        }
+        let parse = |args: &[&str]| {
+            let cli = <Cli as clap::Parser>::try_parse_from(
+                std::iter::once("part4").chain(args.iter().copied()),
+            )
+            .unwrap();
+            Part4::from_args(&cli.a)
+        };
+        let plain = parse(&[]).unwrap();
+        assert_eq!(plain.deconv_layers, fkd_landmarker::DEFAULT_DECONV_LAYERS);
+        assert_eq!(plain.map, ImageSize::new(32, 32));
+        let json = serde_json::to_string(&plain.card()).unwrap();
+        assert!(!json.contains("deconv_layers"), "{json}");
+
+        let four = parse(&["--deconv-layers", "4"]).unwrap();
+        assert_eq!(four.map, ImageSize::new(64, 64));
+        let card = four.card();
+        assert_eq!(card.heatmap.as_ref().unwrap().deconv_layers, Some(4));
+        let vm = VarMap::new();
+        let device = candle_core::Device::Cpu;
+        let vb = fkd_models::seeded_var_builder(&vm, 0, candle_core::DType::F32, &device);
+        let net = Net::build(&card, vb).unwrap();
+        let x = Tensor::zeros((1, 1, 128, 128), candle_core::DType::F32, &device).unwrap();
+        let out = candle_core::ModuleT::forward_t(&net, &x, false).unwrap();
+        assert_eq!(out.dims(), &[1, 68, 64, 64]);
+
+        let err = parse(&["--model", "fcn-alexnet", "--deconv-layers", "4"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--deconv-layers"), "{err}");
     }
 
     /// `--head integral`: the card says so and gives it back, the net outputs one normalised

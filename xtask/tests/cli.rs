@@ -741,6 +741,11 @@ fn part4_heatmap_nets_train_and_predict() {
                 "2",
                 "--size",
                 "64",
+                // Maps at half the input, and the epoch picked on held-out training photos.
+                "--deconv-layers",
+                "4",
+                "--holdout",
+                "0.25",
             ])
             .arg("--data")
             .arg(&root)
@@ -753,10 +758,28 @@ fn part4_heatmap_nets_train_and_predict() {
     for img in ["heatmaps.png", "heatmaps_sum.png", "ced.png", "metric.png"] {
         assert!(html.contains(img) && out.join(img).is_file(), "{img}");
     }
+    assert!(
+        html.contains("picked neither the epoch"),
+        "no held-out scores in the report"
+    );
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
     assert_eq!(card["part"], "part4");
-    assert_eq!(card["heatmap"]["map"], serde_json::json!([16, 16]));
+    assert_eq!(card["heatmap"]["map"], serde_json::json!([32, 32]));
+    assert_eq!(card["heatmap"]["deconv_layers"], 4);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["selected_on"], "held-out training photos");
+    let (trained, held) = (
+        metrics["train_faces"].as_u64().unwrap(),
+        metrics["valid_faces"].as_u64().unwrap(),
+    );
+    assert!(
+        trained + held == 64 && held > 0 && held < 32,
+        "{trained} + {held}"
+    );
+    assert_eq!(metrics["runs"][0]["test"]["faces"], 64);
+    assert!(metrics["runs"][0]["test"]["best"]["nme_mean"].is_number());
     let ckpt = out.join("best.safetensors");
     let faces = first_boxes(&cropped.join("labels_300w_valid.xml"), 2);
     let boxes = tmp.path().join("boxes.xml");

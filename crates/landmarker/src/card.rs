@@ -58,6 +58,10 @@ pub struct HeatmapCard {
     /// Channels of resnet-deconv's transposed convs (cards written before the option: 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deconv_channels: Option<usize>,
+    /// Transposed convs of resnet-deconv, each doubling the maps (absent: 3, maps at a quarter
+    /// of the input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deconv_layers: Option<usize>,
     /// `integral` when the net outputs soft-argmax points instead of maps (absent: maps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<String>,
@@ -357,6 +361,7 @@ mod tests {
             decoder: Decoder::Dark,
             dataset: "imm".into(),
             deconv_channels: None,
+            deconv_layers: None,
             head: Some("integral".into()),
         });
         assert_eq!(card.head(), Head::Integral);

@@ -86,7 +86,7 @@ pub use fkd_data::photo::Photo;
 pub use fkd_detect::{Detection, Detector, DetectorConfig};
 pub use kaggle::{kaggle_csv, write_kaggle_csv};
 pub use landmarker::{BATCH, Face, Landmarker, NetInput, PhotoFace};
-pub use net::{BuildOptions, Net, heatmap_size};
+pub use net::{BuildOptions, DEFAULT_DECONV_CHANNELS, DEFAULT_DECONV_LAYERS, Net, heatmap_size};
 pub use placement::{BoxMap, YUNET_TO_IBUG68};
 
 /// The README's code blocks, compiled as doctests so its library example stays true.

@@ -16,6 +16,10 @@ use std::path::Path;
 /// Channels of resnet-deconv's transposed convs when a card does not say (Simple Baselines').
 pub const DEFAULT_DECONV_CHANNELS: usize = 256;
 
+/// Transposed convs of resnet-deconv when a card does not say (Simple Baselines' three: maps at
+/// a quarter of the input).
+pub const DEFAULT_DECONV_LAYERS: usize = 3;
+
 /// A net of any part.
 #[derive(Clone, Debug)]
 pub enum Net {
@@ -37,15 +41,17 @@ pub struct BuildOptions {
 
 /// The heatmaps' size that the heatmap net `arch` (`resnet-deconv`, `fcn-alexnet`) gives for
 /// an `input`, or `None` when the input is too small for it (or `arch` is not a heatmap net).
+/// `deconv_channels` and `deconv_layers` are resnet-deconv's head (each layer doubles the maps).
 pub fn heatmap_size(
     arch: &str,
     input: ImageSize,
     points: usize,
     deconv_channels: usize,
+    deconv_layers: usize,
 ) -> Option<ImageSize> {
     let hw = (input.height as usize, input.width as usize);
     let (h, w) = match arch {
-        "resnet-deconv" => deconv_config(points, hw, deconv_channels).map_hw(hw)?,
+        "resnet-deconv" => deconv_config(points, hw, deconv_channels, deconv_layers).map_hw(hw)?,
         "fcn-alexnet" => fcn_config(points, hw).map_hw(hw)?,
         _ => return None,
     };
@@ -55,9 +61,15 @@ pub fn heatmap_size(
     ))
 }
 
-fn deconv_config(points: usize, input: (usize, usize), channels: usize) -> ResNetDeconvConfig {
+fn deconv_config(
+    points: usize,
+    input: (usize, usize),
+    channels: usize,
+    layers: usize,
+) -> ResNetDeconvConfig {
     ResNetDeconvConfig {
         deconv_channels: channels,
+        deconv_layers: layers,
         ..ResNetDeconvConfig::new(points, input)
     }
 }
@@ -116,7 +128,11 @@ impl Net {
                 if channels == 0 {
                     return Err(bad("0 deconv channels".into()));
                 }
-                let map = heatmap_size(arch, input, card.points, channels);
+                let layers = h.deconv_layers.unwrap_or(DEFAULT_DECONV_LAYERS);
+                if !(1..=6).contains(&layers) {
+                    return Err(bad(format!("{layers} deconv layers (1 to 6 fit)")));
+                }
+                let map = heatmap_size(arch, input, card.points, channels, layers);
                 if map.map(|m| [m.width, m.height]) != Some(h.map) {
                     return Err(bad(format!(
                         "the card's input {:?} and maps {:?} do not fit a {arch} net",
@@ -127,7 +143,7 @@ impl Net {
                     HeatmapBody::Fcn(FcnAlexNet::new(&fcn_config(card.points, hw), vb)?)
                 } else {
                     HeatmapBody::Deconv(ResNetDeconv::new(
-                        &deconv_config(card.points, hw, channels),
+                        &deconv_config(card.points, hw, channels, layers),
                         vb,
                     )?)
                 };

@@ -64,6 +64,12 @@ pub struct RunArgs {
     /// time on long runs; the curves then have a point every N epochs.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub valid_every: u64,
+    /// Hold out a seeded fraction of the training photos (e.g. 0.1; every face of a photo goes
+    /// the same way): train on the rest, validate each epoch and pick the best on the held-out
+    /// faces, and score the last and the picked weights on the validation faces once at the
+    /// end, so that nothing is chosen by the numbers reported.
+    #[arg(long, value_name = "FRACTION")]
+    pub holdout: Option<f64>,
     /// Device: cpu, cuda / metal in a build with that feature, or auto (the build's GPU if the
     /// machine has one, else the CPU) [default: auto].
     #[arg(long)]

@@ -24,6 +24,7 @@ use anyhow::{Context, bail};
 use args::Settings;
 use candle_core::Device;
 use figures::{Figures, samples_figure};
+use fkd_data::dataset::DataSet;
 use fkd_landmarker::{MODEL_CARD, ModelCard};
 use fkd_metrics::Summary;
 use fkd_train::Batches;
@@ -42,9 +43,9 @@ pub fn run<P: Part>(part: &P, args: &RunArgs) -> anyhow::Result<PathBuf> {
         .unwrap_or_else(|| PathBuf::from("runs").join(part.name()));
     prepare_out(&out, args)?;
     let device = crate::device_arg(args.device.as_deref())?;
-    let split = load_split(part, args, &device)?;
+    let (split, test) = hold_out(load_split(part, args, &device)?, args)?;
     let set = Settings::new(part.defaults(), args, part.whole_face());
-    let loaders = Loaders::new(part, &split, &set, args, &device)?;
+    let loaders = Loaders::new(part, &split, test.as_ref(), &set, args, &device)?;
     let card = ModelCard {
         flip_test: set.flip_test,
         ..part.card()
@@ -67,6 +68,7 @@ pub fn run<P: Part>(part: &P, args: &RunArgs) -> anyhow::Result<PathBuf> {
             part,
             &loaders.train,
             &loaders.valid,
+            loaders.test.as_ref(),
             loaders.stats.as_ref().map(|l| l as &dyn Batches),
             &set,
             lr,
@@ -133,6 +135,53 @@ fn load_split<P: Part>(part: &P, args: &RunArgs, device: &Device) -> anyhow::Res
     Ok(split)
 }
 
+/// With `--holdout F`: the training faces split by photo (seed `--seed`) into those trained on
+/// and those that validate each epoch; the part's validation faces come back as the test set,
+/// scored only at the end.
+fn hold_out(split: Split, args: &RunArgs) -> anyhow::Result<(Split, Option<DataSet>)> {
+    let Some(fraction) = args.holdout else {
+        return Ok((split, None));
+    };
+    if !(fraction > 0.0 && fraction < 1.0) {
+        bail!("--holdout takes a fraction of the training photos between 0 and 1, not {fraction}");
+    }
+    let (train, held) = split.train.split_seeded(fraction, args.seed);
+    if train.is_empty() || held.is_empty() {
+        bail!(
+            "--holdout {fraction} of {} training faces leaves {} to train on and {} to validate",
+            split.train.len(),
+            train.len(),
+            held.len()
+        );
+    }
+    tracing::info!(
+        "held out {} of {} training faces ({:.0}% of the photos, seed {}) to pick the best \
+         epoch; the {} validation faces are scored once at the end",
+        held.len(),
+        split.train.len(),
+        100.0 * fraction,
+        args.seed,
+        split.valid.len()
+    );
+    let description = format!(
+        "{} Of the training faces, {} ({:.0}% of the photos, seed {}) were held out: each epoch \
+         is validated and the best picked on them, and the validation faces are scored only \
+         once, at the end.",
+        split.description,
+        held.len(),
+        100.0 * fraction,
+        args.seed
+    );
+    Ok((
+        Split {
+            train,
+            valid: held,
+            description,
+        },
+        Some(split.valid),
+    ))
+}
+
 /// Prints each run's last and best scores.
 fn print_scores<P: Part>(part: &P, runs: &[Run]) {
     let by = part.select_by();
@@ -168,6 +217,17 @@ fn print_scores<P: Part>(part: &P, runs: &[Run]) {
                 .map_or("–".into(), |e| (e + 1).to_string()),
             line(&r.best.summary)
         );
+        if let Some(t) = &r.test {
+            for (which, s) in [("last weights", &t.last), ("best", &t.best)] {
+                println!(
+                    "{} lr {:e}: {which} on the {} validation faces (never used to pick): {}",
+                    part.name(),
+                    r.lr,
+                    t.faces,
+                    line(s)
+                );
+            }
+        }
     }
 }
 
@@ -178,4 +238,95 @@ fn prepare_out(out: &Path, args: &RunArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use fkd_core::{ImageSize, Layout};
+    use fkd_data::dataset::Sample;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        <Cli as clap::Parser>::try_parse_from(std::iter::once("x").chain(extra.iter().copied()))
+            .unwrap()
+            .run
+    }
+
+    /// Two faces per photo, `photos` photos.
+    fn faces(name: &str, photos: usize) -> DataSet {
+        let samples = (0..2 * photos)
+            .map(|i| Sample {
+                image: PathBuf::from(format!("{name}/{}.jpg", i / 2)),
+                size: ImageSize::new(10, 10),
+                points: Vec::new(),
+                bbox: None,
+                person: None,
+                id: format!("{name}/{}.jpg#{}", i / 2, i % 2),
+            })
+            .collect();
+        DataSet {
+            name: name.into(),
+            layout: Layout::IBUG68,
+            samples,
+            skipped: Vec::new(),
+        }
+    }
+
+    fn split() -> Split {
+        Split {
+            train: faces("train", 50),
+            valid: faces("valid", 7),
+            description: "d.".into(),
+        }
+    }
+
+    /// `--holdout 0.1` keeps a seeded tenth of the training photos, whole, for picking; the
+    /// validation faces become the test set untouched; without it nothing moves.
+    #[test]
+    fn holdout_splits_the_training_photos_and_keeps_the_validation_faces_for_the_end() {
+        let (same, none) = hold_out(split(), &args(&[])).unwrap();
+        assert!(none.is_none());
+        assert_eq!((same.train.len(), same.valid.len()), (100, 14));
+
+        let (s, test) = hold_out(split(), &args(&["--holdout", "0.1"])).unwrap();
+        let test = test.unwrap();
+        assert_eq!(test.len(), 14);
+        assert!(test.samples.iter().all(|f| f.image.starts_with("valid")));
+        assert_eq!((s.train.len(), s.valid.len()), (90, 10));
+        let held: std::collections::HashSet<_> = s.valid.samples.iter().map(|f| &f.image).collect();
+        assert_eq!(held.len(), 5, "whole photos are held out");
+        assert!(s.train.samples.iter().all(|f| !held.contains(&f.image)));
+        assert!(s.description.contains("held out"));
+        // Another seed holds out other photos.
+        let (other, _) = hold_out(split(), &args(&["--holdout", "0.1", "--seed", "1"])).unwrap();
+        assert_ne!(
+            other
+                .valid
+                .samples
+                .iter()
+                .map(|f| &f.id)
+                .collect::<Vec<_>>(),
+            s.valid.samples.iter().map(|f| &f.id).collect::<Vec<_>>()
+        );
+
+        for bad in ["0", "1", "-0.5", "NaN"] {
+            let e = hold_out(split(), &args(&[&format!("--holdout={bad}")]))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("--holdout"), "{bad}: {e}");
+        }
+        // A fraction too small to hold out any photo says so.
+        let e = hold_out(split(), &args(&["--holdout", "0.001"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("leaves"), "{e}");
+    }
 }

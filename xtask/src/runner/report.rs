@@ -3,7 +3,7 @@
 use super::args::{RunArgs, Settings, loss_name, schedule_name};
 use super::figures::Figures;
 use super::part::{ExtraFigures, Part, Split};
-use super::train::{Loaders, Run};
+use super::train::{Loaders, Run, TestScores};
 use fkd_landmarker::Net;
 use fkd_metrics::Summary;
 use fkd_models::{Summarize, format_summary};
@@ -24,6 +24,9 @@ pub(super) struct RunMetrics<'a> {
     pub(super) summary: &'a Summary,
     /// The last weights' scores.
     pub(super) last: &'a Summary,
+    /// `--holdout`: the best and last weights on the validation faces, which picked nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) test: Option<&'a TestScores>,
 }
 
 #[derive(Serialize)]
@@ -43,6 +46,9 @@ pub(super) struct Metrics<'a> {
     pub(super) loss: String,
     pub(super) weight_decay: f64,
     pub(super) selected_by: &'static str,
+    /// Where the best epoch was picked: `validation`, or `held-out training photos`
+    /// (`--holdout`; `valid_faces` are then those, and each run's `test` the validation faces).
+    pub(super) selected_on: &'static str,
     /// Training faces the batch-norm statistics were recomputed from before each validation
     /// (0: training's running averages).
     pub(super) bn_stats_faces: usize,
@@ -78,6 +84,11 @@ impl<'a> Metrics<'a> {
             loss: loss_name(&set.loss),
             weight_decay: set.weight_decay,
             selected_by: part.select_by().name(),
+            selected_on: if args.holdout.is_some() {
+                "held-out training photos"
+            } else {
+                "validation"
+            },
             bn_stats_faces: loaders.stats_faces(),
             threads: rayon::current_num_threads(),
             wall_seconds: 0.0,
@@ -93,6 +104,7 @@ impl<'a> Metrics<'a> {
                     train_seconds: r.seconds,
                     summary: &r.best.summary,
                     last: &r.last,
+                    test: r.test.as_ref(),
                 })
                 .collect(),
         }
@@ -167,7 +179,7 @@ fn network_section<P: Part>(
             vec!["flip test (validation)".to_string(), on(m.flip_test)],
             vec![
                 "best epoch chosen by".to_string(),
-                format!("validation {}", m.selected_by),
+                format!("{} {}", m.selected_on, m.selected_by),
             ],
             vec!["seed".to_string(), m.seed.to_string()],
             vec!["threads".to_string(), m.threads.to_string()],
@@ -232,6 +244,29 @@ fn results_section<P: Part>(r: &mut Report, part: &P, m: &Metrics<'_>, f: &Figur
         m.valid_faces,
         m.main_lr
     ));
+    let tested = test_rows(m);
+    if !tested.is_empty() {
+        r.paragraph(format!(
+            "The same weights on the {} validation faces, which picked neither the epoch nor \
+             anything else (`--holdout`): the run's unbiased scores.",
+            m.runs
+                .iter()
+                .find_map(|x| x.test.map(|t| t.faces))
+                .unwrap_or_default()
+        ));
+        r.table(
+            &[
+                "lr",
+                "weights",
+                "mean error (px)",
+                "MAE (px)",
+                "NME",
+                "FR@0.08",
+                "AUC@0.08",
+            ],
+            &tested,
+        );
+    }
     r.image(
         &f.good,
         format!(
@@ -287,6 +322,30 @@ fn score_rows(m: &Metrics<'_>) -> Vec<Vec<String>> {
                 pct(s.fr_010),
                 fmt(s.auc_008, 3),
                 format!("{:.0}", x.train_seconds),
+            ]);
+        }
+    }
+    rows
+}
+
+/// `--holdout`'s rows: each run's picked and last weights on the validation faces.
+fn test_rows(m: &Metrics<'_>) -> Vec<Vec<String>> {
+    let pct = |v: Option<f32>| v.map_or("–".to_string(), |x| format!("{:.2}%", 100.0 * x));
+    let mut rows = Vec::new();
+    for x in &m.runs {
+        let Some(t) = x.test else { continue };
+        for (which, s) in [("best", &t.best), ("last", &t.last)] {
+            rows.push(vec![
+                format!("{:e}", x.lr),
+                match (which, x.best_epoch) {
+                    ("best", Some(e)) => format!("picked (epoch {})", e + 1),
+                    _ => format!("last (epoch {})", x.epochs),
+                },
+                format!("{:.2}", s.mean_px),
+                format!("{:.2}", s.mae_px),
+                pct(s.nme_mean),
+                pct(s.fr_008),
+                s.auc_008.map_or("–".to_string(), |x| format!("{x:.3}")),
             ]);
         }
     }

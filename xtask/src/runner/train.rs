@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use fkd_augment::Augmenter;
 use fkd_data::batch::Loader;
-use fkd_data::dataset::Sample;
+use fkd_data::dataset::{DataSet, Sample};
 use fkd_data::prepare::Prepare;
 use fkd_landmarker::{Evaluation, ModelCard, Net};
 use fkd_metrics::Summary;
@@ -67,8 +67,18 @@ pub(super) struct Run {
     pub(super) best: Evaluation,
     /// The last epoch's weights.
     pub(super) last: Summary,
+    /// Scores on the test faces (`--holdout`: the part's validation faces, never used to pick).
+    pub(super) test: Option<TestScores>,
     pub(super) seconds: f64,
     pub(super) net: Net,
+}
+
+/// The picked and the last weights scored on faces no choice looked at.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(super) struct TestScores {
+    pub(super) faces: usize,
+    pub(super) best: Summary,
+    pub(super) last: Summary,
 }
 
 /// The batch size of the precise-BN passes: larger batches normalise each layer's input more
@@ -88,6 +98,7 @@ pub(super) fn train_one<P: Part, S: Prepare, V: Prepare>(
     part: &P,
     train: &Loader<S>,
     valid: &Loader<V>,
+    test: Option<&Loader<V>>,
     bn_stats: Option<&dyn Batches>,
     set: &Settings,
     lr: f64,
@@ -148,6 +159,9 @@ pub(super) fn train_one<P: Part, S: Prepare, V: Prepare>(
     };
     let seconds = t.elapsed().as_secs_f64();
     let last = evaluate(&card, &net, valid, set.flip_test)?.summary;
+    let test_last = test
+        .map(|t| evaluate(&card, &net, t, set.flip_test))
+        .transpose()?;
     // A run that diverged in its first epoch saved no best checkpoint: its last good weights
     // are all there is.
     let best_path = dir.join(fkd_train::checkpoint::BEST_WEIGHTS);
@@ -160,12 +174,21 @@ pub(super) fn train_one<P: Part, S: Prepare, V: Prepare>(
         );
     }
     let best = evaluate(&card, &net, valid, set.flip_test)?;
+    let test = match (test, test_last) {
+        (Some(t), Some(last)) => Some(TestScores {
+            faces: t.samples().len(),
+            best: evaluate(&card, &net, t, set.flip_test)?.summary,
+            last: last.summary,
+        }),
+        _ => None,
+    };
     Ok(Run {
         lr,
         dir: dir.to_path_buf(),
         history,
         best,
         last,
+        test,
         seconds,
         net,
     })
@@ -176,6 +199,8 @@ pub(super) fn train_one<P: Part, S: Prepare, V: Prepare>(
 pub(super) struct Loaders<P: Part> {
     pub(super) train: Loader<P::Step>,
     pub(super) valid: Loader<P::Step>,
+    /// `--holdout`'s test faces (the part's validation faces).
+    pub(super) test: Option<Loader<P::Step>>,
     pub(super) stats: Option<Loader<P::Step>>,
 }
 
@@ -183,6 +208,7 @@ impl<P: Part> Loaders<P> {
     pub(super) fn new(
         part: &P,
         split: &Split,
+        test: Option<&DataSet>,
         set: &Settings,
         args: &RunArgs,
         device: &Device,
@@ -200,6 +226,9 @@ impl<P: Part> Loaders<P> {
             set.batch.max(16),
         )
         .on(device.clone());
+        let test = test.map(|t| {
+            Loader::new(t.samples.clone(), part.step(None), set.batch.max(16)).on(device.clone())
+        });
         let bn_faces = args.bn_stats.unwrap_or_else(|| part.bn_stats_faces());
         let stats = (bn_faces > 0).then(|| {
             let faces = spread(&split.train.samples, bn_faces);
@@ -209,6 +238,7 @@ impl<P: Part> Loaders<P> {
         Ok(Self {
             train,
             valid,
+            test,
             stats,
         })
     }
