@@ -11,6 +11,11 @@ them exactly as fkd's child process times its own: random data, a training step 
 + backward + Adam(lr 1e-3), then forward in eval mode without gradients; a few warm-up steps,
 then steps until --seconds have passed.
 
+With --latency (resnet18 or deconv, --batch 1, --size S, optionally --flip) it times single
+faces instead, as fkd's `bench-child --latency` does: eval mode under torch.inference_mode, one
+face per call (with --flip, its mirror image through a second pass), each output copied to a
+NumPy-free Python list as predict reads it back, every call timed; prints median_ms and p95_ms.
+
 Usage: python peer.py --peer-dir ../shared/bench --model nose|face|resnet18|deconv|deconv-head --batch 8
        [--threads 2] [--seconds 3] [--device cpu] [--precision tf32|f32] [--deconv-channels 128]
 Prints one JSON line: train_images_per_s, fwd_images_per_s, peak_rss_mb, and on CUDA
@@ -30,6 +35,9 @@ ap.add_argument("--warmup", type=int, default=3)
 ap.add_argument("--device", default="cpu")
 ap.add_argument("--deconv-channels", type=int, default=128)
 ap.add_argument("--precision", default="tf32", choices=["tf32", "f32"])
+ap.add_argument("--latency", action="store_true")
+ap.add_argument("--size", type=int, default=128)
+ap.add_argument("--flip", action="store_true")
 a = ap.parse_args()
 sys.path.insert(0, a.peer_dir)
 
@@ -45,7 +53,7 @@ if a.model == "resnet18":
 
     net = torchvision.models.resnet18(num_classes=136)
     net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
-    hw, out = (224, 224), (136,)
+    hw, out = ((a.size, a.size) if a.latency else (224, 224)), (136,)
 elif a.model in ("deconv", "deconv-head"):
     import torchvision
 
@@ -59,7 +67,7 @@ elif a.model in ("deconv", "deconv-head"):
         trunk = torchvision.models.resnet18()
         trunk.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
         net = nn.Sequential(*list(trunk.children())[:-2], *head)
-        hw = (128, 128)
+        hw = (a.size, a.size) if a.latency else (128, 128)
     else:
         net = nn.Sequential(*head)
         channels, hw = 512, (4, 4)
@@ -72,6 +80,44 @@ else:
     net = Net(DEFAULTS[part], hw)
     out = (DEFAULTS[part]["out"],)
 net = net.to(a.device)
+
+if a.latency:
+    if a.model not in ("resnet18", "deconv") or a.batch != 1:
+        sys.exit("--latency measures resnet18 or deconv at --batch 1")
+    net.eval()
+    x = torch.rand(1, 1, *hw, device=a.device) - 0.5
+
+    def face():
+        with torch.inference_mode():
+            out = net(x).flatten().tolist()
+            if a.flip:
+                out = net(torch.flip(x, [3])).flatten().tolist()
+        return out
+
+    for _ in range(max(a.warmup, 5)):
+        face()
+    ms, t0 = [], time.perf_counter()
+    while len(ms) < 20 or time.perf_counter() - t0 < a.seconds:
+        t = time.perf_counter()
+        face()
+        ms.append(1000.0 * (time.perf_counter() - t))
+    ms.sort()
+
+    def rank(q):
+        import math
+        return ms[min(max(math.ceil(q * len(ms)), 1), len(ms)) - 1]
+
+    print(json.dumps({
+        "impl": "pytorch-" + torch.__version__,
+        "model": a.model,
+        "size": a.size,
+        "flip": a.flip,
+        "median_ms": rank(0.5),
+        "p95_ms": rank(0.95),
+        "calls": len(ms),
+    }))
+    sys.exit(0)
+
 opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 x = torch.rand(a.batch, channels, *hw, device=a.device) - 0.5
 # The head's input stands for the encoder's output, whose gradient training computes.

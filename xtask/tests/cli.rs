@@ -257,6 +257,7 @@ fn bench_writes_json_for_fkd_alone() {
     let json = dir.path().join("bench.json");
     let out = xtask()
         .args(["bench", "--peer-python", "none", "--models", "nose"])
+        .args(["--latency", "off"])
         .args(["--repeats", "1", "--seconds", "0.2", "--json"])
         .arg(&json)
         .arg("--data")
@@ -279,6 +280,48 @@ fn bench_writes_json_for_fkd_alone() {
     }
     assert!(row["peer_train"].is_null());
     assert!(report["pipeline"]["images_per_s"].as_f64().unwrap() > 0.0);
+}
+
+/// `bench-child --latency` times single faces through Part 4's and Part 3's nets, with and
+/// without the flip test, and prints one JSON line with a median no larger than its p95; other
+/// nets are refused by name.
+#[test]
+fn bench_child_measures_single_face_latency() {
+    for (model, flip) in [("deconv", false), ("resnet18", true)] {
+        let mut cmd = xtask();
+        cmd.args(["bench-child", "--latency", "--model", model, "--batch", "1"])
+            .args(["--size", "64", "--seconds", "0", "--warmup", "1"]);
+        if flip {
+            cmd.arg("--flip");
+        }
+        let stdout = run_ok(&mut cmd);
+        let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap();
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            (v["model"].as_str(), v["size"].as_u64()),
+            (Some(model), Some(64))
+        );
+        assert_eq!(v["flip"], flip);
+        let (median, p95) = (
+            v["median_ms"].as_f64().unwrap(),
+            v["p95_ms"].as_f64().unwrap(),
+        );
+        assert!(median > 0.0 && median <= p95, "{line}");
+        assert!(v["calls"].as_u64().unwrap() >= 20, "{line}");
+    }
+    let e = run_err(
+        xtask()
+            .args([
+                "bench-child",
+                "--latency",
+                "--model",
+                "nose",
+                "--batch",
+                "1",
+            ])
+            .args(["--seconds", "0"]),
+    );
+    assert!(e.contains("resnet18 or deconv"), "{e}");
 }
 
 /// A peer that cannot run is an error that says which benchmark failed, not a panic.
