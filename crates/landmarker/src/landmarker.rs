@@ -144,6 +144,20 @@ impl Landmarker {
         Ok(detector.detect(photo)?)
     }
 
+    /// Refuses models that look at whole photos (they have no use for a face box).
+    fn check_crops_faces(&self) -> Result<()> {
+        if self.card.crops_faces() {
+            return Ok(());
+        }
+        Err(LandmarkerError::Input {
+            what: "a photo".into(),
+            reason: format!(
+                "a {} model looks at whole photos, not detected faces: use predict",
+                self.card.part
+            ),
+        })
+    }
+
     /// Every face of a photo: found by the detector in its colour pixels, then its landmarks
     /// from the grayscale ones (both upright: see `fkd_data::photo`), best detection first.
     pub fn detect_and_predict(&self, photo: &Photo) -> Result<Vec<PhotoFace>> {
@@ -161,15 +175,7 @@ impl Landmarker {
         photos: &[&Photo],
         min_face: f32,
     ) -> Result<Vec<Vec<PhotoFace>>> {
-        if !self.card.crops_faces() {
-            return Err(LandmarkerError::Input {
-                what: "a photo".into(),
-                reason: format!(
-                    "a {} model looks at whole photos, not detected faces: use predict",
-                    self.card.part
-                ),
-            });
-        }
+        self.check_crops_faces()?;
         let found: Vec<Vec<Detection>> = photos
             .iter()
             .map(|p| {
@@ -178,6 +184,24 @@ impl Landmarker {
                 Ok(faces)
             })
             .collect::<Result<_>>()?;
+        self.predict_detections_batch(photos, found)
+    }
+
+    /// Landmarks for faces already found: `found[k]` are photo `k`'s detections (from
+    /// [`Landmarker::detect`], or YuNet run elsewhere), each placed on the crop the net
+    /// expects by the box map. [`Landmarker::detect_and_predict_batch`] is `detect` then this.
+    pub fn predict_detections_batch(
+        &self,
+        photos: &[&Photo],
+        found: Vec<Vec<Detection>>,
+    ) -> Result<Vec<Vec<PhotoFace>>> {
+        self.check_crops_faces()?;
+        if found.len() != photos.len() {
+            return Err(LandmarkerError::Input {
+                what: "detections".into(),
+                reason: format!("{} lists for {} photos", found.len(), photos.len()),
+            });
+        }
         let boxes: Vec<Vec<FaceBox>> = found
             .iter()
             .map(|faces| faces.iter().map(|d| self.box_map.apply(d.bbox)).collect())

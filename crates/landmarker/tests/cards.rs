@@ -274,3 +274,43 @@ fn an_exif_rotated_photo_gives_the_upright_photos_points() {
         assert!(p.distance(*q) < 0.5, "{p:?} vs {q:?}");
     }
 }
+
+/// Faces found elsewhere get the same landmarks as `predict` on the crops the box map places
+/// (`detect_and_predict` is `detect` then this); a list per photo is required, and a
+/// whole-photo model is refused.
+#[test]
+fn given_detections_are_placed_by_the_box_map() {
+    let lm = Landmarker::seeded(card(CARDS[2].1), 3, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.png");
+    photo(160, 120).to_luma8().save(&file).unwrap();
+    let upright = fkd_landmarker::load_photo(&file).unwrap();
+    let found = fkd_landmarker::Detection {
+        bbox: FaceBox::new(40.0, 20.0, 60.0, 70.0),
+        score: 0.95,
+        points: [PixelPoint::new(60.0, 45.0); 5],
+    };
+    let faces = lm
+        .predict_detections_batch(&[&upright], vec![vec![found.clone()]])
+        .unwrap();
+    let placed = fkd_landmarker::YUNET_TO_IBUG68.apply(found.bbox);
+    assert_eq!(faces[0].len(), 1);
+    assert_eq!(faces[0][0].crop_box, placed);
+    assert_eq!(faces[0][0].detection.score, 0.95);
+    let direct = lm.predict(&upright.gray, &[placed]).unwrap();
+    assert_eq!(faces[0][0].points, direct[0].points);
+    // A photo without detections has no faces; one list per photo.
+    let none = lm
+        .predict_detections_batch(&[&upright, &upright], vec![Vec::new(), vec![found.clone()]])
+        .unwrap();
+    assert!(none[0].is_empty() && none[1].len() == 1);
+    assert!(matches!(
+        lm.predict_detections_batch(&[&upright], Vec::new()),
+        Err(LandmarkerError::Input { .. })
+    ));
+    let whole = Landmarker::seeded(card(CARDS[0].1), 3, &Device::Cpu).unwrap();
+    assert!(matches!(
+        whole.predict_detections_batch(&[&upright], vec![vec![found]]),
+        Err(LandmarkerError::Input { .. })
+    ));
+}
