@@ -13,7 +13,8 @@ use anyhow::{Context, bail};
 use fkd_core::{FaceBox, Layout};
 use fkd_detect::{Detector, DetectorConfig};
 use fkd_landmarker::placement::iou;
-use fkd_landmarker::{Landmarker, load_photo};
+use fkd_landmarker::{Landmarker, Photo, load_photo};
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -98,37 +99,45 @@ pub fn run(args: &EvalPhotosArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut detecting = std::time::Duration::ZERO;
     let (mut all, mut found) = (Vec::new(), Vec::new());
-    for (photo_path, faces) in &photos {
-        let photo = load_photo(photo_path)?;
-        // `detect_and_predict`, in its two steps so that the detector's share is timed.
+    // As `predict` runs: photos decoded in parallel a chunk at a time, their faces batched
+    // across photos; `detect_and_predict_batch` in its two steps so that the detector's share
+    // is timed.
+    for chunk in photos.chunks(crate::predict::PHOTOS_AT_ONCE) {
+        let decoded: Vec<Photo> = chunk
+            .par_iter()
+            .map(|(path, _)| load_photo(path).map_err(anyhow::Error::from))
+            .collect::<anyhow::Result<_>>()?;
         let t = Instant::now();
-        let detections = landmarker.detect(&photo.rgb)?;
+        let detections = decoded
+            .iter()
+            .map(|p| landmarker.detect(&p.rgb).map_err(anyhow::Error::from))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         detecting += t.elapsed();
-        let predicted = landmarker
-            .predict_detections_batch(&[&photo], vec![detections])?
-            .pop()
-            .unwrap_or_default();
-        let mut used = Vec::new();
-        for truth in faces {
-            let tight = FaceBox::around(truth)
-                .with_context(|| format!("{}: a face without points", photo_path.display()))?;
-            // Each detection serves one face at most: faces in file order, greedily.
-            let best = predicted
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| !used.contains(k))
-                .map(|(k, f)| (iou(f.detection.bbox, tight), k, f))
-                .filter(|(o, _, _)| *o >= MATCH_IOU)
-                .max_by(|a, b| a.0.total_cmp(&b.0));
-            match best {
-                Some((_, k, f)) => {
-                    used.push(k);
-                    let e = fkd_metrics::nme(&f.points, truth, &Layout::IBUG68)
-                        .with_context(|| format!("scoring {}", photo_path.display()))?;
-                    all.push(e);
-                    found.push(e);
+        let refs: Vec<&Photo> = decoded.iter().collect();
+        let predicted = landmarker.predict_detections_batch(&refs, detections)?;
+        for ((photo_path, faces), predicted) in chunk.iter().zip(predicted) {
+            let mut used = Vec::new();
+            for truth in faces {
+                let tight = FaceBox::around(truth)
+                    .with_context(|| format!("{}: a face without points", photo_path.display()))?;
+                // Each detection serves one face at most: faces in file order, greedily.
+                let best = predicted
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| !used.contains(k))
+                    .map(|(k, f)| (iou(f.detection.bbox, tight), k, f))
+                    .filter(|(o, _, _)| *o >= MATCH_IOU)
+                    .max_by(|a, b| a.0.total_cmp(&b.0));
+                match best {
+                    Some((_, k, f)) => {
+                        used.push(k);
+                        let e = fkd_metrics::nme(&f.points, truth, &Layout::IBUG68)
+                            .with_context(|| format!("scoring {}", photo_path.display()))?;
+                        all.push(e);
+                        found.push(e);
+                    }
+                    None => all.push(MISSED),
                 }
-                None => all.push(MISSED),
             }
         }
     }

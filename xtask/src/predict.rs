@@ -376,7 +376,7 @@ fn predict_chunk<'a>(
 }
 
 /// Photos decoded and predicted together (their faces share the net's batches).
-const PHOTOS_AT_ONCE: usize = 32;
+pub(crate) const PHOTOS_AT_ONCE: usize = 32;
 
 /// Every image named on the command line, folders walked recursively (sorted).
 fn images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
