@@ -813,7 +813,7 @@ fn child_latency(args: &ChildArgs, device: &Device) -> anyhow::Result<()> {
     let varmap = VarMap::new();
     let vb = fkd_models::seeded_var_builder(&varmap, 0, DType::F32, device);
     let s = args.size;
-    let net: Box<dyn Model> = match args.model.as_str() {
+    let net: Box<dyn Model + Sync> = match args.model.as_str() {
         "resnet18" => Box::new(ResNet18::new(
             &ResNet18Config::resnet18(1, 136, (s, s)),
             vb,
@@ -830,11 +830,13 @@ fn child_latency(args: &ChildArgs, device: &Device) -> anyhow::Result<()> {
     let x = (Tensor::rand(0f32, 1f32, (1, 1, s, s), device)? - 0.5)?;
     let reversed: Vec<u32> = (0..s as u32).rev().collect();
     let reversed = Tensor::new(reversed.as_slice(), device)?;
+    // As the landmarker runs it: each pass on rayon's pool.
     let face = || -> candle_core::Result<()> {
-        let out = net.forward_t(&x, false)?.flatten_all()?.to_vec1::<f32>()?;
-        std::hint::black_box(out);
+        let out = fkd_train::on_pool(|| net.forward_t(&x, false))?;
+        std::hint::black_box(out.flatten_all()?.to_vec1::<f32>()?);
         if args.flip {
-            let m = net.forward_t(&x.index_select(&reversed, 3)?, false)?;
+            let mirrored = x.index_select(&reversed, 3)?;
+            let m = fkd_train::on_pool(|| net.forward_t(&mirrored, false))?;
             std::hint::black_box(m.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(())
@@ -872,7 +874,7 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
     let vb = fkd_models::seeded_var_builder(&varmap, 0, DType::F32, &device);
     // Input channels and (height, width) of `x`.
     let mut channels = 1;
-    let (net, (h, w), out): (Box<dyn Model>, _, Vec<usize>) = match args.model.as_str() {
+    let (net, (h, w), out): (Box<dyn Model + Sync>, _, Vec<usize>) = match args.model.as_str() {
         "nose" | "face" => {
             let cfg = if args.model == "nose" {
                 ConvRegressorConfig::nose()
@@ -946,10 +948,13 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
         }
         Ok(())
     };
+    // On a worker of rayon's pool, as `fkd_train::fit` runs its steps.
     let train = timed(args.batch, args.warmup, args.seconds, || {
-        let loss = fkd_train::loss::mse(&net.forward_t(&x, true)?, &y)?;
-        opt.backward_step(&loss)?;
-        sync(&loss)
+        fkd_train::on_pool(|| {
+            let loss = fkd_train::loss::mse(&net.forward_t(&x, true)?, &y)?;
+            opt.backward_step(&loss)?;
+            sync(&loss)
+        })
     })?;
     if args.phases {
         let (mut fwd_s, mut bwd_s, mut opt_s, n) = (0.0, 0.0, 0.0, 20);
@@ -983,8 +988,10 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
         f64::NAN
     } else {
         timed(args.batch, args.warmup, args.seconds, || {
-            let p = net.forward_t(&x, false)?;
-            sync(&p)
+            fkd_train::on_pool(|| {
+                let p = net.forward_t(&x, false)?;
+                sync(&p)
+            })
         })?
     };
     let sample = Sample {

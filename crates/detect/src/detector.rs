@@ -113,7 +113,9 @@ impl Detector {
             photo
         };
         let x = bgr_input(seen, &self.device)?;
-        let levels = self.net.forward(&x)?;
+        // On a worker of rayon's pool, so that each kernel's parallel region is a local
+        // fork-join (as fkd-train's `on_pool` runs the landmark nets).
+        let levels = rayon::scope(|_| self.net.forward(&x))?;
         let found = nms(
             candidates(&levels, 0, self.config.score)?,
             self.config.score,

@@ -419,11 +419,13 @@ impl Landmarker {
                 .to_dtype(DType::F32)?
                 .to_vec2::<f32>()?)
         };
-        let outputs = rows(&self.net.forward_t(&x, false)?)?;
+        // On rayon's pool, as training runs its steps (see `fkd_train::on_pool`).
+        let outputs = rows(&fkd_train::on_pool(|| self.net.forward_t(&x, false))?)?;
         let flipped: Vec<Option<Vec<f32>>> = if self.flip_test {
             let reversed: Vec<u32> = (0..w as u32).rev().collect();
             let reversed = Tensor::new(reversed.as_slice(), &self.device)?;
-            let mirrored = self.net.forward_t(&x.index_select(&reversed, 3)?, false)?;
+            let mirrored = x.index_select(&reversed, 3)?;
+            let mirrored = fkd_train::on_pool(|| self.net.forward_t(&mirrored, false))?;
             rows(&mirrored)?.into_iter().map(Some).collect()
         } else {
             vec![None; batch.len()]

@@ -56,7 +56,7 @@ pub use config::{FOREGROUND_THRESHOLD, Loss, Schedule, TrainConfig};
 pub use error::{Result, TrainError};
 pub use fit::{
     FitOptions, GPU_LOSS_READ_INTERVAL, Model, Observer, Prediction, Selector, evaluate_loss, fit,
-    fit_selecting, fit_with, predict, predict_flip, validate,
+    fit_selecting, fit_with, on_pool, predict, predict_flip, validate,
 };
 pub use flip::merge_flipped;
 pub use history::{EpochRecord, History};
