@@ -23,6 +23,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use crate::latency::{
+    Face, LatencyMode, LatencyRow, LatencySample, Rounds, child_latency, latency_rows,
+    measure_latency, print_latency,
+};
+use crate::measure::{median, run_json, spread};
+
 /// `xtask/bench/peer.py`: measures the peer's nets (from `--peer-dir`) as `bench-child` does.
 const PEER_SCRIPT: &str = include_str!("../bench/peer.py");
 
@@ -85,6 +91,19 @@ pub struct BenchArgs {
     root: crate::DataRoot,
 }
 
+impl BenchArgs {
+    /// What the latency rounds need of the command line.
+    fn rounds(&self) -> Rounds<'_> {
+        Rounds {
+            repeats: self.repeats,
+            seconds: self.seconds,
+            threads: self.threads,
+            device: &self.device,
+            peer_dir: &self.peer_dir,
+        }
+    }
+}
+
 /// The hidden per-measurement child: `cargo xtask bench-child --model face --batch 8`.
 #[derive(clap::Args, Debug)]
 pub struct ChildArgs {
@@ -115,46 +134,6 @@ pub struct ChildArgs {
     /// With `--latency`: the flip test, a second pass on the mirrored face.
     #[arg(long)]
     flip: bool,
-}
-
-/// The single-face latency cases: (net, input side), each without and with the flip test.
-/// `deconv` is Part 4's default net, `resnet18` Part 3's regression net.
-const LATENCY: [(&str, usize); 3] = [("deconv", 128), ("resnet18", 128), ("resnet18", 224)];
-
-/// `--latency`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LatencyMode {
-    /// Throughput, then single-face latency.
-    Also,
-    /// Throughput only.
-    Off,
-    /// Single-face latency only.
-    Only,
-}
-
-/// One latency measurement, as both sides print it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LatencySample {
-    #[serde(rename = "impl")]
-    implementation: String,
-    model: String,
-    size: usize,
-    flip: bool,
-    median_ms: f64,
-    p95_ms: f64,
-    calls: usize,
-}
-
-/// Medians over rounds of one latency case.
-#[derive(Debug, Serialize)]
-struct LatencyRow {
-    model: String,
-    size: usize,
-    flip: bool,
-    fkd_median_ms: f64,
-    fkd_p95_ms: f64,
-    peer_median_ms: Option<f64>,
-    peer_p95_ms: Option<f64>,
 }
 
 /// One measurement, as both sides print it.
@@ -216,33 +195,6 @@ struct Pipeline {
     images_per_s: f64,
 }
 
-/// The `q`-quantile (0–1) of `v` by the nearest rank; NaN for none.
-fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = (q * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
-}
-
-/// The largest over the smallest of `v` (1 for one value, NaN for none).
-fn spread(v: &[f64]) -> f64 {
-    let max = v.iter().copied().fold(f64::NAN, f64::max);
-    let min = v.iter().copied().fold(f64::NAN, f64::min);
-    max / min
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -258,28 +210,6 @@ fn cpu_name() -> String {
 /// Runs one child and parses the JSON line it prints last.
 fn run_child(cmd: Command, what: &str) -> anyhow::Result<Sample> {
     run_json(cmd, what)
-}
-
-/// Runs one child and parses the JSON line it prints last as a `T`.
-fn run_json<T: serde::de::DeserializeOwned>(mut cmd: Command, what: &str) -> anyhow::Result<T> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not start the {what} benchmark ({cmd:?})"))?;
-    if !out.status.success() {
-        bail!(
-            "the {what} benchmark failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .with_context(|| format!("the {what} benchmark printed no JSON line:\n{stdout}"))?;
-    serde_json::from_str(line)
-        .with_context(|| format!("bad JSON from the {what} benchmark: {line}"))
 }
 
 /// `cargo xtask bench`.
@@ -308,7 +238,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let latency_samples = if args.latency == LatencyMode::Off {
         Vec::new()
     } else {
-        measure_latency(args, &exe, &script, peer)?
+        measure_latency(&args.rounds(), &exe, &script, peer)?
     };
     let latency = latency_rows(&latency_samples);
 
@@ -330,7 +260,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         print_table(&rows, args, pipeline.as_ref());
     }
     if !latency.is_empty() {
-        print_latency(&latency, args);
+        print_latency(&latency, &args.rounds());
     }
     if let Some(path) = &args.json {
         let report = Report {
@@ -561,144 +491,6 @@ fn print_table(rows: &[Row], args: &BenchArgs, pipeline: Option<&Pipeline>) {
     println!("(spread: the fastest round's training images/s over the slowest's)");
 }
 
-/// Every round of every latency case, fkd's child and the peer's alternating as in [`measure`].
-fn measure_latency(
-    args: &BenchArgs,
-    exe: &Path,
-    script: &Path,
-    peer: Option<&String>,
-) -> anyhow::Result<Vec<LatencySample>> {
-    let precision = fkd_models::precision::precision().to_string();
-    let mut samples = Vec::new();
-    for round in 0..args.repeats {
-        for (name, size) in LATENCY {
-            for flip in [false, true] {
-                let size_arg = size.to_string();
-                let flip_arg: &[&str] = if flip { &["--flip"] } else { &[] };
-                let fkd = || {
-                    let mut cmd = Command::new(exe);
-                    cmd.args(["bench-child", "--latency", "--model", name, "--batch", "1"])
-                        .args(["--size", &size_arg, "--device", &args.device])
-                        .args(["--precision", &precision])
-                        .args(["--seconds", &args.seconds.to_string()])
-                        .args(flip_arg)
-                        .env("RAYON_NUM_THREADS", args.threads.to_string())
-                        .env("MIMALLOC_PURGE_DELAY", "-1")
-                        .env("CANDLE_NUM_THREADS", "1")
-                        .env("RUST_LOG", "warn");
-                    run_json::<LatencySample>(cmd, &format!("fkd {name} latency"))
-                };
-                let torch = |python: &String| {
-                    let mut cmd = Command::new(python);
-                    cmd.arg(script)
-                        .arg("--peer-dir")
-                        .arg(&args.peer_dir)
-                        .args(["--latency", "--model", name, "--batch", "1"])
-                        .args(["--size", &size_arg])
-                        .args(["--threads", &args.threads.to_string()])
-                        .args(["--seconds", &args.seconds.to_string()])
-                        .args(["--device", &args.device, "--precision", &precision])
-                        .args([
-                            "--deconv-channels",
-                            &crate::part4::DECONV_CHANNELS.to_string(),
-                        ])
-                        .args(flip_arg);
-                    run_json::<LatencySample>(cmd, &format!("PyTorch {name} latency"))
-                };
-                let mut pair = Vec::new();
-                if round % 2 == 1
-                    && let Some(p) = peer
-                {
-                    pair.push(torch(p)?);
-                }
-                pair.push(fkd()?);
-                if round % 2 == 0
-                    && let Some(p) = peer
-                {
-                    pair.push(torch(p)?);
-                }
-                for s in &pair {
-                    tracing::info!(
-                        round,
-                        model = %s.model,
-                        size = s.size,
-                        flip = s.flip,
-                        implementation = %s.implementation,
-                        median_ms = format!("{:.2}", s.median_ms),
-                        p95_ms = format!("{:.2}", s.p95_ms),
-                    );
-                }
-                samples.extend(pair);
-            }
-        }
-    }
-    Ok(samples)
-}
-
-/// Medians over rounds of each latency case's median and p95, in [`LATENCY`] order.
-fn latency_rows(samples: &[LatencySample]) -> Vec<LatencyRow> {
-    let mut rows = Vec::new();
-    for (name, size) in LATENCY {
-        for flip in [false, true] {
-            let of = |fkd: bool, f: fn(&LatencySample) -> f64| -> Option<f64> {
-                let v: Vec<f64> = samples
-                    .iter()
-                    .filter(|s| {
-                        s.model == name
-                            && s.size == size
-                            && s.flip == flip
-                            && s.implementation.starts_with("fkd") == fkd
-                    })
-                    .map(f)
-                    .collect();
-                (!v.is_empty()).then(|| median(v))
-            };
-            let Some(fkd_median_ms) = of(true, |s| s.median_ms) else {
-                continue;
-            };
-            rows.push(LatencyRow {
-                model: name.to_string(),
-                size,
-                flip,
-                fkd_median_ms,
-                fkd_p95_ms: of(true, |s| s.p95_ms).unwrap_or(f64::NAN),
-                peer_median_ms: of(false, |s| s.median_ms),
-                peer_p95_ms: of(false, |s| s.p95_ms),
-            });
-        }
-    }
-    rows
-}
-
-fn print_latency(rows: &[LatencyRow], args: &BenchArgs) {
-    let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
-    let ratio =
-        |peer: Option<f64>, fkd: f64| peer.map_or("–".to_string(), |p| format!("{:.2}", p / fkd));
-    println!(
-        "single-face latency · batch 1 · {} threads · medians over {} rounds of each round's \
-         median and p95 ms per face (ratio = PyTorch ms / fkd ms: above 1, fkd is faster)",
-        args.threads, args.repeats
-    );
-    println!(
-        "| net | input | flip test | fkd median | PyTorch median | ratio | fkd p95 | PyTorch p95 | ratio |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {s}×{s} | {} | {:.2} | {} | {} | {:.2} | {} | {} |",
-            r.model,
-            if r.flip { "on" } else { "off" },
-            r.fkd_median_ms,
-            opt(r.peer_median_ms),
-            ratio(r.peer_median_ms, r.fkd_median_ms),
-            r.fkd_p95_ms,
-            opt(r.peer_p95_ms),
-            ratio(r.peer_p95_ms, r.fkd_p95_ms),
-            s = r.size,
-        );
-    }
-}
-
 /// The data pipeline alone: Part 2's training loader (decode, augment with the default recipe,
 /// resize to 160×120, batch of 8) over the IMM training persons, two epochs. Skipped, with a
 /// note, when the IMM data is not installed.
@@ -806,69 +598,20 @@ fn print_profile(table: Vec<fkd_models::ops::profile::Entry>, steps: usize, back
     }
 }
 
-/// `bench-child --latency`: one face at a time through `args.model` at `args.size`, in
-/// inference mode as `predict` runs it (the input's mirror image through a second pass for the
-/// flip test, each output read back to the host); prints one JSON line of median and p95 ms.
-fn child_latency(args: &ChildArgs, device: &Device) -> anyhow::Result<()> {
-    let varmap = VarMap::new();
-    let vb = fkd_models::seeded_var_builder(&varmap, 0, DType::F32, device);
-    let s = args.size;
-    let net: Box<dyn Model + Sync> = match args.model.as_str() {
-        "resnet18" => Box::new(ResNet18::new(
-            &ResNet18Config::resnet18(1, 136, (s, s)),
-            vb,
-        )?),
-        "deconv" => Box::new(fkd_models::ResNetDeconv::new(
-            &fkd_models::ResNetDeconvConfig {
-                deconv_channels: crate::part4::DECONV_CHANNELS,
-                ..fkd_models::ResNetDeconvConfig::new(68, (s, s))
-            },
-            vb,
-        )?),
-        other => bail!("--latency measures resnet18 or deconv, not {other:?}"),
-    };
-    let x = (Tensor::rand(0f32, 1f32, (1, 1, s, s), device)? - 0.5)?;
-    let reversed: Vec<u32> = (0..s as u32).rev().collect();
-    let reversed = Tensor::new(reversed.as_slice(), device)?;
-    // As the landmarker runs it: each pass on rayon's pool.
-    let face = || -> candle_core::Result<()> {
-        let out = fkd_train::on_pool(|| net.forward_t(&x, false))?;
-        std::hint::black_box(out.flatten_all()?.to_vec1::<f32>()?);
-        if args.flip {
-            let mirrored = x.index_select(&reversed, 3)?;
-            let m = fkd_train::on_pool(|| net.forward_t(&mirrored, false))?;
-            std::hint::black_box(m.flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok(())
-    };
-    for _ in 0..args.warmup.max(5) {
-        face()?;
-    }
-    let started = Instant::now();
-    let mut ms = Vec::new();
-    while ms.len() < 20 || started.elapsed().as_secs_f64() < args.seconds {
-        let t = Instant::now();
-        face()?;
-        ms.push(1000.0 * t.elapsed().as_secs_f64());
-    }
-    let sample = LatencySample {
-        implementation: format!("fkd-{}", env!("CARGO_PKG_VERSION")),
-        model: args.model.clone(),
-        size: s,
-        flip: args.flip,
-        median_ms: quantile(ms.clone(), 0.5),
-        p95_ms: quantile(ms.clone(), 0.95),
-        calls: ms.len(),
-    };
-    println!("{}", serde_json::to_string(&sample)?);
-    Ok(())
-}
-
 /// `bench-child`: measures one net in this process and prints one JSON line.
 pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
     let device = crate::named_device(&args.device)?;
     if args.latency {
-        return child_latency(args, &device);
+        return child_latency(
+            &Face {
+                model: &args.model,
+                size: args.size,
+                flip: args.flip,
+                warmup: args.warmup,
+                seconds: args.seconds,
+            },
+            &device,
+        );
     }
     let varmap = VarMap::new();
     let vb = fkd_models::seeded_var_builder(&varmap, 0, DType::F32, &device);
@@ -1006,60 +749,4 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string(&sample)?);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample(fkd: bool, model: &str, size: usize, flip: bool, ms: f64) -> LatencySample {
-        LatencySample {
-            implementation: if fkd { "fkd-0" } else { "pytorch-2" }.into(),
-            model: model.into(),
-            size,
-            flip,
-            median_ms: ms,
-            p95_ms: 2.0 * ms,
-            calls: 20,
-        }
-    }
-
-    /// Nearest-rank quantiles and the max/min spread.
-    #[test]
-    fn quantiles_and_spread() {
-        let v: Vec<f64> = (1..=20).map(f64::from).collect();
-        assert_eq!(quantile(v.clone(), 0.5), 10.0);
-        assert_eq!(quantile(v.clone(), 0.95), 19.0);
-        assert_eq!(quantile(v, 1.0), 20.0);
-        assert!(quantile(Vec::new(), 0.5).is_nan());
-        assert_eq!(spread(&[2.0, 3.0, 4.0]), 2.0);
-        assert!(spread(&[]).is_nan());
-    }
-
-    /// Latency rows take the median over rounds per (net, size, flip), in the table's order,
-    /// each side on its own; a case fkd did not measure has no row.
-    #[test]
-    fn latency_rows_are_medians_per_case() {
-        let samples = vec![
-            sample(true, "resnet18", 224, true, 30.0),
-            sample(true, "deconv", 128, false, 10.0),
-            sample(true, "deconv", 128, false, 12.0),
-            sample(true, "deconv", 128, false, 50.0),
-            sample(false, "deconv", 128, false, 11.0),
-        ];
-        let rows = latency_rows(&samples);
-        assert_eq!(rows.len(), 2);
-        assert_eq!(
-            (rows[0].model.as_str(), rows[0].size, rows[0].flip),
-            ("deconv", 128, false)
-        );
-        assert_eq!(rows[0].fkd_median_ms, 12.0);
-        assert_eq!(rows[0].fkd_p95_ms, 24.0);
-        assert_eq!(rows[0].peer_median_ms, Some(11.0));
-        assert_eq!(
-            (rows[1].model.as_str(), rows[1].size, rows[1].flip),
-            ("resnet18", 224, true)
-        );
-        assert_eq!(rows[1].peer_median_ms, None);
-    }
 }

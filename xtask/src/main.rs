@@ -12,6 +12,8 @@ mod data;
 mod eval_photos;
 mod fuzz;
 mod imm;
+mod latency;
+mod measure;
 mod part1;
 mod part2;
 mod part3;
