@@ -78,7 +78,8 @@ pub(crate) struct Face<'a> {
     pub(crate) seconds: f64,
 }
 
-/// Every round of every latency case, fkd's child and the peer's alternating as in `bench`'s throughput rounds.
+/// Every round of every latency case, fkd's child and the peer's alternating as in `bench`'s
+/// throughput rounds.
 pub(crate) fn measure_latency(
     args: &Rounds<'_>,
     exe: &Path,
