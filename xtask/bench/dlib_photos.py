@@ -24,7 +24,9 @@ thread.
 
 Setup: python3 -m venv venv && venv/bin/pip install dlib-bin face-recognition-models numpy pillow
 Usage: python dlib_photos.py DIR [DIR...] [--json OUT] [--upsample 1]
-Prints a summary like fkd's; --json writes the same fields as eval-photos' JSON.
+Prints a summary like fkd's; --json writes the same fields as eval-photos' JSON, each face's
+NME included, so that `cargo xtask eval-photos --against dlib.json` compares the two on the faces
+both found.
 """
 import argparse, hashlib, json, math, os, sys, time
 from pathlib import Path
@@ -110,7 +112,7 @@ detector = dlib.get_frontal_face_detector()
 predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
 
 started = time.perf_counter()
-all_errors, found = [], []
+all_errors, found, per_face = [], [], []
 for path, faces in photos:
     with Image.open(path) as im:
         rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8)
@@ -121,7 +123,7 @@ for path, faces in photos:
         pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], dtype=np.float64)
         dets.append(((r.left(), r.top(), r.right() - r.left(), r.bottom() - r.top()), pts))
     used = set()
-    for truth in faces:
+    for n, truth in enumerate(faces):
         x0, y0 = truth.min(axis=0)
         x1, y1 = truth.max(axis=0)
         tight = (x0, y0, x1 - x0, y1 - y0)
@@ -135,12 +137,14 @@ for path, faces in photos:
                 best = (o, k, pts)
         if best is None:
             all_errors.append(MISSED)
+            per_face.append({"photo": str(path), "face": n, "nme": None})
             continue
         used.add(best[1])
         d = float(np.linalg.norm(truth[36] - truth[45]))
         e = float(np.linalg.norm(best[2] - truth, axis=1).mean()) / d
         all_errors.append(e)
         found.append(e)
+        per_face.append({"photo": str(path), "face": n, "nme": e})
 seconds = time.perf_counter() - started
 
 s = {
@@ -155,6 +159,9 @@ s = {
     "auc_008_found": auc(found, T),
     "seconds": seconds,
     "photos_per_s": len(photos) / max(seconds, 1e-9),
+    # Each annotated face: its photo (the first copy's path), its place among the photo's faces
+    # in file order, and its NME (null when missed); `eval-photos --against` reads these.
+    "faces": per_face,
 }
 print(f"{s['photos']} photos, {s['annotated_faces']} annotated faces, {s['found_faces']} found "
       f"(recall {100 * s['recall']:.1f}%)")

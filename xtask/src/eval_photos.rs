@@ -38,9 +38,13 @@ pub struct EvalPhotosArgs {
     /// The detector's score threshold.
     #[arg(long, default_value_t = 0.7)]
     pub score: f32,
-    /// Also write the numbers as JSON here.
+    /// Also write the numbers as JSON here (each face's NME included).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Another pipeline's JSON over the same photos (eval-photos', or
+    /// `xtask/bench/dlib_photos.py --json`'s): also print both NMEs over the faces both found.
+    #[arg(long, value_name = "JSON")]
+    pub against: Option<PathBuf>,
     /// Device: cpu, cuda / metal in a build with that feature, or auto [default: auto].
     #[arg(long)]
     pub device: Option<String>,
@@ -64,6 +68,25 @@ struct Scores {
     photos_per_s: f64,
     /// The detector alone, per photo (scaled to at most 640 pixels).
     detector_ms: f64,
+    /// Every annotated face, in order.
+    faces: Vec<FaceScore>,
+}
+
+/// One annotated face's result.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+struct FaceScore {
+    /// The photo (the first copy's path, for a photo stored once per face).
+    photo: String,
+    /// The face's place among the photo's annotated faces, in file order.
+    face: usize,
+    /// Its NME; `None` when no detection matched it.
+    nme: Option<f32>,
+}
+
+/// The other pipeline's per-face results (`--against`).
+#[derive(serde::Deserialize)]
+struct Other {
+    faces: Vec<FaceScore>,
 }
 
 /// A missed face's error: above every threshold, finite for the metrics.
@@ -98,7 +121,7 @@ pub fn run(args: &EvalPhotosArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let mut detecting = std::time::Duration::ZERO;
-    let (mut all, mut found) = (Vec::new(), Vec::new());
+    let (mut all, mut found, mut per_face) = (Vec::new(), Vec::new(), Vec::new());
     // As `predict` runs: photos decoded in parallel a chunk at a time, their faces batched
     // across photos; `detect_and_predict_batch` in its two steps so that the detector's share
     // is timed.
@@ -117,7 +140,7 @@ pub fn run(args: &EvalPhotosArgs) -> anyhow::Result<()> {
         let predicted = landmarker.predict_detections_batch(&refs, detections)?;
         for ((photo_path, faces), predicted) in chunk.iter().zip(predicted) {
             let mut used = Vec::new();
-            for truth in faces {
+            for (n, truth) in faces.iter().enumerate() {
                 let tight = FaceBox::around(truth)
                     .with_context(|| format!("{}: a face without points", photo_path.display()))?;
                 // Each detection serves one face at most: faces in file order, greedily.
@@ -135,8 +158,12 @@ pub fn run(args: &EvalPhotosArgs) -> anyhow::Result<()> {
                             .with_context(|| format!("scoring {}", photo_path.display()))?;
                         all.push(e);
                         found.push(e);
+                        per_face.push(face_score(photo_path, n, Some(e)));
                     }
-                    None => all.push(MISSED),
+                    None => {
+                        all.push(MISSED);
+                        per_face.push(face_score(photo_path, n, None));
+                    }
                 }
             }
         }
@@ -158,6 +185,7 @@ pub fn run(args: &EvalPhotosArgs) -> anyhow::Result<()> {
         seconds,
         photos_per_s: photos.len() as f64 / seconds.max(1e-9),
         detector_ms,
+        faces: per_face,
     };
     println!(
         "{} photos, {} annotated faces, {} found (recall {:.1}%)",
@@ -181,10 +209,52 @@ pub fn run(args: &EvalPhotosArgs) -> anyhow::Result<()> {
         "{:.1} photos/s ({:.0} s); the detector alone {:.1} ms/photo",
         s.photos_per_s, s.seconds, s.detector_ms
     );
+    if let Some(other) = &args.against {
+        let text = std::fs::read_to_string(other)
+            .with_context(|| format!("reading {}", other.display()))?;
+        let o: Other = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not an eval-photos JSON with faces", other.display()))?;
+        let (n, ours, theirs) = common(&s.faces, &o.faces);
+        println!(
+            "over the {n} faces both found: NME {:.2}% here, {:.2}% in {}",
+            100.0 * ours,
+            100.0 * theirs,
+            other.display()
+        );
+    }
     if let Some(path) = &args.json {
         fkd_core::io::write_bytes_atomic(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
     }
     Ok(())
+}
+
+fn face_score(photo: &Path, face: usize, nme: Option<f32>) -> FaceScore {
+    FaceScore {
+        photo: photo.display().to_string(),
+        face,
+        nme,
+    }
+}
+
+/// The faces found by both (same photo file name and place): how many, and each side's mean NME
+/// over them (NaN for none).
+fn common(ours: &[FaceScore], theirs: &[FaceScore]) -> (usize, f32, f32) {
+    let name = |p: &str| Path::new(p).file_name().map(|n| n.to_owned());
+    let theirs: BTreeMap<_, f32> = theirs
+        .iter()
+        .filter_map(|f| Some(((name(&f.photo)?, f.face), f.nme?)))
+        .collect();
+    let pairs: Vec<(f32, f32)> = ours
+        .iter()
+        .filter_map(|f| Some((f.nme?, *theirs.get(&(name(&f.photo)?, f.face))?)))
+        .collect();
+    let n = pairs.len();
+    let mean = |v: f32| v / n as f32;
+    (
+        n,
+        mean(pairs.iter().map(|p| p.0).sum()),
+        mean(pairs.iter().map(|p| p.1).sum()),
+    )
 }
 
 /// A photo and the points of each of its annotated faces.
@@ -235,4 +305,38 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Faces pair by photo file name and place; a face either side missed is left out.
+    #[test]
+    fn common_faces_pair_by_photo_and_place() {
+        let f = |photo: &str, face, nme| FaceScore {
+            photo: photo.into(),
+            face,
+            nme,
+        };
+        let ours = [
+            f("/a/x.jpg", 0, Some(0.02)),
+            f("/a/x.jpg", 1, Some(0.04)),
+            f("/a/y.png", 0, None),
+            f("/a/z.png", 0, Some(0.5)),
+        ];
+        let theirs = [
+            f("/b/x.jpg", 1, Some(0.06)),
+            f("/b/x.jpg", 0, None),
+            f("/b/y.png", 0, Some(0.03)),
+            f("/b/z.png", 0, Some(0.1)),
+        ];
+        let (n, a, b) = common(&ours, &theirs);
+        assert_eq!(n, 2);
+        assert!(
+            (a - 0.27).abs() < 1e-6 && (b - 0.08).abs() < 1e-6,
+            "{a} {b}"
+        );
+        assert!(common(&ours[2..3], &theirs).1.is_nan());
+    }
 }

@@ -719,6 +719,25 @@ fn part3_trains_predicts_and_evaluates() {
         (s["photos"].as_u64(), s["found_faces"].as_u64()),
         (Some(2), Some(2))
     );
+    assert!(s["faces"][1]["nme"].is_number() && s["faces"][1]["face"] == 0);
+    // Against its own JSON: the same faces, the same NME both sides.
+    let printed = run_ok(
+        xtask()
+            .args(["eval-photos", "--checkpoint"])
+            .arg(&ckpt)
+            .arg(&photos)
+            .arg("--data")
+            .arg(&root)
+            .arg("--against")
+            .arg(&scores)
+            .args(["--device", "cpu"]),
+    );
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("over the 2 faces both found"))
+        .unwrap_or_else(|| panic!("{printed}"));
+    let nmes: Vec<&str> = line.split("NME ").nth(1).unwrap().split('%').collect();
+    assert_eq!(nmes[0].trim(), nmes[1].trim_start_matches(" here, ").trim(), "{line}");
     let bad = tmp.path().join("bad.xml");
     std::fs::write(
         &bad,
