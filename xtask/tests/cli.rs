@@ -737,7 +737,11 @@ fn part3_trains_predicts_and_evaluates() {
         .find(|l| l.starts_with("over the 2 faces both found"))
         .unwrap_or_else(|| panic!("{printed}"));
     let nmes: Vec<&str> = line.split("NME ").nth(1).unwrap().split('%').collect();
-    assert_eq!(nmes[0].trim(), nmes[1].trim_start_matches(" here, ").trim(), "{line}");
+    assert_eq!(
+        nmes[0].trim(),
+        nmes[1].trim_start_matches(" here, ").trim(),
+        "{line}"
+    );
     let bad = tmp.path().join("bad.xml");
     std::fs::write(
         &bad,
