@@ -27,7 +27,7 @@ use crate::latency::{
     Face, LatencyMode, LatencyRow, LatencySample, Rounds, child_latency, latency_rows,
     measure_latency, print_latency,
 };
-use crate::measure::{median, run_json, spread};
+use crate::measure::{alternate, fkd_child, median, run_json, spread};
 
 /// `xtask/bench/peer.py`: measures the peer's nets (from `--peer-dir`) as `bench-child` does.
 const PEER_SCRIPT: &str = include_str!("../bench/peer.py");
@@ -207,11 +207,6 @@ fn cpu_name() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-/// Runs one child and parses the JSON line it prints last.
-fn run_child(cmd: Command, what: &str) -> anyhow::Result<Sample> {
-    run_json(cmd, what)
-}
-
 /// `cargo xtask bench`.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the xtask binary")?;
@@ -334,16 +329,11 @@ fn measure(
         for (name, batch) in cases {
             let (name, batch) = (name.as_str(), *batch);
             let fkd = || {
-                let mut cmd = Command::new(exe);
-                cmd.args(["bench-child", "--model", name, "--device", &args.device])
+                let mut cmd = fkd_child(exe, args.threads);
+                cmd.args(["--model", name, "--device", &args.device])
                     .args(["--batch", &batch.to_string(), "--precision", &precision])
-                    .args(["--seconds", &args.seconds.to_string()])
-                    .env("RAYON_NUM_THREADS", args.threads.to_string())
-                    // As `.cargo/config.toml` sets it for every `cargo xtask` run.
-                    .env("MIMALLOC_PURGE_DELAY", "-1")
-                    .env("CANDLE_NUM_THREADS", "1")
-                    .env("RUST_LOG", "warn");
-                run_child(cmd, &format!("fkd {name}"))
+                    .args(["--seconds", &args.seconds.to_string()]);
+                run_json::<Sample>(cmd, &format!("fkd {name}"))
             };
             let torch = |python: &String| {
                 let mut cmd = Command::new(python);
@@ -358,20 +348,9 @@ fn measure(
                         "--deconv-channels",
                         &crate::part4::DECONV_CHANNELS.to_string(),
                     ]);
-                run_child(cmd, &format!("PyTorch {name}"))
+                run_json::<Sample>(cmd, &format!("PyTorch {name}"))
             };
-            let mut pair = Vec::new();
-            if round % 2 == 1
-                && let Some(p) = peer
-            {
-                pair.push(torch(p)?);
-            }
-            pair.push(fkd()?);
-            if round % 2 == 0
-                && let Some(p) = peer
-            {
-                pair.push(torch(p)?);
-            }
+            let pair = alternate(round, fkd, peer.map(|p| move || torch(p)))?;
             for s in &pair {
                 tracing::info!(
                     round,
@@ -390,25 +369,16 @@ fn measure(
 
 /// One table row: the medians over rounds of both sides for (`name`, `batch`), and ratios.
 fn row(name: &str, batch: usize, samples: &[Sample]) -> Row {
+    let side = |fkd: bool| {
+        samples.iter().filter(move |s| {
+            s.model == name && s.batch == batch && s.implementation.starts_with("fkd") == fkd
+        })
+    };
     let of = |fkd: bool, f: fn(&Sample) -> Option<f64>| -> Option<f64> {
-        let v: Vec<f64> = samples
-            .iter()
-            .filter(|s| {
-                s.model == name && s.batch == batch && s.implementation.starts_with("fkd") == fkd
-            })
-            .filter_map(f)
-            .collect();
+        let v: Vec<f64> = side(fkd).filter_map(f).collect();
         (!v.is_empty()).then(|| median(v))
     };
-    let trains = |fkd: bool| -> Vec<f64> {
-        samples
-            .iter()
-            .filter(|s| {
-                s.model == name && s.batch == batch && s.implementation.starts_with("fkd") == fkd
-            })
-            .map(|s| s.train_images_per_s)
-            .collect()
-    };
+    let trains = |fkd: bool| -> Vec<f64> { side(fkd).map(|s| s.train_images_per_s).collect() };
     let fkd_train = of(true, |s| Some(s.train_images_per_s)).unwrap_or(f64::NAN);
     let fkd_fwd = of(true, |s| Some(s.fwd_images_per_s)).unwrap_or(f64::NAN);
     let peer_train = of(false, |s| Some(s.train_images_per_s));

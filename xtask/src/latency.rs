@@ -4,7 +4,7 @@
 //! --latency`) and of the PyTorch peer (`peer.py --latency`), alternating as the throughput
 //! rounds do.
 
-use crate::measure::{median, quantile, run_json};
+use crate::measure::{alternate, fkd_child, median, quantile, run_json};
 use anyhow::bail;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -94,16 +94,12 @@ pub(crate) fn measure_latency(
                 let size_arg = size.to_string();
                 let flip_arg: &[&str] = if flip { &["--flip"] } else { &[] };
                 let fkd = || {
-                    let mut cmd = Command::new(exe);
-                    cmd.args(["bench-child", "--latency", "--model", name, "--batch", "1"])
+                    let mut cmd = fkd_child(exe, args.threads);
+                    cmd.args(["--latency", "--model", name, "--batch", "1"])
                         .args(["--size", &size_arg, "--device", args.device])
                         .args(["--precision", &precision])
                         .args(["--seconds", &args.seconds.to_string()])
-                        .args(flip_arg)
-                        .env("RAYON_NUM_THREADS", args.threads.to_string())
-                        .env("MIMALLOC_PURGE_DELAY", "-1")
-                        .env("CANDLE_NUM_THREADS", "1")
-                        .env("RUST_LOG", "warn");
+                        .args(flip_arg);
                     run_json::<LatencySample>(cmd, &format!("fkd {name} latency"))
                 };
                 let torch = |python: &String| {
@@ -123,18 +119,7 @@ pub(crate) fn measure_latency(
                         .args(flip_arg);
                     run_json::<LatencySample>(cmd, &format!("PyTorch {name} latency"))
                 };
-                let mut pair = Vec::new();
-                if round % 2 == 1
-                    && let Some(p) = peer
-                {
-                    pair.push(torch(p)?);
-                }
-                pair.push(fkd()?);
-                if round % 2 == 0
-                    && let Some(p) = peer
-                {
-                    pair.push(torch(p)?);
-                }
+                let pair = alternate(round, fkd, peer.map(|p| move || torch(p)))?;
                 for s in &pair {
                     tracing::info!(
                         round,

@@ -2,7 +2,43 @@
 //! process and reading its JSON line, and the statistics over rounds.
 
 use anyhow::{Context, bail};
+use std::path::Path;
 use std::process::Command;
+
+/// `exe bench-child` with the environment every fkd measurement runs under: `threads` rayon
+/// threads, and what `.cargo/config.toml` sets for every `cargo xtask` run.
+pub(crate) fn fkd_child(exe: &Path, threads: usize) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg("bench-child")
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .env("MIMALLOC_PURGE_DELAY", "-1")
+        .env("CANDLE_NUM_THREADS", "1")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// One round's measurements: fkd's, and the peer's when there is one, the peer first in odd
+/// rounds so that neither side always runs second.
+pub(crate) fn alternate<T>(
+    round: usize,
+    fkd: impl FnOnce() -> anyhow::Result<T>,
+    peer: Option<impl FnOnce() -> anyhow::Result<T>>,
+) -> anyhow::Result<Vec<T>> {
+    let mut pair = Vec::with_capacity(2);
+    let (first, last) = if round % 2 == 1 {
+        (peer, None)
+    } else {
+        (None, peer)
+    };
+    if let Some(p) = first {
+        pair.push(p()?);
+    }
+    pair.push(fkd()?);
+    if let Some(p) = last {
+        pair.push(p()?);
+    }
+    Ok(pair)
+}
 
 /// Runs one child and parses the JSON line it prints last as a `T`.
 pub(crate) fn run_json<T: serde::de::DeserializeOwned>(
@@ -54,4 +90,23 @@ pub(crate) fn spread(v: &[f64]) -> f64 {
     let max = v.iter().copied().fold(f64::NAN, f64::max);
     let min = v.iter().copied().fold(f64::NAN, f64::min);
     max / min
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// fkd runs first in even rounds, the peer first in odd ones; without a peer, fkd alone.
+    #[test]
+    fn rounds_alternate_which_side_goes_first() {
+        let run = |round| alternate(round, || Ok("fkd"), Some(|| Ok("peer"))).ok();
+        assert_eq!(run(0), Some(vec!["fkd", "peer"]));
+        assert_eq!(run(1), Some(vec!["peer", "fkd"]));
+        let alone = alternate(
+            3,
+            || Ok("fkd"),
+            None::<fn() -> anyhow::Result<&'static str>>,
+        );
+        assert_eq!(alone.ok(), Some(vec!["fkd"]));
+    }
 }

@@ -766,22 +766,24 @@ mod card_tests {
         );
     }
 
-    /// `--fg-weight W` picks the foreground-weighted MSE for heatmaps; a negative weight, the
-    /// integral head or an explicit `--loss` beside it are refused.
-    #[test]
-    fn fg_weight_picks_the_foreground_weighted_mse() {
+    /// `cargo xtask part4 ARGS`' part, as the command line builds it.
+    fn parse(args: &[&str]) -> anyhow::Result<Part4> {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
             a: Part4Args,
         }
-        let parse = |args: &[&str]| {
-            let cli = <Cli as clap::Parser>::try_parse_from(
-                std::iter::once("part4").chain(args.iter().copied()),
-            )
-            .unwrap();
-            Part4::from_args(&cli.a)
-        };
+        let cli = <Cli as clap::Parser>::try_parse_from(
+            std::iter::once("part4").chain(args.iter().copied()),
+        )
+        .unwrap();
+        Part4::from_args(&cli.a)
+    }
+
+    /// `--fg-weight W` picks the foreground-weighted MSE for heatmaps; a negative weight, the
+    /// integral head or an explicit `--loss` beside it are refused.
+    #[test]
+    fn fg_weight_picks_the_foreground_weighted_mse() {
         assert_eq!(parse(&[]).unwrap().loss(), Loss::Mse);
         assert_eq!(
             parse(&["--fg-weight", "10"]).unwrap().loss(),
@@ -804,18 +806,6 @@ mod card_tests {
     /// write the card as it was before the option; fcn-alexnet refuses it.
     #[test]
     fn deconv_layers_set_the_map_size() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            a: Part4Args,
-        }
-        let parse = |args: &[&str]| {
-            let cli = <Cli as clap::Parser>::try_parse_from(
-                std::iter::once("part4").chain(args.iter().copied()),
-            )
-            .unwrap();
-            Part4::from_args(&cli.a)
-        };
         let plain = parse(&[]).unwrap();
         assert_eq!(plain.deconv_layers, fkd_landmarker::DEFAULT_DECONV_LAYERS);
         assert_eq!(plain.map, ImageSize::new(32, 32));

@@ -701,17 +701,20 @@ fn part3_trains_predicts_and_evaluates() {
         }
     }
     let scores = tmp.path().join("scores.json");
-    let printed = run_ok(
-        xtask()
-            .args(["eval-photos", "--checkpoint"])
-            .arg(&ckpt)
-            .arg(&photos)
-            .arg("--data")
-            .arg(&root)
-            .arg("--json")
-            .arg(&scores)
-            .args(["--device", "cpu"]),
-    );
+    let eval_photos = |flag: &str| {
+        run_ok(
+            xtask()
+                .args(["eval-photos", "--checkpoint"])
+                .arg(&ckpt)
+                .arg(&photos)
+                .arg("--data")
+                .arg(&root)
+                .arg(flag)
+                .arg(&scores)
+                .args(["--device", "cpu"]),
+        )
+    };
+    let printed = eval_photos("--json");
     assert!(printed.contains("recall 100.0%"), "{printed}");
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&scores).unwrap()).unwrap();
@@ -721,17 +724,7 @@ fn part3_trains_predicts_and_evaluates() {
     );
     assert!(s["faces"][1]["nme"].is_number() && s["faces"][1]["face"] == 0);
     // Against its own JSON: the same faces, the same NME both sides.
-    let printed = run_ok(
-        xtask()
-            .args(["eval-photos", "--checkpoint"])
-            .arg(&ckpt)
-            .arg(&photos)
-            .arg("--data")
-            .arg(&root)
-            .arg("--against")
-            .arg(&scores)
-            .args(["--device", "cpu"]),
-    );
+    let printed = eval_photos("--against");
     let line = printed
         .lines()
         .find(|l| l.starts_with("over the 2 faces both found"))
