@@ -185,9 +185,9 @@ fn hold_out(split: Split, args: &RunArgs) -> anyhow::Result<(Split, Option<DataS
 /// Prints each run's last and best scores.
 fn print_scores<P: Part>(part: &P, runs: &[Run]) {
     let by = part.select_by();
-    let line = |s: &Summary| {
+    let line = |set: &str, s: &Summary| {
         format!(
-            "validation MSE {:.5}, mean error {:.2} px{}",
+            "{set} MSE {:.5}, mean error {:.2} px{}",
             s.mse_norm.unwrap_or(f32::NAN),
             s.mean_px,
             s.nme_mean
@@ -201,11 +201,17 @@ fn print_scores<P: Part>(part: &P, runs: &[Run]) {
         )
     };
     for r in runs {
+        // With `--holdout` the epochs were scored on held-out training faces.
+        let picked_on = if r.test.is_some() {
+            "held-out"
+        } else {
+            "validation"
+        };
         println!(
             "{} lr {:e}: last weights: {}",
             part.name(),
             r.lr,
-            line(&r.last)
+            line(picked_on, &r.last)
         );
         println!(
             "{} lr {:e}: best ({} at epoch {}): {}",
@@ -215,7 +221,7 @@ fn print_scores<P: Part>(part: &P, runs: &[Run]) {
             r.history
                 .best_epoch
                 .map_or("–".into(), |e| (e + 1).to_string()),
-            line(&r.best.summary)
+            line(picked_on, &r.best.summary)
         );
         if let Some(t) = &r.test {
             for (which, s) in [("last weights", &t.last), ("best", &t.best)] {
@@ -224,7 +230,7 @@ fn print_scores<P: Part>(part: &P, runs: &[Run]) {
                     part.name(),
                     r.lr,
                     t.faces,
-                    line(s)
+                    line("validation", s)
                 );
             }
         }
