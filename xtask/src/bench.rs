@@ -121,7 +121,7 @@ pub struct ChildArgs {
     #[arg(long)]
     train_only: bool,
     /// Also print the mean milliseconds of a training step's forward, backward and optimiser
-    /// phases (on stderr).
+    /// phases (on stderr); with `--latency`, each fused op's milliseconds per face.
     #[arg(long)]
     phases: bool,
     /// Measure single-face latency instead: batch 1, inference, each call timed (`deconv` or
@@ -579,6 +579,7 @@ pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
                 flip: args.flip,
                 warmup: args.warmup,
                 seconds: args.seconds,
+                phases: args.phases,
             },
             &device,
         );

@@ -76,6 +76,8 @@ pub(crate) struct Face<'a> {
     pub(crate) flip: bool,
     pub(crate) warmup: usize,
     pub(crate) seconds: f64,
+    /// Afterwards, print each fused op's mean milliseconds per face (on stderr).
+    pub(crate) phases: bool,
 }
 
 /// Every round of every latency case, fkd's child and the peer's alternating as in `bench`'s
@@ -257,6 +259,27 @@ pub(crate) fn child_latency(args: &Face<'_>, device: &Device) -> anyhow::Result<
         calls: ms.len(),
     };
     println!("{}", serde_json::to_string(&sample)?);
+    if args.phases {
+        let n = 20;
+        fkd_models::ops::profile::enable(true);
+        fkd_models::ops::profile::take();
+        let t = Instant::now();
+        for _ in 0..n {
+            face()?;
+        }
+        let ms = 1000.0 * t.elapsed().as_secs_f64() / n as f64;
+        fkd_models::ops::profile::enable(false);
+        let table = fkd_models::ops::profile::take();
+        let ops: f64 = table.iter().map(|e| e.seconds).sum::<f64>() * 1000.0 / n as f64;
+        eprintln!(
+            "{ms:.2} ms per face: fused ops {ops:.2} ms, the rest (Candle) {:.2} ms",
+            ms - ops
+        );
+        for e in table {
+            let per = 1000.0 * e.seconds / n as f64;
+            eprintln!("{per:8.3} ms {:3}× {}", e.calls / n, e.name);
+        }
+    }
     Ok(())
 }
 

@@ -560,6 +560,8 @@ mod tests {
             (3, 1, 61, 47, 7, 1, 3),
             (5, 4, 9, 11, 3, 1, 1),
             (2, 3, 10, 8, 3, 2, 1),
+            // One image: its rows dealt to the threads, an odd height.
+            (1, 2, 13, 9, 3, 1, 1),
         ] {
             let grid = |t: Tensor| (t * 2.0).unwrap().round().unwrap() / 2.0;
             let x = Var::from_tensor(&grid(random(&[n, c, h, w], &mut rng)).unwrap()).unwrap();
@@ -603,7 +605,8 @@ mod tests {
     /// output does not), the input gradient through a second one and the kernel gradient of a
     /// plain output gradient through its transpose: forward and every gradient equal Candle's
     /// conv (f64), with paddings 0 to 2, odd and even sizes, row blocks and multi-image blocks,
-    /// the ReLU and the pooled epilogue, on 1 to 3 threads.
+    /// the ReLU and the pooled epilogue, on 1 to 3 threads (so also a single image's rows or
+    /// output channels dealt to the threads).
     #[test]
     fn winograd_matches_candle_conv() {
         let mut rng = ChaCha8Rng::seed_from_u64(29);
@@ -619,6 +622,10 @@ mod tests {
             (2, 128, 128, 8, 8, 1),
             // Across channels in row blocks (more than 1024 output pixels).
             (1, 128, 128, 35, 33, 1),
+            // One image, more channels than pixels: the threads split the output channels
+            // (by im2col, then by Winograd).
+            (1, 16, 48, 5, 4, 1),
+            (1, 128, 160, 8, 8, 1),
         ] {
             let x = Var::from_tensor(&random(&[n, c, h, w], &mut rng)).unwrap();
             let wt = Var::from_tensor(&random(&[o, c, 3, 3], &mut rng)).unwrap();
@@ -755,6 +762,32 @@ mod tests {
                     let once = |i: usize| seen[i] == usize::from(i % h < rows);
                     let ctx = format!("n{n} c{c} h{h} k{k} t{threads} {mode:?} {sizing:?}");
                     assert!((0..n * h).all(once), "{ctx}");
+                    // Fewer units than threads: single-image blocks, ascending within each
+                    // image, covering it once, enough for every thread when the rows allow.
+                    let Some(blocks) = plan.row_blocks(&g, mode) else {
+                        assert_eq!(plan.gemm_threads, 1, "{ctx}");
+                        continue;
+                    };
+                    assert!(plan.gemm_threads > 1, "{ctx}");
+                    let mut seen = vec![0; n * h];
+                    for (i, blk) in blocks.iter().enumerate() {
+                        assert_eq!(blk.nb, 1, "{ctx}");
+                        if i > 0 && blocks[i - 1].b0 == blk.b0 {
+                            assert_eq!(blocks[i - 1].oy1, blk.oy0, "{ctx}");
+                        }
+                        if mode != Rows::Any {
+                            assert!(blk.oy0 % 2 == 0 && (blk.oy1 % 2 == 0 || blk.oy1 == rows));
+                        }
+                        for oy in blk.oy0..blk.oy1 {
+                            seen[blk.b0 * h + oy] += 1;
+                        }
+                    }
+                    assert!((0..n * h).all(once), "{ctx}: dealt rows");
+                    let step = if mode == Rows::Any { 1 } else { 2 };
+                    assert!(
+                        blocks.len() >= threads.min(n * rows.div_ceil(step)),
+                        "{ctx}"
+                    );
                 }
             }
         }

@@ -30,11 +30,6 @@ pub(crate) fn forward<T: Float>(
     let (k, l) = (g.k(), g.l());
     let pool = epilogue == Epilogue::ReluPool;
     let use_wino = winograd::applies(g, o);
-    let u = if use_wino {
-        winograd::weights(w, o, g.c)
-    } else {
-        Vec::new()
-    };
     let rows = match (pool, use_wino) {
         (true, _) => Rows::Pooled,
         (false, true) => Rows::Pairs,
@@ -47,9 +42,140 @@ pub(crate) fn forward<T: Float>(
     };
     let plan = Plan::new(g, rayon::current_num_threads(), rows, sizing);
     let (ho2, wo2) = (g.ho / 2, g.wo / 2);
-    let per_image = if pool { o * ho2 * wo2 } else { o * l };
+    let plane = if pool { ho2 * wo2 } else { l };
+    let per_image = o * plane;
     let mut y = zeros(g.n * per_image);
     let mut argmax = vec![0u8; if pool { g.n * per_image } else { 0 }];
+    // Where a block's rows start and end in one output plane.
+    let range = |blk: &Block| {
+        if pool {
+            (blk.oy0 / 2 * wo2, blk.oy1 / 2 * wo2)
+        } else {
+            (blk.oy0 * g.wo, blk.oy1 * g.wo)
+        }
+    };
+    // The block's product with `o` output channels' weights (`w`, or `u` transformed).
+    let product = |blk: &Block, s: &mut Scratch<T>, w: &[T], u: &[T], o: usize, threads: usize| {
+        let nc = blk.cols(g);
+        s.prod.resize(o * nc, T::zero());
+        if use_wino {
+            winograd::block(x, u, g, o, blk, &mut s.wino, &mut s.prod, threads);
+        } else {
+            s.cols.resize(k * nc, T::zero());
+            im2col_block(x, g, blk, &mut s.cols, &mut s.poly);
+            matmul(
+                MatMut::rows(&mut s.prod, o, nc, nc),
+                false,
+                Mat::rows(w, o, k, k),
+                Mat::rows(&s.cols, k, nc, nc),
+                threads,
+            );
+        }
+    };
+    // Bias and epilogue of image `bi`'s product row `row` (output channel `oc`) into `dst`
+    // (and `args`), which start at the block's first output row in that channel's plane.
+    let finish = |s: &Scratch<T>,
+                  blk: &Block,
+                  bi: usize,
+                  row: usize,
+                  oc: usize,
+                  dst: &mut [T],
+                  args: &mut [u8]| {
+        let span = blk.span(g);
+        let src = &s.prod[row * blk.cols(g) + bi * span..][..span];
+        let b = bias.map_or(T::zero(), |b| b[oc]);
+        match epilogue {
+            Epilogue::ReluPool => pool_rows(src, b, g.wo, blk, dst, args),
+            Epilogue::Relu => {
+                for (d, &s) in dst[..span].iter_mut().zip(src) {
+                    let v = s + b;
+                    *d = if v > T::zero() { v } else { T::zero() };
+                }
+            }
+            Epilogue::None => {
+                for (d, &s) in dst[..span].iter_mut().zip(src) {
+                    *d = s + b;
+                }
+            }
+        }
+    };
+    let threads = plan.gemm_threads;
+    if threads > 1 && o >= CHANNEL_SPLIT_MIN * threads && o >= g.n * l {
+        // Fewer units than threads, and more weights than columns (the deep layers of a
+        // single face): each thread takes a share of the output channels for every block,
+        // so the threads read the weights once between them.
+        let shares: Vec<(usize, usize)> = (0..threads)
+            .map(|t| (t * o / threads, (t + 1) * o / threads))
+            .collect();
+        let ys = cut_channels(&mut y, g.n, o, plane, &shares);
+        let arg_parts = if pool {
+            cut_channels(&mut argmax, g.n, o, plane, &shares)
+        } else {
+            shares.iter().map(|_| Vec::new()).collect()
+        };
+        let blocks: Vec<Block> = plan
+            .groups
+            .iter()
+            .flat_map(|grp| grp.blocks.clone())
+            .collect();
+        shares
+            .par_iter()
+            .zip(ys)
+            .zip(arg_parts)
+            .for_each(|((&(o0, o1), mut ys), mut args)| {
+                let (w, n_oc) = (&w[o0 * k..o1 * k], o1 - o0);
+                let u = if use_wino {
+                    winograd::weights(w, n_oc, g.c)
+                } else {
+                    Vec::new()
+                };
+                let mut s = Scratch::default();
+                for blk in &blocks {
+                    product(blk, &mut s, w, &u, n_oc, 1);
+                    let (lo, _) = range(blk);
+                    for bi in 0..blk.nb {
+                        let image = blk.b0 + bi;
+                        for row in 0..n_oc {
+                            let at = row * plane + lo;
+                            let args = if pool {
+                                &mut args[image][at..]
+                            } else {
+                                &mut [][..]
+                            };
+                            finish(&s, blk, bi, row, o0 + row, &mut ys[image][at..], args);
+                        }
+                    }
+                }
+            });
+        return (y, argmax);
+    }
+    let u = if use_wino {
+        winograd::weights(w, o, g.c)
+    } else {
+        Vec::new()
+    };
+    if let Some(blocks) = plan.row_blocks(g, rows) {
+        // Fewer units than threads: each block on one thread, into its own rows of each plane.
+        let ys = cut_rows(&mut y, o, plane, &blocks, range);
+        let mut arg_parts = if pool {
+            cut_rows(&mut argmax, o, plane, &blocks, range)
+        } else {
+            blocks.iter().map(|_| Vec::new()).collect()
+        };
+        for parts in &mut arg_parts {
+            parts.resize_with(o, Default::default);
+        }
+        blocks.par_iter().zip(ys).zip(arg_parts).for_each_init(
+            Scratch::default,
+            |s, ((blk, mut ys), mut args)| {
+                product(blk, s, w, &u, o, 1);
+                for (oc, (dst, args)) in ys.iter_mut().zip(args.iter_mut()).enumerate() {
+                    finish(s, blk, 0, oc, oc, dst, args);
+                }
+            },
+        );
+        return (y, argmax);
+    }
     let parts = plan.split(&mut y, per_image);
     let arg_parts = plan.split(&mut argmax, if pool { per_image } else { 0 });
     plan.groups
@@ -57,45 +183,16 @@ pub(crate) fn forward<T: Float>(
         .zip(parts)
         .zip(arg_parts)
         .for_each(|((grp, ys), args)| {
-            let (mut cols, mut prod, mut poly) = (Vec::new(), Vec::new(), Vec::new());
-            let mut wino = winograd::Scratch::default();
+            let mut s = Scratch::default();
             for blk in &grp.blocks {
-                let (span, nc) = (blk.span(g), blk.cols(g));
-                prod.resize(o * nc, T::zero());
-                if use_wino {
-                    winograd::block(x, &u, g, o, blk, &mut wino, &mut prod, plan.gemm_threads);
-                } else {
-                    cols.resize(k * nc, T::zero());
-                    im2col_block(x, g, blk, &mut cols, &mut poly);
-                    matmul(
-                        MatMut::rows(&mut prod, o, nc, nc),
-                        false,
-                        Mat::rows(w, o, k, k),
-                        Mat::rows(&cols, k, nc, nc),
-                        plan.gemm_threads,
-                    );
-                }
+                product(blk, &mut s, w, &u, o, threads);
+                let (lo, _) = range(blk);
                 for bi in 0..blk.nb {
                     let image = blk.b0 + bi - grp.b0;
                     for oc in 0..o {
-                        let src = &prod[oc * nc + bi * span..][..span];
-                        let b = bias.map_or(T::zero(), |b| b[oc]);
-                        if pool {
-                            let first = (image * o + oc) * ho2 * wo2;
-                            pool_rows(src, b, g.wo, blk, &mut ys[first..], &mut args[first..]);
-                            continue;
-                        }
-                        let dst = &mut ys[(image * o + oc) * l + blk.oy0 * g.wo..][..span];
-                        if epilogue == Epilogue::Relu {
-                            for (d, &s) in dst.iter_mut().zip(src) {
-                                let v = s + b;
-                                *d = if v > T::zero() { v } else { T::zero() };
-                            }
-                        } else {
-                            for (d, &s) in dst.iter_mut().zip(src) {
-                                *d = s + b;
-                            }
-                        }
+                        let at = (image * o + oc) * plane + lo;
+                        let args = if pool { &mut args[at..] } else { &mut [][..] };
+                        finish(&s, blk, bi, oc, oc, &mut ys[at..], args);
                     }
                 }
             }
@@ -103,8 +200,83 @@ pub(crate) fn forward<T: Float>(
     (y, argmax)
 }
 
+/// The fewest output channels per thread for the forward to split a few images' channels
+/// among the threads rather than their rows.
+const CHANNEL_SPLIT_MIN: usize = 16;
+
+/// `data`'s planes (`plane` elements each, `o` per image, `n` images) cut into the channel
+/// ranges `shares`, which run from 0 to `o` in order: for each share, its run of planes in
+/// every image.
+fn cut_channels<'a, U>(
+    data: &'a mut [U],
+    n: usize,
+    o: usize,
+    plane: usize,
+    shares: &[(usize, usize)],
+) -> Vec<Vec<&'a mut [U]>> {
+    let mut out: Vec<Vec<&'a mut [U]>> = shares.iter().map(|_| Vec::with_capacity(n)).collect();
+    debug_assert!(shares.windows(2).all(|p| p[0].1 == p[1].0));
+    debug_assert_eq!((shares[0].0, shares[shares.len() - 1].1), (0, o));
+    let mut rest = data;
+    for _ in 0..n {
+        for (i, &(o0, o1)) in shares.iter().enumerate() {
+            let (piece, tail) = std::mem::take(&mut rest).split_at_mut((o1 - o0) * plane);
+            out[i].push(piece);
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// A forward block's scratch: its column matrix, polyphase planes, Winograd tiles and product.
+struct Scratch<T> {
+    cols: Vec<T>,
+    poly: Vec<T>,
+    wino: winograd::Scratch<T>,
+    prod: Vec<T>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Self {
+            cols: Vec::new(),
+            poly: Vec::new(),
+            wino: winograd::Scratch::default(),
+            prod: Vec::new(),
+        }
+    }
+}
+
+/// `data`'s planes (`plane` elements each, `o` per image) cut into each block's rows, `range`
+/// giving where a block starts and ends in a plane: one slice per output channel for every
+/// block, in block order. The blocks of an image cover disjoint, ascending row ranges.
+fn cut_rows<'a, U>(
+    data: &'a mut [U],
+    o: usize,
+    plane: usize,
+    blocks: &[Block],
+    range: impl Fn(&Block) -> (usize, usize),
+) -> Vec<Vec<&'a mut [U]>> {
+    let mut out: Vec<Vec<&'a mut [U]>> = blocks.iter().map(|_| Vec::with_capacity(o)).collect();
+    if plane == 0 {
+        return out;
+    }
+    for (p, mut rest) in data.chunks_mut(plane).enumerate() {
+        let mut pos = 0;
+        for (i, blk) in blocks.iter().enumerate().filter(|(_, b)| b.b0 == p / o) {
+            let (lo, hi) = range(blk);
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(lo - pos);
+            let (piece, tail) = tail.split_at_mut(hi - lo);
+            out[i].push(piece);
+            (rest, pos) = (tail, hi);
+        }
+    }
+    out
+}
+
 /// ReLU, then 2×2 max-pool, of one channel's rows `blk.oy0..blk.oy1` (`src`, `wo` wide, bias
-/// `b` still to add) into the pooled plane `out` and its argmax record `args`. Exactly
+/// `b` still to add) into the pooled plane's rows from `blk.oy0 / 2` on (`out`, and its argmax
+/// record `args`, start there). Exactly
 /// `max_pool2d(relu(·))`: the first maximum of the ReLU'd window, row-major, takes the
 /// gradient, and none is passed when that maximum is 0.
 pub(crate) fn pool_rows<T: Float>(
@@ -122,7 +294,7 @@ pub(crate) fn pool_rows<T: Float>(
     };
     for r in (0..blk.oy1 - blk.oy0).step_by(2) {
         let (top, bottom) = (&src[r * wo..][..wo], &src[(r + 1) * wo..][..wo]);
-        let at = (blk.oy0 + r) / 2 * wo2;
+        let at = r / 2 * wo2;
         let (out, args) = (&mut out[at..][..wo2], &mut args[at..][..wo2]);
         for px in 0..wo2 {
             let c = 2 * px;
