@@ -177,6 +177,8 @@ pub struct Part4 {
     pub integral: bool,
     /// Extra weight of the maps' foreground in the MSE (0: plain MSE).
     pub fg_weight: f64,
+    /// Probability of an occluding rectangle per training face (`--occlusion`).
+    pub occlusion: f32,
     pub train_xml: Option<PathBuf>,
     pub valid_xml: Option<PathBuf>,
     pub init: Option<PathBuf>,
@@ -227,6 +229,7 @@ impl Part4 {
             deconv_layers,
             integral: false,
             fg_weight: 0.0,
+            occlusion: 0.0,
             train_xml: None,
             valid_xml: None,
             init: None,
@@ -276,6 +279,7 @@ impl Part4 {
             );
         }
         p.fg_weight = a.fg_weight;
+        p.occlusion = a.faces.occlusion()?;
         p.train_xml = a.faces.train.clone();
         p.valid_xml = a.faces.valid.clone();
         p.init = a.faces.init.clone();
@@ -371,7 +375,11 @@ impl Part for Part4 {
                 batch: 8,
                 lr: 1e-3,
                 weight_decay: 0.0,
-                augment: Some(fkd_augment::AugmentConfig::default().with_stretch()),
+                augment: Some(
+                    fkd_augment::AugmentConfig::default()
+                        .with_stretch()
+                        .with_occlusion(self.occlusion),
+                ),
                 schedule: Schedule::Cosine { min_lr: 0.0 },
                 loss: self.loss(),
             },
@@ -380,7 +388,7 @@ impl Part for Part4 {
                 batch: 16,
                 lr: 1e-3,
                 weight_decay: 1e-4,
-                augment: Some(crate::part3::augmentation()),
+                augment: Some(crate::part3::augmentation().with_occlusion(self.occlusion)),
                 schedule: Schedule::WarmupCosine {
                     warmup: 1,
                     min_lr: 0.0,
@@ -800,6 +808,21 @@ mod card_tests {
             let err = parse(bad).err().unwrap().to_string();
             assert!(err.contains("--fg-weight"), "{bad:?}: {err}");
         }
+    }
+
+    /// `--occlusion P` turns on the augmenter's occluding rectangle at probability P, for
+    /// 300-W and IMM alike; off by default; a P outside [0, 1] is refused.
+    #[test]
+    fn occlusion_reaches_the_augmentation() {
+        let prob = |args: &[&str]| {
+            let p = parse(args).unwrap();
+            p.defaults().augment.unwrap().occlusion.prob
+        };
+        assert_eq!(prob(&[]), 0.0);
+        assert_eq!(prob(&["--occlusion", "0.3"]), 0.3);
+        assert_eq!(prob(&["--dataset", "imm", "--occlusion", "0.5"]), 0.5);
+        let err = parse(&["--occlusion", "2"]).err().unwrap().to_string();
+        assert!(err.contains("--occlusion"), "{err}");
     }
 
     /// `--deconv-layers 4` doubles the maps and the card says so; the default three layers

@@ -11,7 +11,8 @@
 //!   turns a rotation by θ into one by −θ and a shift dx into −dx); first is simplest.
 //!
 //! Points are mapped by `M`; the image is resampled with `M⁻¹` ([`warp`]), so both move
-//! identically. Brightness and contrast come after the warp and never move anything.
+//! identically. Brightness and contrast come after the warp and never move anything; so does
+//! the occluding patch, painted last.
 
 use crate::config::{AugmentConfig, AugmentError};
 use crate::transform::{Transform, compose};
@@ -42,6 +43,41 @@ pub struct Params {
     pub brightness: f32,
     /// Factor applied to each pixel's difference from the image mean.
     pub contrast: f32,
+    /// The occluding rectangle, when one is drawn.
+    pub occlusion: Option<Patch>,
+}
+
+/// A rectangle painted one gray over the augmented image: position and size as fractions of
+/// the image's width and height, the gray in the pixel range `[-0.5, 0.5]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Patch {
+    /// Left edge.
+    pub x: f32,
+    /// Top edge.
+    pub y: f32,
+    /// Width.
+    pub width: f32,
+    /// Height.
+    pub height: f32,
+    /// The gray it is painted.
+    pub value: f32,
+}
+
+impl Patch {
+    /// The pixel columns and rows it covers in an image of `size` (edges rounded to the
+    /// nearest pixel, clipped to the image).
+    pub fn pixels(&self, size: ImageSize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let span = |lo: f32, len: f32, side: u32| {
+            let side = side as f32;
+            let a = (lo * side).round().clamp(0.0, side) as usize;
+            let b = ((lo + len) * side).round().clamp(0.0, side) as usize;
+            a..b.max(a)
+        };
+        (
+            span(self.x, self.width, size.width),
+            span(self.y, self.height, size.height),
+        )
+    }
 }
 
 impl Params {
@@ -56,6 +92,7 @@ impl Params {
         shift_y: 0.0,
         brightness: 0.0,
         contrast: 1.0,
+        occlusion: None,
     };
 
     /// The geometric transforms for an image of `size`, in the order they act (flip only when
@@ -127,8 +164,10 @@ impl Augmenter {
         self.layout
     }
 
-    /// Draws one set of parameters. Always consumes the same number of values from `rng`,
-    /// in a fixed order, so a seed gives the same draw whatever the config.
+    /// Draws one set of parameters. Consumes the same number of values from `rng` in a fixed
+    /// order whatever the ranges, so a seed gives the same draw whatever the config; with
+    /// occlusion on (probability above 0), six more come last, so the other parameters are
+    /// drawn as with it off.
     pub fn draw<R: Rng + ?Sized>(&self, rng: &mut R) -> Params {
         let c = &self.cfg;
         let mut u = || rng.random::<f32>();
@@ -142,6 +181,22 @@ impl Augmenter {
         let shift_y = symmetric(c.shift_y, u());
         let brightness = symmetric(c.brightness, u());
         let contrast = c.contrast.at(u());
+        let occ = c.occlusion;
+        let occlusion = if occ.prob > 0.0 {
+            let hit = u() < occ.prob;
+            let (width, height) = (occ.size.at(u()), occ.size.at(u()));
+            let (x, y) = (u() * (1.0 - width), u() * (1.0 - height));
+            let value = u() - 0.5;
+            hit.then_some(Patch {
+                x,
+                y,
+                width,
+                height,
+                value,
+            })
+        } else {
+            None
+        };
         Params {
             flip,
             scale,
@@ -152,6 +207,7 @@ impl Augmenter {
             shift_y,
             brightness,
             contrast,
+            occlusion,
         }
     }
 
@@ -249,7 +305,21 @@ impl Augmenter {
                 *v = v.clamp(-0.5, 0.5);
             }
         }
+        if let Some(patch) = params.occlusion {
+            occlude(&mut out, &patch);
+        }
         (out, out_points, full)
+    }
+}
+
+/// Paints `patch` over `img`.
+fn occlude(img: &mut GrayImage, patch: &Patch) {
+    let size = img.size();
+    let (cols, rows) = patch.pixels(size);
+    let (w, value) = (size.width as usize, patch.value.clamp(-0.5, 0.5));
+    let data = img.data_mut();
+    for y in rows {
+        data[y * w + cols.start..y * w + cols.end].fill(value);
     }
 }
 
@@ -514,5 +584,82 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Occlusion on draws every other parameter as with it off (its draws come last); at
+    /// probability 1 each sample gets one rectangle of the configured size, inside the image,
+    /// painted one gray over exactly its pixels, with the points and every other pixel as
+    /// without it.
+    #[test]
+    fn occlusion_paints_a_drawn_rectangle_and_moves_nothing() {
+        use crate::config::Occlusion;
+        let size = ImageSize::new(160, 120);
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let points = random_points(&mut rng, size, 58);
+        let img = dots_image(size, &points);
+        let plain = Augmenter::new(AugmentConfig::default(), Layout::IMM58).unwrap();
+        let occluding = Augmenter::new(
+            AugmentConfig {
+                occlusion: Occlusion {
+                    prob: 1.0,
+                    size: Interval::new(0.2, 0.5),
+                },
+                ..AugmentConfig::default()
+            },
+            Layout::IMM58,
+        )
+        .unwrap();
+        for seed in 0..20 {
+            let p = plain.draw(&mut ChaCha8Rng::seed_from_u64(seed));
+            let q = occluding.draw(&mut ChaCha8Rng::seed_from_u64(seed));
+            let patch = q.occlusion.unwrap();
+            assert_eq!(
+                Params {
+                    occlusion: None,
+                    ..q
+                },
+                p,
+                "seed {seed}"
+            );
+            assert!((0.2..=0.5).contains(&patch.width) && (0.2..=0.5).contains(&patch.height));
+            assert!(patch.x >= 0.0 && patch.x + patch.width <= 1.0 + 1e-6);
+            assert!(patch.y >= 0.0 && patch.y + patch.height <= 1.0 + 1e-6);
+            assert!((-0.5..0.5).contains(&patch.value));
+            let (want, want_pts) = plain.apply_params(&img, &points, &p);
+            let (got, got_pts) = occluding.apply_params(&img, &points, &q);
+            assert_eq!(got_pts, want_pts);
+            let (cols, rows) = patch.pixels(size);
+            assert!(
+                cols.len() >= 31 && rows.len() >= 23,
+                "seed {seed}: {cols:?} {rows:?}"
+            );
+            for y in 0..size.height as usize {
+                for x in 0..size.width as usize {
+                    let (a, b) = (got.get(x as u32, y as u32), want.get(x as u32, y as u32));
+                    if cols.contains(&x) && rows.contains(&y) {
+                        assert_eq!(a, Some(patch.value), "seed {seed} ({x}, {y})");
+                    } else {
+                        assert_eq!(a, b, "seed {seed} ({x}, {y})");
+                    }
+                }
+            }
+        }
+        // At probability ½ about half the samples are hit.
+        let half = Augmenter::new(
+            AugmentConfig {
+                occlusion: Occlusion {
+                    prob: 0.5,
+                    ..Occlusion::default()
+                },
+                ..AugmentConfig::default()
+            },
+            Layout::IMM58,
+        )
+        .unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let hits = (0..1000)
+            .filter(|_| half.draw(&mut rng).occlusion.is_some())
+            .count();
+        assert!((430..570).contains(&hits), "{hits}");
     }
 }

@@ -34,6 +34,29 @@ impl Interval {
     }
 }
 
+/// Random occlusion: with probability `prob`, one rectangle of the augmented image, each side a
+/// fraction drawn from `size` of the image's side, placed anywhere inside it, is painted one
+/// flat gray drawn uniformly, as a hand, a microphone or hair hides part of a face. The points
+/// stay where they are: the net learns to place a hidden point from the rest of the face.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Occlusion {
+    /// Probability of one rectangle per sample, in `[0, 1]`; 0 turns occlusion off.
+    pub prob: f32,
+    /// Each side of the rectangle as a fraction of the image's, within `(0, 1]`.
+    pub size: Interval,
+}
+
+impl Default for Occlusion {
+    /// Off; when turned on, sides of 10–40 % of the image's.
+    fn default() -> Self {
+        Self {
+            prob: 0.0,
+            size: Interval::new(0.1, 0.4),
+        }
+    }
+}
+
 /// What augmentation may do to a sample, drawn independently per sample.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -58,6 +81,8 @@ pub struct AugmentConfig {
     pub flip_prob: f32,
     /// What pixels brought in from outside the image read.
     pub fill: Fill,
+    /// Random occlusion (off unless its probability is above 0).
+    pub occlusion: Occlusion,
 }
 
 impl Default for AugmentConfig {
@@ -76,6 +101,7 @@ impl Default for AugmentConfig {
             contrast: Interval::new(0.8, 1.2),
             flip_prob: 0.5,
             fill: Fill::Edge,
+            occlusion: Occlusion::default(),
         }
     }
 }
@@ -119,6 +145,7 @@ impl AugmentConfig {
             contrast: Interval::fixed(1.0),
             flip_prob: 0.0,
             fill: Fill::Edge,
+            occlusion: Occlusion::default(),
         }
     }
 
@@ -128,6 +155,18 @@ impl AugmentConfig {
         Self {
             stretch_x: Interval::new(0.9, 1.1),
             stretch_y: Interval::new(0.9, 1.1),
+            ..self
+        }
+    }
+
+    /// This config with random occlusion at probability `prob` (sides of the configured size,
+    /// 10–40 % of the image's by default; see [`Occlusion`]).
+    pub fn with_occlusion(self, prob: f32) -> Self {
+        Self {
+            occlusion: Occlusion {
+                prob,
+                ..self.occlusion
+            },
             ..self
         }
     }
@@ -184,6 +223,22 @@ impl AugmentConfig {
                 "flip_prob",
                 self.flip_prob.to_string(),
                 "must be a probability in [0, 1]",
+            ));
+        }
+        let occ = self.occlusion;
+        if !(0.0..=1.0).contains(&occ.prob) {
+            return Err(bad(
+                "occlusion.prob",
+                occ.prob.to_string(),
+                "must be a probability in [0, 1]",
+            ));
+        }
+        let (lo, hi) = (occ.size.min, occ.size.max);
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            return Err(bad(
+                "occlusion.size",
+                format!("[{lo}, {hi}]"),
+                "must be fractions of the side with 0 < min ≤ max ≤ 1",
             ));
         }
         if let Fill::Constant(v) = self.fill
@@ -304,6 +359,38 @@ mod tests {
             msg,
             "augmentation setting `flip_prob` = 1.5: must be a probability in [0, 1]"
         );
+    }
+
+    /// Occlusion: a probability in [0, 1] and side fractions 0 < min ≤ max ≤ 1, else the
+    /// field is named; a partial config fills the size from the default.
+    #[test]
+    fn occlusion_settings_are_checked() {
+        let with = |prob, min, max| AugmentConfig {
+            occlusion: Occlusion {
+                prob,
+                size: Interval::new(min, max),
+            },
+            ..AugmentConfig::default()
+        };
+        assert_eq!(with(0.5, 0.1, 0.4).validate(), Ok(()));
+        assert_eq!(with(1.0, 1.0, 1.0).validate(), Ok(()));
+        for (c, field) in [
+            (with(1.5, 0.1, 0.4), "occlusion.prob"),
+            (with(f32::NAN, 0.1, 0.4), "occlusion.prob"),
+            (with(0.5, 0.0, 0.4), "occlusion.size"),
+            (with(0.5, 0.5, 0.2), "occlusion.size"),
+            (with(0.5, 0.2, 1.5), "occlusion.size"),
+            (with(0.5, f32::NAN, 0.4), "occlusion.size"),
+        ] {
+            assert!(
+                matches!(c.validate(), Err(AugmentError::InvalidConfig { field: f, .. }) if f == field),
+                "{c:?}"
+            );
+        }
+        let c: AugmentConfig = serde_json::from_str(r#"{"occlusion": {"prob": 0.5}}"#).unwrap();
+        assert_eq!(c.occlusion.prob, 0.5);
+        assert_eq!(c.occlusion.size, Occlusion::default().size);
+        assert_eq!(AugmentConfig::default().occlusion.prob, 0.0);
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub mod prepare;
 pub mod transform;
 pub mod warp;
 
-pub use augmenter::{Augmenter, Params};
-pub use config::{AugmentConfig, AugmentError, Interval};
+pub use augmenter::{Augmenter, Params, Patch};
+pub use config::{AugmentConfig, AugmentError, Interval, Occlusion};
 pub use fkd_core::Affine;
 pub use prepare::{AugmentedCrop, AugmentedResize};
 pub use transform::Transform;
