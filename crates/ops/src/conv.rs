@@ -562,6 +562,8 @@ mod tests {
             (2, 3, 10, 8, 3, 2, 1),
             // One image: its rows dealt to the threads, an odd height.
             (1, 2, 13, 9, 3, 1, 1),
+            // Fewer units (two-image blocks) than 3 threads: whole images dealt.
+            (4, 4, 9, 11, 3, 1, 1),
         ] {
             let grid = |t: Tensor| (t * 2.0).unwrap().round().unwrap() / 2.0;
             let x = Var::from_tensor(&grid(random(&[n, c, h, w], &mut rng)).unwrap()).unwrap();
@@ -626,6 +628,10 @@ mod tests {
             // (by im2col, then by Winograd).
             (1, 16, 48, 5, 4, 1),
             (1, 128, 160, 8, 8, 1),
+            // The channel split over blocks of two images, and over two row blocks of one
+            // image (odd height, pooled too).
+            (4, 16, 48, 3, 3, 1),
+            (1, 64, 192, 13, 13, 1),
         ] {
             let x = Var::from_tensor(&random(&[n, c, h, w], &mut rng)).unwrap();
             let wt = Var::from_tensor(&random(&[o, c, 3, 3], &mut rng)).unwrap();
@@ -715,6 +721,10 @@ mod tests {
             (5, 3, 9, 3),
             (13, 1, 4, 1),
             (4, 1, 121, 7),
+            // One image whose rows or row pairs do not divide evenly among 3 or 4 threads.
+            (1, 1, 10, 3),
+            (1, 1, 5, 3),
+            (1, 16, 18, 3),
         ] {
             for threads in 1..=4 {
                 let g = Geometry {
@@ -788,6 +798,14 @@ mod tests {
                         blocks.len() >= threads.min(n * rows.div_ceil(step)),
                         "{ctx}"
                     );
+                    // One image: a multiple of the threads, or one block per row (pair).
+                    if n == 1 && rows.div_ceil(step) >= threads {
+                        let even = blocks.len() % threads == 0;
+                        assert!(
+                            even || blocks.len() == rows.div_ceil(step),
+                            "{ctx}: {blocks:?}"
+                        );
+                    }
                 }
             }
         }

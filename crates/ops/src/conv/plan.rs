@@ -290,15 +290,17 @@ impl Plan {
         if g.n == 1 {
             want = want.next_multiple_of(threads);
         }
-        let rows_per = ho.div_ceil(step).div_ceil(want).max(1) * step;
+        // `want` near-equal runs of row pairs (rows for `Rows::Any`), as many as there are.
+        let steps = ho.div_ceil(step);
+        let want = want.min(steps);
         Some(
             (0..g.n)
                 .flat_map(|b| {
-                    (0..ho).step_by(rows_per).map(move |oy0| Block {
+                    (0..want).map(move |t| Block {
                         b0: b,
                         nb: 1,
-                        oy0,
-                        oy1: (oy0 + rows_per).min(ho),
+                        oy0: t * steps / want * step,
+                        oy1: ((t + 1) * steps / want * step).min(ho),
                     })
                 })
                 .collect(),
