@@ -275,10 +275,7 @@ pub(crate) fn child_latency(args: &Face<'_>, device: &Device) -> anyhow::Result<
             "{ms:.2} ms per face: fused ops {ops:.2} ms, the rest (Candle) {:.2} ms",
             ms - ops
         );
-        for e in table {
-            let per = 1000.0 * e.seconds / n as f64;
-            eprintln!("{per:8.3} ms {:3}× {}", e.calls / n, e.name);
-        }
+        crate::bench::print_ops(table, n);
     }
     Ok(())
 }

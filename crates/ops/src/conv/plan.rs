@@ -187,6 +187,17 @@ pub(crate) enum Rows {
     Pooled,
 }
 
+impl Rows {
+    /// The step a block's rows start on, and the output rows computed, for the conv `g`.
+    fn span(self, g: &Geometry) -> (usize, usize) {
+        match self {
+            Rows::Any => (1, g.ho),
+            Rows::Pairs => (2, g.ho),
+            Rows::Pooled => (2, g.ho / 2 * 2),
+        }
+    }
+}
+
 impl Plan {
     pub(crate) fn new(g: &Geometry, threads: usize, rows: Rows, sizing: Sizing) -> Self {
         let threads = threads.max(1);
@@ -199,11 +210,7 @@ impl Plan {
             }
             Sizing::KernelGradient { o } => im2col.max(o * g.k() / DW_REUSE),
         };
-        let (step, ho) = match rows {
-            Rows::Any => (1, g.ho),
-            Rows::Pairs => (2, g.ho),
-            Rows::Pooled => (2, g.ho / 2 * 2),
-        };
+        let (step, ho) = rows.span(g);
         // Units of work: one image cut into row blocks, or a few whole images as one block.
         let units: Vec<Group> = if g.l() > target {
             let rows = (target / g.wo / step).max(1) * step;
@@ -279,11 +286,7 @@ impl Plan {
         if threads <= 1 {
             return None;
         }
-        let (step, ho) = match rows {
-            Rows::Any => (1, g.ho),
-            Rows::Pairs => (2, g.ho),
-            Rows::Pooled => (2, g.ho / 2 * 2),
-        };
+        let (step, ho) = rows.span(g);
         // As many blocks per image as the plan cut (one when its units are several images).
         let have = self.groups.first().map_or(1, |grp| grp.blocks.len()).max(1);
         let mut want = have.max(threads.div_ceil(g.n.max(1)));
