@@ -558,16 +558,9 @@ fn print_profile(table: Vec<fkd_models::ops::profile::Entry>, steps: usize, back
         per_step(ops_bwd),
         per_step(backward_s - ops_bwd)
     );
-    print_ops(table, steps);
+    crate::measure::print_ops(table, steps);
 }
 
-/// Each profiled op's mean milliseconds and calls per step (or per face), longest first.
-pub(crate) fn print_ops(table: Vec<fkd_models::ops::profile::Entry>, steps: usize) {
-    for e in table {
-        let ms = 1000.0 * e.seconds / steps as f64;
-        eprintln!("{ms:8.2} ms {:3}× {}", e.calls / steps, e.name);
-    }
-}
 
 /// `bench-child`: measures one net in this process and prints one JSON line.
 pub fn child(args: &ChildArgs) -> anyhow::Result<()> {

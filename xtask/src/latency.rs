@@ -275,7 +275,7 @@ pub(crate) fn child_latency(args: &Face<'_>, device: &Device) -> anyhow::Result<
             "{ms:.2} ms per face: fused ops {ops:.2} ms, the rest (Candle) {:.2} ms",
             ms - ops
         );
-        crate::bench::print_ops(table, n);
+        crate::measure::print_ops(table, n);
     }
     Ok(())
 }

@@ -110,3 +110,11 @@ mod tests {
         assert_eq!(alone.ok(), Some(vec!["fkd"]));
     }
 }
+
+/// Each profiled op's mean milliseconds and calls per step (or per face), longest first.
+pub(crate) fn print_ops(table: Vec<fkd_models::ops::profile::Entry>, steps: usize) {
+    for e in table {
+        let ms = 1000.0 * e.seconds / steps as f64;
+        eprintln!("{ms:8.2} ms {:3}× {}", e.calls / steps, e.name);
+    }
+}
