@@ -561,7 +561,6 @@ fn print_profile(table: Vec<fkd_models::ops::profile::Entry>, steps: usize, back
     crate::measure::print_ops(table, steps);
 }
 
-
 /// `bench-child`: measures one net in this process and prints one JSON line.
 pub fn child(args: &ChildArgs) -> anyhow::Result<()> {
     let device = crate::named_device(&args.device)?;

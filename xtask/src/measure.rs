@@ -92,6 +92,14 @@ pub(crate) fn spread(v: &[f64]) -> f64 {
     max / min
 }
 
+/// Each profiled op's mean milliseconds and calls per step (or per face), longest first.
+pub(crate) fn print_ops(table: Vec<fkd_models::ops::profile::Entry>, steps: usize) {
+    for e in table {
+        let ms = 1000.0 * e.seconds / steps as f64;
+        eprintln!("{ms:8.2} ms {:3}× {}", e.calls / steps, e.name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,13 +116,5 @@ mod tests {
             None::<fn() -> anyhow::Result<&'static str>>,
         );
         assert_eq!(alone.ok(), Some(vec!["fkd"]));
-    }
-}
-
-/// Each profiled op's mean milliseconds and calls per step (or per face), longest first.
-pub(crate) fn print_ops(table: Vec<fkd_models::ops::profile::Entry>, steps: usize) {
-    for e in table {
-        let ms = 1000.0 * e.seconds / steps as f64;
-        eprintln!("{ms:8.2} ms {:3}× {}", e.calls / steps, e.name);
     }
 }
