@@ -631,6 +631,7 @@ mod tests {
             bn_stats: None,
             valid_every: 1,
             holdout: None,
+            ema: None,
             device: None,
             on_bad_face: crate::runner::BadFace::Fail,
         };

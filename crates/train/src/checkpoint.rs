@@ -15,6 +15,10 @@
 //! - `last.safetensors`: the last finished epoch's weights under a fixed name for users
 //!   (a link to, or copy of, the epoch's weights, made after the commit);
 //! - `best.safetensors`: the weights of the epoch with the lowest validation loss;
+//! - with a weight average ([`TrainConfig::ema`]), also `epoch-NNNN.ema.safetensors`, saved
+//!   and named in `last.json` with the epoch's other files: the averages are what was
+//!   validated, so `last` and `best` hold them, and `epoch-NNNN.safetensors` keeps the trained
+//!   weights that a resume continues from;
 //! - `history.json`, `history.csv`: the per-epoch record (see [`crate::History`]).
 
 use crate::{History, Result, TrainConfig, TrainError};
@@ -33,6 +37,11 @@ pub const LAST_OPTIM: &str = "last.optim.safetensors";
 /// The weights file of `epoch`'s checkpoint.
 pub fn epoch_weights(epoch: usize) -> String {
     format!("epoch-{epoch:04}.safetensors")
+}
+
+/// The weight-average file of `epoch`'s checkpoint (runs with [`TrainConfig::ema`]).
+pub fn epoch_ema(epoch: usize) -> String {
+    format!("epoch-{epoch:04}.ema.safetensors")
 }
 
 /// The optimiser-state file of `epoch`'s checkpoint.
@@ -79,6 +88,10 @@ pub struct CheckpointMeta {
     /// The epoch's optimiser state (`None`: [`LAST_OPTIM`]).
     #[serde(default)]
     pub optim_file: Option<String>,
+    /// The epoch's weight averages, in a run with [`TrainConfig::ema`]: what `last` and `best`
+    /// hold there, while `weights_file` holds the trained weights a resume continues from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_file: Option<String>,
 }
 
 impl CheckpointMeta {

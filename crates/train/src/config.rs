@@ -274,6 +274,11 @@ pub struct TrainConfig {
     /// epochs between train only, and only validated epochs can become the best checkpoint.
     /// 1 (the default) validates every epoch.
     pub valid_every: usize,
+    /// Evaluate, select and save an exponential moving average of the weights with this decay
+    /// per step (see [`crate::ema`]) instead of the weights themselves; `None` (the default)
+    /// turns it off. Typical: 0.998–0.9999, about `1 / (1 − decay)` steps averaged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -292,6 +297,7 @@ impl Default for TrainConfig {
             diverge_factor: 1e3,
             resume: false,
             valid_every: 1,
+            ema: None,
         }
     }
 }
@@ -354,6 +360,11 @@ impl TrainConfig {
         }
         if !positive(self.eps) {
             return bad(format!("eps must be a positive number, not {}", self.eps));
+        }
+        if let Some(decay) = self.ema
+            && !(decay > 0.0 && decay < 1.0)
+        {
+            return bad(format!("the EMA decay must lie in (0, 1), not {decay}"));
         }
         if !(self.diverge_factor.is_finite() && self.diverge_factor > 1.0) {
             return bad(format!(
@@ -451,6 +462,7 @@ impl TrainConfig {
             format!("{:?}", self.schedule),
         );
         check("seed", saved.seed.to_string(), self.seed.to_string());
+        check("ema", format!("{:?}", saved.ema), format!("{:?}", self.ema));
         if matches!(
             self.schedule,
             Schedule::Cosine { .. } | Schedule::WarmupCosine { .. } | Schedule::OneCycle { .. }

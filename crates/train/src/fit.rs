@@ -2,9 +2,10 @@
 
 use crate::bn::{Batches, recompute_bn_stats};
 use crate::checkpoint::{
-    BEST_WEIGHTS, CheckpointMeta, LAST_META, LAST_WEIGHTS, META_VERSION, epoch_optim,
+    BEST_WEIGHTS, CheckpointMeta, LAST_META, LAST_WEIGHTS, META_VERSION, epoch_ema, epoch_optim,
     epoch_weights, load_weights, publish_last_weights, save_weights,
 };
+use crate::ema::Ema;
 use crate::optim::{Adam, AdamConfig};
 use crate::{EpochRecord, History, Loss, Result, TrainConfig, TrainError};
 use candle_core::{DType, Device, ModuleT, Tensor};
@@ -90,9 +91,9 @@ struct RunState {
     /// The loss of the run's first batch.
     reference_loss: Option<f64>,
     best_valid: Option<f64>,
-    /// The state files of the last saved epoch (weights, optimiser), deleted once the next
-    /// epoch's are committed.
-    saved: Option<(String, String)>,
+    /// The state files of the last saved epoch (weights, optimiser, weight averages), deleted
+    /// once the next epoch's are committed.
+    saved: Vec<String>,
 }
 
 /// Trains the variables of `varmap` (those of `model`) with Adam on `train`, validating on
@@ -187,8 +188,9 @@ pub fn fit_with<M: Model + Sync + ?Sized, P: Prepare, Q: Prepare>(
     let dir = cfg.out_dir.as_path();
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let mut opt = Adam::new(varmap, AdamConfig::from(cfg))?;
+    let mut ema = cfg.ema.map(|decay| Ema::new(varmap, decay)).transpose()?;
     let mut state = if cfg.resume {
-        resume(dir, cfg, varmap, &mut opt, train)?
+        resume(dir, cfg, varmap, &mut opt, ema.as_mut(), train)?
     } else {
         if dir.join(LAST_META).exists() {
             return Err(TrainError::checkpoint(
@@ -221,7 +223,8 @@ pub fn fit_with<M: Model + Sync + ?Sized, P: Prepare, Q: Prepare>(
             dir,
             interval,
         };
-        let train_loss = epoch_run.train(model, train, &mut opt, &mut state, observer)?;
+        let train_loss =
+            epoch_run.train(model, train, &mut opt, ema.as_mut(), &mut state, observer)?;
         let first_epoch_loss = state
             .history
             .epochs
@@ -231,13 +234,16 @@ pub fn fit_with<M: Model + Sync + ?Sized, P: Prepare, Q: Prepare>(
             return Err(stop(dir, varmap, &mut state.history, diverged(train_loss)));
         }
         let validated = if cfg.validates(epoch) {
-            Some(validate_epoch(
-                model,
-                valid,
-                cfg,
-                bn_stats,
-                selector.as_deref_mut(),
-            )?)
+            // With a weight average, the averages are validated (and their batch-norm
+            // statistics recomputed), then the trained weights put back.
+            if let Some(ema) = ema.as_mut() {
+                ema.swap()?;
+            }
+            let validated = validate_epoch(model, valid, cfg, bn_stats, selector.as_deref_mut())?;
+            if let Some(ema) = ema.as_mut() {
+                ema.swap()?;
+            }
+            Some(validated)
         } else {
             None
         };
@@ -254,7 +260,7 @@ pub fn fit_with<M: Model + Sync + ?Sized, P: Prepare, Q: Prepare>(
             valid_metric,
             seconds: started.elapsed().as_secs_f64(),
         };
-        epoch_run.commit(&record, &opt, &mut state, train)?;
+        epoch_run.commit(&record, &opt, ema.as_ref(), &mut state, train)?;
         tracing::debug!(
             epoch,
             lr,
@@ -321,6 +327,7 @@ impl EpochRun<'_> {
         model: &M,
         train: &Loader<P>,
         opt: &mut Adam,
+        mut ema: Option<&mut Ema>,
         state: &mut RunState,
         observer: &mut dyn Observer,
     ) -> Result<f64> {
@@ -372,6 +379,10 @@ impl EpochRun<'_> {
                     read(&mut pending)?;
                 }
                 on_pool(|| opt.backward_step(&loss))?;
+                if let Some(ema) = ema.as_deref_mut() {
+                    let step = opt.step_count();
+                    on_pool(|| ema.update(step))?;
+                }
             }
             if !pending.is_empty() {
                 read(&mut pending)?;
@@ -385,11 +396,12 @@ impl EpochRun<'_> {
     /// selector's, else the validation loss; none without validation; a non-finite one never
     /// wins) improved, this epoch's state files, then `last.json` naming them (the commit
     /// point), then the previous epoch's files go (see the checkpoint module), then the
-    /// history.
+    /// history. With a weight average, `best` and `last` are the averages.
     fn commit<P: Prepare>(
         &self,
         record: &EpochRecord,
         opt: &Adam,
+        ema: Option<&Ema>,
         state: &mut RunState,
         train: &Loader<P>,
     ) -> Result<()> {
@@ -401,14 +413,28 @@ impl EpochRun<'_> {
         {
             state.best_valid = Some(score);
             state.history.best_epoch = Some(epoch);
-            save_weights(varmap, &dir.join(BEST_WEIGHTS))?;
+            match ema {
+                Some(ema) => ema.save(&dir.join(BEST_WEIGHTS))?,
+                None => save_weights(varmap, &dir.join(BEST_WEIGHTS))?,
+            }
         }
         let (weights_file, optim_file) = (epoch_weights(epoch), epoch_optim(epoch));
         opt.save(&dir.join(&optim_file))?;
         save_weights(varmap, &dir.join(&weights_file))?;
-        let previous = state
-            .saved
-            .replace((weights_file.clone(), optim_file.clone()));
+        let ema_file = match ema {
+            Some(ema) => {
+                let file = epoch_ema(epoch);
+                ema.save(&dir.join(&file))?;
+                Some(file)
+            }
+            None => None,
+        };
+        let current: Vec<String> = [Some(weights_file.clone()), Some(optim_file.clone())]
+            .into_iter()
+            .chain([ema_file.clone()])
+            .flatten()
+            .collect();
+        let previous = std::mem::replace(&mut state.saved, current);
         CheckpointMeta {
             version: META_VERSION,
             epoch,
@@ -421,15 +447,14 @@ impl EpochRun<'_> {
             history: state.history.clone(),
             weights_file: Some(weights_file.clone()),
             optim_file: Some(optim_file.clone()),
+            ema_file: ema_file.clone(),
         }
         .write(&dir.join(LAST_META))?;
-        publish_last_weights(dir, &weights_file)?;
-        if let Some((w, o)) = previous {
-            for old in [w, o] {
-                if old != weights_file && old != optim_file {
-                    // Best effort: a stale state file only costs disk space.
-                    let _ = std::fs::remove_file(dir.join(old));
-                }
+        publish_last_weights(dir, ema_file.as_deref().unwrap_or(&weights_file))?;
+        for old in previous {
+            if !state.saved.contains(&old) {
+                // Best effort: a stale state file only costs disk space.
+                let _ = std::fs::remove_file(dir.join(old));
             }
         }
         state.history.write(dir)?;
@@ -498,12 +523,14 @@ fn stop(dir: &Path, varmap: &VarMap, history: &mut History, err: TrainError) -> 
     err
 }
 
-/// Loads the run saved in `dir` into `varmap` and `opt`, after checking it is the same run.
+/// Loads the run saved in `dir` into `varmap`, `opt` and `ema`, after checking it is the same
+/// run.
 fn resume<P: Prepare>(
     dir: &Path,
     cfg: &TrainConfig,
     varmap: &VarMap,
     opt: &mut Adam,
+    ema: Option<&mut Ema>,
     train: &Loader<P>,
 ) -> Result<RunState> {
     let meta_path = dir.join(LAST_META);
@@ -548,17 +575,30 @@ fn resume<P: Prepare>(
             ),
         ));
     }
+    if let Some(ema) = ema {
+        let Some(file) = meta.ema_file.as_deref() else {
+            return Err(TrainError::checkpoint(
+                &meta_path,
+                "cannot resume: the run saved no weight averages (ema_file)",
+            ));
+        };
+        ema.load(&dir.join(file))?;
+    }
     tracing::info!(epoch = meta.epoch, "resuming after the saved epoch");
-    let saved = (
-        meta.weights_name().to_string(),
-        meta.optim_name().to_string(),
-    );
+    let saved = [
+        Some(meta.weights_name().to_string()),
+        Some(meta.optim_name().to_string()),
+        meta.ema_file.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     Ok(RunState {
         next_epoch: meta.epoch + 1,
         history: meta.history,
         reference_loss: Some(meta.reference_loss),
         best_valid: meta.best_valid,
-        saved: Some(saved),
+        saved,
     })
 }
 

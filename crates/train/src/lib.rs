@@ -24,6 +24,8 @@
 //! - [`config`]: [`TrainConfig`] (serde), with the [`Loss`] (MSE, L1, Wing) and learning-rate
 //!   [`Schedule`] (constant, step, cosine, warm-up + cosine).
 //! - [`loss`]: the losses on `(prediction, target)` tensors.
+//! - [`ema`]: [`Ema`], a moving average of the weights that a run can validate and save
+//!   instead of the weights ([`TrainConfig::ema`]).
 //! - [`optim`]: [`Adam`] with decoupled weight decay (AdamW), whose state can be saved and
 //!   loaded so a resumed run continues exactly.
 //! - [`fit()`]: the loop — seeded epochs, per-epoch train and validation loss, a [`History`]
@@ -43,6 +45,7 @@
 pub mod bn;
 pub mod checkpoint;
 pub mod config;
+pub mod ema;
 pub mod error;
 pub mod fit;
 pub mod flip;
@@ -53,6 +56,7 @@ pub mod optim;
 pub use bn::{Batches, recompute_bn_stats};
 pub use checkpoint::{CheckpointMeta, load_weights, save_weights};
 pub use config::{FOREGROUND_THRESHOLD, Loss, Schedule, TrainConfig};
+pub use ema::Ema;
 pub use error::{Result, TrainError};
 pub use fit::{
     FitOptions, GPU_LOSS_READ_INTERVAL, Model, Observer, Prediction, Selector, evaluate_loss, fit,

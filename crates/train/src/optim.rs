@@ -268,6 +268,17 @@ impl Adam {
     }
 }
 
+/// `state ← β·state + (1 − β)·x`, in place where the fused kernel serves the tensors (the first
+/// moment's update, with `x` for the gradient), else with tensor ops and [`Var::set`]. For the
+/// weight average of [`crate::ema`]; `state` must own its storage, like the moments.
+pub(crate) fn blend(state: &Var, x: &Tensor, beta: f64) -> candle_core::Result<()> {
+    if fused::applies(&[state.as_tensor(), x]) {
+        return fused::blend(state.as_tensor(), x, beta);
+    }
+    let next = (state.as_tensor().affine(beta, 0.0)? + x.affine(1.0 - beta, 0.0)?)?;
+    state.set(&next)
+}
+
 /// Adam's update on the CPU as three parallel in-place passes (first moment, second moment,
 /// weights) instead of about ten tensor ops, each with its own output buffer: 5 ms of a 47 ms
 /// NoseNet training step at batch 8 went to the optimiser before. Nothing is allocated, zeroed
@@ -514,6 +525,17 @@ mod fused {
                 (h.decay, h.step_size, h.eps_hat),
             )
         }
+    }
+
+    /// `state ← β·state + (1 − β)·x` in place: the first moment's kernel.
+    pub(super) fn blend(state: &Tensor, x: &Tensor, beta: f64) -> candle_core::Result<()> {
+        state.inplace_op2(
+            x,
+            &Moment {
+                beta,
+                square: false,
+            },
+        )
     }
 
     /// One step for one variable, updating it and its moments in place. The moments must be

@@ -417,6 +417,84 @@ fn resuming_after_two_epochs_matches_an_uninterrupted_run() {
     );
 }
 
+/// A run with a weight average validates and publishes the averages, keeps the trained
+/// weights for resuming, and resumes bitwise like an uninterrupted run.
+#[test]
+fn a_weight_average_is_validated_saved_and_resumed_exactly() {
+    let ema_config = |dir: &Path, epochs| TrainConfig {
+        ema: Some(0.9),
+        ..config(dir, epochs)
+    };
+    let straight_dir = tempfile::tempdir().unwrap();
+    let (straight, trained) = run(&ema_config(straight_dir.path(), 4), &mut ());
+    let straight = straight.unwrap();
+    let dir = straight_dir.path();
+
+    let meta = CheckpointMeta::read(&dir.join(LAST_META)).unwrap();
+    let ema_file = meta
+        .ema_file
+        .clone()
+        .expect("an EMA run names its averages");
+    assert_eq!(ema_file, "epoch-0003.ema.safetensors");
+    let averages = weights_in(&dir.join(&ema_file));
+    assert_eq!(
+        weights_in(&dir.join(LAST_WEIGHTS)),
+        averages,
+        "last = the averages"
+    );
+    assert_eq!(
+        weights_in(&dir.join(meta.weights_name())),
+        weights(&trained),
+        "the epoch's weights file keeps the trained weights"
+    );
+    assert_ne!(averages, weights(&trained), "the average lags the weights");
+    let ema_files = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().ends_with(".ema.safetensors")
+        })
+        .count();
+    assert_eq!(ema_files, 1, "older epochs' averages are deleted");
+
+    // The recorded validation loss is the averages'.
+    let (lin, varmap) = model(1);
+    load_weights(&varmap, &dir.join(LAST_WEIGHTS)).unwrap();
+    let cfg = ema_config(dir, 4);
+    let (_, valid) = loaders(&cfg);
+    let loss = evaluate_loss(&lin, &valid, &cfg.loss).unwrap();
+    assert_eq!(Some(loss), straight.epochs[3].valid_loss);
+
+    // Two epochs, then a fresh process resumes to four.
+    let half = tempfile::tempdir().unwrap();
+    run(&ema_config(half.path(), 2), &mut ()).0.unwrap();
+    let refused = TrainConfig {
+        resume: true,
+        ema: None,
+        ..config(half.path(), 4)
+    };
+    let err = run(&refused, &mut ()).0.unwrap_err().to_string();
+    assert!(err.contains("ema"), "{err}");
+    let resumed_cfg = TrainConfig {
+        resume: true,
+        ..ema_config(half.path(), 4)
+    };
+    let (resumed, resumed_vars) = run(&resumed_cfg, &mut ());
+    let resumed = resumed.unwrap();
+    assert_eq!(
+        weights(&resumed_vars),
+        weights(&trained),
+        "bitwise the same weights"
+    );
+    assert_eq!(losses(&resumed), losses(&straight));
+    assert_eq!(resumed.best_epoch, straight.best_epoch);
+    assert_eq!(weights_in(&half.path().join(LAST_WEIGHTS)), averages);
+    assert_eq!(
+        weights_in(&half.path().join(BEST_WEIGHTS)),
+        weights_in(&dir.join(BEST_WEIGHTS))
+    );
+}
+
 fn losses(h: &History) -> Vec<(usize, f64, f64, Option<f64>)> {
     h.epochs
         .iter()

@@ -70,6 +70,11 @@ pub struct RunArgs {
     /// end, so that nothing is chosen by the numbers reported.
     #[arg(long, value_name = "FRACTION")]
     pub holdout: Option<f64>,
+    /// Validate, pick and save an exponential moving average of the weights, updated after
+    /// every step with this decay (e.g. 0.999: about the last 1,000 steps), instead of the
+    /// weights themselves; `last` and `best` then hold the averages [default: off].
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f64>,
     /// Device: cpu, cuda / metal in a build with that feature, or auto (the build's GPU if the
     /// machine has one, else the CPU) [default: auto].
     #[arg(long)]

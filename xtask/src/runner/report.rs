@@ -45,6 +45,9 @@ pub(super) struct Metrics<'a> {
     pub(super) schedule: String,
     pub(super) loss: String,
     pub(super) weight_decay: f64,
+    /// The decay of the weight average validated and saved (`--ema`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) ema: Option<f64>,
     pub(super) selected_by: &'static str,
     /// Where the best epoch was picked: `validation`, or `held-out training photos`
     /// (`--holdout`; `valid_faces` are then those, and each run's `test` the validation faces).
@@ -83,6 +86,7 @@ impl<'a> Metrics<'a> {
             schedule: schedule_name(&set.schedule),
             loss: loss_name(&set.loss),
             weight_decay: set.weight_decay,
+            ema: args.ema,
             selected_by: part.select_by().name(),
             selected_on: if args.holdout.is_some() {
                 "held-out training photos"
@@ -171,6 +175,12 @@ fn network_section<P: Part>(
                 },
             ],
             vec!["schedule".to_string(), m.schedule.clone()],
+            vec![
+                "weights evaluated".to_string(),
+                m.ema.map_or("as trained".to_string(), |d| {
+                    format!("moving average, decay {d} per step")
+                }),
+            ],
             vec![
                 "loss".to_string(),
                 format!("{} on {}", m.loss, part.loss_target()),

@@ -130,6 +130,7 @@ pub(super) fn train_one<P: Part, S: Prepare, V: Prepare>(
         out_dir: dir.to_path_buf(),
         resume,
         valid_every: usize::try_from(args.valid_every).unwrap_or(usize::MAX),
+        ema: args.ema,
         ..TrainConfig::default()
     };
     let t = Instant::now();
@@ -158,6 +159,12 @@ pub(super) fn train_one<P: Part, S: Prepare, V: Prepare>(
         Err(e) => return Err(e.into()),
     };
     let seconds = t.elapsed().as_secs_f64();
+    // The last epoch as saved: with `--ema` the averages (the model holds the trained
+    // weights), otherwise the weights as they are (after a resume of a finished run, too).
+    let last_path = dir.join(fkd_train::checkpoint::LAST_WEIGHTS);
+    if last_path.exists() {
+        fkd_train::load_weights(&vm, &last_path)?;
+    }
     let last = evaluate(&card, &net, valid, set.flip_test)?.summary;
     let test_last = test
         .map(|t| evaluate(&card, &net, t, set.flip_test))
