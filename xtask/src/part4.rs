@@ -574,6 +574,10 @@ impl Part for Part4 {
         }))
     }
 
+    fn heatmap_targets(&self) -> bool {
+        !self.integral
+    }
+
     fn loss_target(&self) -> &'static str {
         if self.integral {
             "the soft-argmax points' normalised coordinates"
@@ -775,18 +779,42 @@ mod card_tests {
         );
     }
 
-    /// `cargo xtask part4 ARGS`' part, as the command line builds it.
-    fn parse(args: &[&str]) -> anyhow::Result<Part4> {
+    /// `cargo xtask part4 ARGS`' options.
+    fn parse_args(args: &[&str]) -> Part4Args {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
             a: Part4Args,
         }
-        let cli = <Cli as clap::Parser>::try_parse_from(
-            std::iter::once("part4").chain(args.iter().copied()),
-        )
-        .unwrap();
-        Part4::from_args(&cli.a)
+        <Cli as clap::Parser>::try_parse_from(std::iter::once("part4").chain(args.iter().copied()))
+            .unwrap()
+            .a
+    }
+
+    /// `cargo xtask part4 ARGS`' part, as the command line builds it.
+    fn parse(args: &[&str]) -> anyhow::Result<Part4> {
+        Part4::from_args(&parse_args(args))
+    }
+
+    /// `--loss awing` is for heatmaps: Part 4's maps take it; the integral head's points and
+    /// Part 3's coordinates are refused before any data is read.
+    #[test]
+    fn awing_is_for_heatmaps() {
+        let a = parse_args(&["--loss", "awing"]);
+        let maps = Part4::from_args(&a).unwrap();
+        crate::runner::check_loss(&maps, &a.run).unwrap();
+        let a = parse_args(&["--loss", "awing", "--head", "integral"]);
+        let points = Part4::from_args(&a).unwrap();
+        let err = crate::runner::check_loss(&points, &a.run).unwrap_err();
+        assert!(err.to_string().contains("--loss awing"), "{err}");
+        let part3 = crate::part3::Part3::data_only(None, None, 128);
+        let err = crate::runner::check_loss(&part3, &a.run).unwrap_err();
+        assert!(err.to_string().contains("part3"), "{err}");
+        let a = parse_args(&["--loss", "awing", "--fg-weight", "10"]);
+        assert!(
+            Part4::from_args(&a).is_err(),
+            "the weight map is Adaptive Wing's own"
+        );
     }
 
     /// `--fg-weight W` picks the foreground-weighted MSE for heatmaps; a negative weight, the

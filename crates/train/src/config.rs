@@ -45,6 +45,27 @@ pub enum Loss {
         #[serde(default = "default_foreground_threshold")]
         threshold: f64,
     },
+    /// Adaptive Wing loss on heatmaps (Wang et al., ICCV 2019), for targets in [0, 1]: with
+    /// `a = |pred − target|` and `p = alpha − target`, `omega·ln(1 + (a/eps)^p)` below `theta`,
+    /// linear above (continuous, with a continuous slope), each pixel counted `1 + weight`
+    /// times where its target is above `threshold` (the paper's weight map, without its
+    /// dilation). Near the foreground (`p` ≈ 1.1) it acts like L1 on small errors, so the peak
+    /// is fitted closely; on the background (`p` ≈ 2.1) like L2, so tiny errors there are not
+    /// chased. [`Loss::adaptive_wing`] gives the paper's settings.
+    AdaptiveWing {
+        /// Scale of the logarithmic part (14).
+        omega: f64,
+        /// Where the logarithm gives way to the line, in target units (0.5).
+        theta: f64,
+        /// Curvature of the logarithmic part (1).
+        eps: f64,
+        /// The exponent is `alpha − target` (2.1): L2-like on the background, L1-like at peaks.
+        alpha: f64,
+        /// Extra weight of a foreground pixel (≥ 0).
+        weight: f64,
+        /// Targets above this are foreground.
+        threshold: f64,
+    },
 }
 
 /// Default foreground threshold of [`Loss::ForegroundMse`]: a fifth of a Gaussian map's peak.
@@ -63,6 +84,19 @@ fn default_wing_eps() -> f64 {
 }
 
 impl Loss {
+    /// Adaptive Wing with the paper's settings: ω 14, θ 0.5, ε 1, α 2.1, foreground weight 10
+    /// above 0.2 of the peak.
+    pub fn adaptive_wing() -> Self {
+        Loss::AdaptiveWing {
+            omega: 14.0,
+            theta: 0.5,
+            eps: 1.0,
+            alpha: 2.1,
+            weight: 10.0,
+            threshold: FOREGROUND_THRESHOLD,
+        }
+    }
+
     /// Wing loss with the defaults for normalised coordinates.
     pub fn wing() -> Self {
         Loss::Wing {
@@ -384,6 +418,27 @@ impl TrainConfig {
         {
             return bad(format!(
                 "foreground-weighted MSE needs a weight ≥ 0 and a finite threshold, not weight={weight}, threshold={threshold}"
+            ));
+        }
+        if let Loss::AdaptiveWing {
+            omega,
+            theta,
+            eps,
+            alpha,
+            weight,
+            threshold,
+        } = self.loss
+            && !(positive(omega)
+                && positive(theta)
+                && positive(eps)
+                && alpha.is_finite()
+                && alpha > 1.0
+                && weight.is_finite()
+                && weight >= 0.0
+                && threshold.is_finite())
+        {
+            return bad(format!(
+                "adaptive wing needs positive omega, theta, eps, alpha > 1 and a weight ≥ 0, not omega={omega}, theta={theta}, eps={eps}, alpha={alpha}, weight={weight}, threshold={threshold}"
             ));
         }
         match self.schedule {

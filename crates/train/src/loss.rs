@@ -20,6 +20,25 @@ impl Loss {
             Loss::ForegroundMse { weight, threshold } => {
                 foreground_mse(pred, target, weight, threshold)
             }
+            Loss::AdaptiveWing {
+                omega,
+                theta,
+                eps,
+                alpha,
+                weight,
+                threshold,
+            } => mean(
+                pred,
+                target,
+                Kind::AdaptiveWing(AdaptiveWing {
+                    omega,
+                    theta,
+                    eps,
+                    alpha,
+                    weight,
+                    threshold,
+                }),
+            ),
         }
     }
 }
@@ -58,6 +77,95 @@ enum Kind {
     L1,
     Wing { w: f64, eps: f64 },
     Foreground { weight: f64, threshold: f64 },
+    AdaptiveWing(AdaptiveWing),
+}
+
+/// [`Loss::AdaptiveWing`]'s parameters. The target enters the exponent and the weight as a
+/// constant: the loss's gradient in the target is minus its gradient in the prediction, as
+/// for the other losses (no target needs a gradient in training).
+#[derive(Clone, Copy, Debug)]
+struct AdaptiveWing {
+    omega: f64,
+    theta: f64,
+    eps: f64,
+    alpha: f64,
+    weight: f64,
+    threshold: f64,
+}
+
+impl AdaptiveWing {
+    /// The pixel weight of target `t`.
+    fn weight_of(self, t: f64) -> f64 {
+        if t > self.threshold {
+            1.0 + self.weight
+        } else {
+            1.0
+        }
+    }
+
+    /// The linear part's slope `A` and offset `C` for exponent `p`: `A·a − C` meets the
+    /// logarithm at `a = θ` with the same value and slope.
+    fn linear(self, p: f64) -> (f64, f64) {
+        let Self {
+            omega, theta, eps, ..
+        } = self;
+        let r = (theta / eps).powf(p);
+        let slope = omega / (1.0 + r) * p * (theta / eps).powf(p - 1.0) / eps;
+        (slope, theta * slope - omega * (1.0 + r).ln())
+    }
+
+    /// The loss of one pixel: difference `d`, target `t`.
+    fn value(self, d: f64, t: f64) -> f64 {
+        let (a, p) = (d.abs(), self.alpha - t);
+        let v = if a < self.theta {
+            self.omega * (1.0 + (a / self.eps).powf(p)).ln()
+        } else {
+            let (slope, offset) = self.linear(p);
+            slope * a - offset
+        };
+        v * self.weight_of(t)
+    }
+
+    /// Its derivative in the prediction; 0 at `d = 0` (where the slope is 0 for targets
+    /// below `α − 1`, and the loss has its minimum in any case).
+    fn slope(self, d: f64, t: f64) -> f64 {
+        let (a, p) = (d.abs(), self.alpha - t);
+        if a == 0.0 {
+            return 0.0;
+        }
+        let magnitude = if a < self.theta {
+            let x = a / self.eps;
+            self.omega * p * x.powf(p - 1.0) / (self.eps * (1.0 + x.powf(p)))
+        } else {
+            self.linear(p).0
+        };
+        d.signum() * magnitude * self.weight_of(t)
+    }
+
+    /// The loss as Candle's tensor ops: `d = pred − target`, `target` in its shape.
+    fn composed(self, d: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let Self {
+            omega, theta, eps, ..
+        } = self;
+        let a = d.abs()?;
+        let p = target.detach().affine(-1.0, self.alpha)?;
+        // (a/ε)^p as exp(p·ln(a/ε)), the logarithm kept finite at a = 0 (slope 0 there).
+        let powered = (a.affine(1.0 / eps, 0.0)?.maximum(1e-30)?.log()? * &p)?.exp()?;
+        let log_part = powered.affine(1.0, 1.0)?.log()?.affine(omega, 0.0)?;
+        let l = (theta / eps).ln();
+        let r = p.affine(l, 0.0)?.exp()?;
+        let r_less = p.affine(l, -l)?.exp()?;
+        let slope = ((&p * r_less)? / r.affine(1.0, 1.0)?)?.affine(omega / eps, 0.0)?;
+        let offset =
+            (slope.affine(theta, 0.0)? - r.affine(1.0, 1.0)?.log()?.affine(omega, 0.0)?)?;
+        let linear_part = ((&slope * &a)? - offset)?;
+        let v = a.lt(theta)?.where_cond(&log_part, &linear_part)?;
+        let weights = target
+            .gt(self.threshold)?
+            .to_dtype(v.dtype())?
+            .affine(self.weight, 1.0)?;
+        (v * weights)?.mean_all()
+    }
 }
 
 /// The loss as one node on the CPU, else composed.
@@ -89,6 +197,7 @@ fn composed(pred: &Tensor, target: &Tensor, kind: Kind) -> Result<Tensor> {
                 .affine(weight, 1.0)?;
             (squared * weights)?.mean_all()
         }
+        Kind::AdaptiveWing(aw) => aw.composed(&d, target),
     }
 }
 
@@ -140,6 +249,7 @@ mod fused {
                 Kind::Foreground { weight, threshold } => {
                     d * d * if t > threshold { 1.0 + weight } else { 1.0 }
                 }
+                Kind::AdaptiveWing(aw) => aw.value(d, t),
             }
         }
 
@@ -156,6 +266,7 @@ mod fused {
                 Kind::Foreground { weight, threshold } => {
                     2.0 * d * if t > threshold { 1.0 + weight } else { 1.0 }
                 }
+                Kind::AdaptiveWing(aw) => aw.slope(d, t),
             }
         }
     }
@@ -365,6 +476,62 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_wing_by_hand() {
+        let Loss::AdaptiveWing {
+            omega,
+            theta,
+            eps,
+            alpha,
+            weight,
+            threshold,
+        } = Loss::adaptive_wing()
+        else {
+            unreachable!()
+        };
+        let aw = AdaptiveWing {
+            omega,
+            theta,
+            eps,
+            alpha,
+            weight,
+            threshold,
+        };
+        // Background pixel (target 0, p = 2.1), error 0.3: 14·ln(1 + 0.3^2.1).
+        let small = 14.0 * (1.0 + 0.3f64.powf(2.1)).ln();
+        assert!((aw.value(0.3, 0.0) - small).abs() < 1e-12);
+        // Error 1 is linear: A·1 − C, with A and C from the paper.
+        let r = 0.5f64.powf(2.1);
+        let a = 14.0 / (1.0 + r) * 2.1 * 0.5f64.powf(1.1);
+        let c = 0.5 * a - 14.0 * (1.0 + r).ln();
+        assert!((aw.value(-1.0, 0.0) - (a - c)).abs() < 1e-12);
+        assert!((aw.slope(-1.0, 0.0) + a).abs() < 1e-12);
+        // Continuous, with a continuous slope, at θ for any target; a foreground pixel (target
+        // 0.9 > 0.2) weighs 11 times.
+        for t in [0.0, 0.5, 0.9, 1.0] {
+            let (below, above) = (theta - 1e-9, theta + 1e-9);
+            assert!(
+                (aw.value(below, t) - aw.value(above, t)).abs() < 1e-6,
+                "{t}"
+            );
+            assert!(
+                (aw.slope(below, t) - aw.slope(above, t)).abs() < 1e-6,
+                "{t}"
+            );
+        }
+        let plain = AdaptiveWing { weight: 0.0, ..aw };
+        assert!((aw.value(0.1, 0.9) - 11.0 * plain.value(0.1, 0.9)).abs() < 1e-12);
+        // At the peak (p = 1.1) a small error costs ≈ L1, far more than on the background.
+        assert!(aw.value(0.01, 1.0) > 20.0 * aw.value(0.01, 0.0) / 11.0);
+        assert_eq!(aw.slope(0.0, 1.0), 0.0);
+        // The enum dispatches to it.
+        let p = Tensor::new(&[0.3f32, 1.0], &Device::Cpu).unwrap();
+        let t = Tensor::new(&[0.0f32, 0.0], &Device::Cpu).unwrap();
+        let got = value(Loss::adaptive_wing().compute(&p, &t).unwrap());
+        let want = (small + a - c) / 2.0;
+        assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
+    #[test]
     fn wing_gradient_is_finite_and_steeper_for_small_errors() {
         let p = Var::new(&[0.01f32, 1.0], &Device::Cpu).unwrap();
         let t = Tensor::new(&[0.0f32, 0.0], &Device::Cpu).unwrap();
@@ -398,6 +565,14 @@ mod tests {
                 weight: 10.0,
                 threshold: 0.25,
             },
+            Kind::AdaptiveWing(AdaptiveWing {
+                omega: 14.0,
+                theta: 0.5,
+                eps: 1.0,
+                alpha: 2.1,
+                weight: 10.0,
+                threshold: 0.25,
+            }),
         ];
         for dtype in [DType::F64, DType::F32] {
             for kind in kinds {

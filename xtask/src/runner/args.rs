@@ -130,6 +130,9 @@ pub enum LossArg {
     /// Wing loss (Feng et al. 2018) with fkd-train's default w and ε (0.05 and 0.01 of the
     /// input side).
     Wing,
+    /// Adaptive Wing loss on heatmaps (Wang et al. 2019: ω 14, θ 0.5, ε 1, α 2.1, foreground
+    /// above 0.2 of the peak weighted ×11); Part 4's maps only.
+    Awing,
 }
 
 /// A part's training recipe when the command line says nothing.
@@ -204,6 +207,7 @@ impl Settings {
             Some(LossArg::Mse) => Loss::Mse,
             Some(LossArg::L1) => Loss::L1,
             Some(LossArg::Wing) => Loss::wing(),
+            Some(LossArg::Awing) => Loss::adaptive_wing(),
             None => d.loss,
         };
         Settings {
@@ -236,6 +240,17 @@ pub fn loss_name(loss: &Loss) -> String {
         Loss::ForegroundMse { weight, threshold } => {
             format!("MSE, targets above {threshold} weighted ×{}", 1.0 + weight)
         }
+        Loss::AdaptiveWing {
+            omega,
+            theta,
+            eps,
+            alpha,
+            weight,
+            threshold,
+        } => format!(
+            "Adaptive Wing (ω {omega}, θ {theta}, ε {eps}, α {alpha}), targets above {threshold} weighted ×{}",
+            1.0 + weight
+        ),
     }
 }
 

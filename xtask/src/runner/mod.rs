@@ -33,10 +33,23 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use train::{Loaders, Run, train_one};
 
+/// Refuses a `--loss` the part cannot train with, before any data is read.
+pub fn check_loss<P: Part>(part: &P, args: &RunArgs) -> anyhow::Result<()> {
+    if matches!(args.loss, Some(args::LossArg::Awing)) && !part.heatmap_targets() {
+        bail!(
+            "--loss awing fits heatmaps (Part 4's maps); {} trains on {}",
+            part.name(),
+            part.loss_target()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `part` end to end and returns the report's path: load the faces, build the loaders,
 /// write the model card, train one model per learning rate, draw, report, print the scores.
 pub fn run<P: Part>(part: &P, args: &RunArgs) -> anyhow::Result<PathBuf> {
     let start = Instant::now();
+    check_loss(part, args)?;
     let out = args
         .out
         .clone()

@@ -98,4 +98,8 @@ pub trait Part {
     fn loss_target(&self) -> &'static str {
         "normalised coordinates"
     }
+    /// Whether the loss compares heatmaps with targets in [0, 1] (what `--loss awing` needs).
+    fn heatmap_targets(&self) -> bool {
+        false
+    }
 }
