@@ -154,6 +154,21 @@ mod tests {
         assert_eq!(ema.decay_at(10_000), 0.99);
     }
 
+    /// Weights that stop moving are their own average, exactly, at any decay (a kernel that
+    /// rounded β and 1 − β separately would shrink or grow them step by step).
+    #[test]
+    fn constant_weights_are_a_fixed_point() {
+        for decay in [0.9, 0.999, 0.99999] {
+            let (varmap, var) = one_var([0.3, -1.7]);
+            let mut ema = Ema::new(&varmap, decay).unwrap();
+            for step in 1..=2000 {
+                ema.update(step).unwrap();
+            }
+            let avg = ema.averages().data().lock().unwrap()["w"].clone();
+            assert_eq!(values(&avg), values(&var), "decay {decay}");
+        }
+    }
+
     #[test]
     fn refuses_a_decay_outside_the_unit_interval() {
         let (varmap, _) = one_var([0.0, 0.0]);

@@ -92,7 +92,8 @@ struct RunState {
     reference_loss: Option<f64>,
     best_valid: Option<f64>,
     /// The state files of the last saved epoch (weights, optimiser, weight averages), deleted
-    /// once the next epoch's are committed.
+    /// once the next epoch's are committed ([`LAST_WEIGHTS`], which runs saved before
+    /// per-epoch files name, never is: it is the user's copy of the last weights).
     saved: Vec<String>,
 }
 
@@ -111,6 +112,10 @@ struct RunState {
 /// is above `cfg.diverge_factor` × the first epoch's, or a validation loss is not finite.
 /// Nothing of that epoch is saved; `history.*` records why the run stopped, and the variables
 /// in `varmap` are restored to the last good checkpoint when there is one.
+///
+/// With a weight average ([`TrainConfig::ema`]) the averages are validated, and `best` and
+/// `last.safetensors` hold them; a run that ends normally leaves the trained weights in
+/// `varmap`, a diverged one the last saved averages (`last.safetensors`).
 ///
 /// A new run refuses an `out_dir` that already holds one (`last.json`); a resumed run refuses
 /// a configuration, training set size, batching or model that differs from the saved one.
@@ -452,7 +457,7 @@ impl EpochRun<'_> {
         .write(&dir.join(LAST_META))?;
         publish_last_weights(dir, ema_file.as_deref().unwrap_or(&weights_file))?;
         for old in previous {
-            if !state.saved.contains(&old) {
+            if old != LAST_WEIGHTS && !state.saved.contains(&old) {
                 // Best effort: a stale state file only costs disk space.
                 let _ = std::fs::remove_file(dir.join(old));
             }

@@ -149,8 +149,16 @@ impl AdaptiveWing {
         } = self;
         let a = d.abs()?;
         let p = target.detach().affine(-1.0, self.alpha)?;
-        // (a/ε)^p as exp(p·ln(a/ε)), the logarithm kept finite at a = 0 (slope 0 there).
-        let powered = (a.affine(1.0 / eps, 0.0)?.maximum(1e-30)?.log()? * &p)?.exp()?;
+        // (a/ε)^p as exp(p·ln(a/ε)), the logarithm kept finite at a = 0 (slope 0 there) and
+        // the power at a ≤ θ, where this branch is used (a huge error must not overflow it
+        // into an inf whose 0 gradient becomes a NaN).
+        let powered = (a
+            .minimum(theta)?
+            .affine(1.0 / eps, 0.0)?
+            .maximum(1e-30)?
+            .log()?
+            * &p)?
+            .exp()?;
         let log_part = powered.affine(1.0, 1.0)?.log()?.affine(omega, 0.0)?;
         let l = (theta / eps).ln();
         let r = p.affine(l, 0.0)?.exp()?;
@@ -571,6 +579,14 @@ mod tests {
                 eps: 1.0,
                 alpha: 2.1,
                 weight: 10.0,
+                threshold: 0.25,
+            }),
+            Kind::AdaptiveWing(AdaptiveWing {
+                omega: 10.0,
+                theta: 0.4,
+                eps: 0.5,
+                alpha: 2.5,
+                weight: 3.0,
                 threshold: 0.25,
             }),
         ];

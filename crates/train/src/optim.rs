@@ -268,14 +268,16 @@ impl Adam {
     }
 }
 
-/// `state ← β·state + (1 − β)·x`, in place where the fused kernel serves the tensors (the first
-/// moment's update, with `x` for the gradient), else with tensor ops and [`Var::set`]. For the
-/// weight average of [`crate::ema`]; `state` must own its storage, like the moments.
+/// `state ← state + (1 − β)·(x − state)`, i.e. `β·state + (1 − β)·x` written so that a
+/// constant `x` is a fixed point whatever the rounding of `β`: in place on the CPU (one parallel
+/// pass), else with tensor ops and [`Var::set`]. For the weight average of [`crate::ema`];
+/// `state` must own its storage, like the moments.
 pub(crate) fn blend(state: &Var, x: &Tensor, beta: f64) -> candle_core::Result<()> {
-    if fused::applies(&[state.as_tensor(), x]) {
+    if state.device().is_cpu() && fused::applies(&[state.as_tensor(), x]) {
         return fused::blend(state.as_tensor(), x, beta);
     }
-    let next = (state.as_tensor().affine(beta, 0.0)? + x.affine(1.0 - beta, 0.0)?)?;
+    let s = state.as_tensor();
+    let next = (s + (x - s)?.affine(1.0 - beta, 0.0)?)?;
     state.set(&next)
 }
 
@@ -527,15 +529,55 @@ mod fused {
         }
     }
 
-    /// `state ← β·state + (1 − β)·x` in place: the first moment's kernel.
+    /// `state ← state + (1 − β)·(x − state)` in place, on the CPU.
     pub(super) fn blend(state: &Tensor, x: &Tensor, beta: f64) -> candle_core::Result<()> {
-        state.inplace_op2(
-            x,
-            &Moment {
-                beta,
-                square: false,
-            },
-        )
+        state.inplace_op2(x, &Blend { beta })
+    }
+
+    /// [`blend`]'s kernel, with (state, x).
+    struct Blend {
+        beta: f64,
+    }
+
+    fn blend_into<T: Real>(
+        state: &mut CpuStorage,
+        sl: &Layout,
+        x: &CpuStorage,
+        xl: &Layout,
+        beta: f64,
+    ) -> candle_core::Result<()> {
+        let c = T::from_f64(1.0 - beta);
+        let x = slice::<T>(x, xl)?;
+        let state = T::slice_mut(state, sl)?;
+        if state.len() != x.len() {
+            candle_core::bail!("fkd-ema: {} averages for {} values", state.len(), x.len());
+        }
+        chunked(state, |d, at| {
+            for (s, &x) in d.iter_mut().zip(&x[at..]) {
+                *s = *s + c * (x - *s);
+            }
+        });
+        Ok(())
+    }
+
+    impl InplaceOp2 for Blend {
+        fn name(&self) -> &'static str {
+            "fkd-ema"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &mut CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<()> {
+            match (s1.dtype(), s2.dtype()) {
+                (DType::F32, DType::F32) => blend_into::<f32>(s1, l1, s2, l2, self.beta),
+                (DType::F64, DType::F64) => blend_into::<f64>(s1, l1, s2, l2, self.beta),
+                (a, b) => candle_core::bail!("{}: unsupported dtypes {a:?}, {b:?}", self.name()),
+            }
+        }
     }
 
     /// One step for one variable, updating it and its moments in place. The moments must be

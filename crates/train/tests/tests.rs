@@ -495,6 +495,53 @@ fn a_weight_average_is_validated_saved_and_resumed_exactly() {
     );
 }
 
+/// A run saved before per-epoch state files (`last.safetensors` and `last.optim.safetensors`,
+/// named by no field of `last.json`) resumes to the uninterrupted run, and keeps
+/// `last.safetensors`: the first new epoch republishes it and must not then delete it as the
+/// old epoch's file.
+#[test]
+fn a_run_saved_in_the_old_layout_resumes_and_keeps_its_last_weights() {
+    let straight_dir = tempfile::tempdir().unwrap();
+    let (straight, straight_vars) = run(&config(straight_dir.path(), 3), &mut ());
+    let straight = straight.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    run(&config(dir.path(), 2), &mut ()).0.unwrap();
+    let meta_path = dir.path().join(LAST_META);
+    let mut meta = CheckpointMeta::read(&meta_path).unwrap();
+    std::fs::remove_file(dir.path().join(LAST_WEIGHTS)).unwrap();
+    std::fs::rename(
+        dir.path().join(meta.weights_name()),
+        dir.path().join(LAST_WEIGHTS),
+    )
+    .unwrap();
+    std::fs::rename(
+        dir.path().join(meta.optim_name()),
+        dir.path().join(LAST_OPTIM),
+    )
+    .unwrap();
+    meta.weights_file = None;
+    meta.optim_file = None;
+    meta.write(&meta_path).unwrap();
+
+    let cfg = TrainConfig {
+        resume: true,
+        ..config(dir.path(), 3)
+    };
+    let (resumed, varmap) = run(&cfg, &mut ());
+    assert_eq!(losses(&resumed.unwrap()), losses(&straight));
+    assert_eq!(weights(&varmap), weights(&straight_vars));
+    assert_eq!(
+        weights_in(&dir.path().join(LAST_WEIGHTS)),
+        weights(&straight_vars),
+        "last.safetensors is kept and holds the last epoch"
+    );
+    assert!(
+        !dir.path().join(LAST_OPTIM).exists(),
+        "the old optimiser file goes"
+    );
+}
+
 fn losses(h: &History) -> Vec<(usize, f64, f64, Option<f64>)> {
     h.epochs
         .iter()
