@@ -52,20 +52,40 @@ pub enum Loss {
     /// dilation). Near the foreground (`p` ≈ 1.1) it acts like L1 on small errors, so the peak
     /// is fitted closely; on the background (`p` ≈ 2.1) like L2, so tiny errors there are not
     /// chased. [`Loss::adaptive_wing`] gives the paper's settings.
-    AdaptiveWing {
-        /// Scale of the logarithmic part (14).
-        omega: f64,
-        /// Where the logarithm gives way to the line, in target units (0.5).
-        theta: f64,
-        /// Curvature of the logarithmic part (1).
-        eps: f64,
-        /// The exponent is `alpha − target` (2.1): L2-like on the background, L1-like at peaks.
-        alpha: f64,
-        /// Extra weight of a foreground pixel (≥ 0).
-        weight: f64,
-        /// Targets above this are foreground.
-        threshold: f64,
-    },
+    AdaptiveWing(AdaptiveWing),
+}
+
+/// [`Loss::AdaptiveWing`]'s parameters ([`Loss::adaptive_wing`] gives the paper's).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveWing {
+    /// Scale of the logarithmic part (14).
+    pub omega: f64,
+    /// Where the logarithm gives way to the line, in target units (0.5).
+    pub theta: f64,
+    /// Curvature of the logarithmic part (1).
+    pub eps: f64,
+    /// The exponent is `alpha − target` (2.1): L2-like on the background, L1-like at peaks.
+    pub alpha: f64,
+    /// Extra weight of a foreground pixel (≥ 0).
+    pub weight: f64,
+    /// Targets above this are foreground.
+    pub threshold: f64,
+}
+
+impl AdaptiveWing {
+    /// Whether every parameter is usable: positive ω, θ, ε, α > 1, a weight ≥ 0.
+    fn is_valid(&self) -> bool {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        positive(self.omega)
+            && positive(self.theta)
+            && positive(self.eps)
+            && self.alpha.is_finite()
+            && self.alpha > 1.0
+            && self.weight.is_finite()
+            && self.weight >= 0.0
+            && self.threshold.is_finite()
+    }
 }
 
 /// Default foreground threshold of [`Loss::ForegroundMse`]: a fifth of a Gaussian map's peak.
@@ -87,14 +107,14 @@ impl Loss {
     /// Adaptive Wing with the paper's settings: ω 14, θ 0.5, ε 1, α 2.1, foreground weight 10
     /// above 0.2 of the peak.
     pub fn adaptive_wing() -> Self {
-        Loss::AdaptiveWing {
+        Loss::AdaptiveWing(AdaptiveWing {
             omega: 14.0,
             theta: 0.5,
             eps: 1.0,
             alpha: 2.1,
             weight: 10.0,
             threshold: FOREGROUND_THRESHOLD,
-        }
+        })
     }
 
     /// Wing loss with the defaults for normalised coordinates.
@@ -420,25 +440,11 @@ impl TrainConfig {
                 "foreground-weighted MSE needs a weight ≥ 0 and a finite threshold, not weight={weight}, threshold={threshold}"
             ));
         }
-        if let Loss::AdaptiveWing {
-            omega,
-            theta,
-            eps,
-            alpha,
-            weight,
-            threshold,
-        } = self.loss
-            && !(positive(omega)
-                && positive(theta)
-                && positive(eps)
-                && alpha.is_finite()
-                && alpha > 1.0
-                && weight.is_finite()
-                && weight >= 0.0
-                && threshold.is_finite())
+        if let Loss::AdaptiveWing(aw) = self.loss
+            && !aw.is_valid()
         {
             return bad(format!(
-                "adaptive wing needs positive omega, theta, eps, alpha > 1 and a weight ≥ 0, not omega={omega}, theta={theta}, eps={eps}, alpha={alpha}, weight={weight}, threshold={threshold}"
+                "adaptive wing needs positive omega, theta, eps, alpha > 1 and a weight ≥ 0, not {aw:?}"
             ));
         }
         match self.schedule {
@@ -652,6 +658,36 @@ mod tests {
             serde_json::from_str::<TrainConfig>(r#"{"epoch": 3}"#).is_err(),
             "typos are refused"
         );
+        // Adaptive Wing and the weight average round-trip, their fields beside the tag; a
+        // bad parameter or decay is refused by validation.
+        let cfg = TrainConfig {
+            loss: Loss::adaptive_wing(),
+            ema: Some(0.999),
+            ..TrainConfig::default()
+        };
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert!(
+            text.contains(r#""kind":"adaptive_wing","omega":14.0"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<TrainConfig>(&text).unwrap(), cfg);
+        assert!(serde_json::from_str::<TrainConfig>(&text.replace("omega", "omgea")).is_err());
+        cfg.validate().unwrap();
+        let Loss::AdaptiveWing(aw) = cfg.loss else {
+            unreachable!()
+        };
+        for bad in [
+            TrainConfig {
+                loss: Loss::AdaptiveWing(AdaptiveWing { alpha: 1.0, ..aw }),
+                ..cfg.clone()
+            },
+            TrainConfig {
+                ema: Some(1.0),
+                ..cfg.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! into the model like any checkpoint.
 
 use crate::checkpoint::{load_weights, save_weights};
-use crate::optim::blend;
+use crate::optim::{blend, sorted_vars};
 use crate::{Result, TrainError};
 use candle_core::Var;
 use candle_nn::VarMap;
@@ -40,14 +40,7 @@ impl Ema {
                 "the EMA decay must lie in (0, 1), not {decay}"
             )));
         }
-        let mut named: Vec<(String, Var)> = {
-            let data = varmap
-                .data()
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let named = sorted_vars(varmap);
         let averages = VarMap::new();
         let mut slots = Vec::with_capacity(named.len());
         {

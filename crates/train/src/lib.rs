@@ -55,7 +55,7 @@ pub mod optim;
 
 pub use bn::{Batches, recompute_bn_stats};
 pub use checkpoint::{CheckpointMeta, load_weights, save_weights};
-pub use config::{FOREGROUND_THRESHOLD, Loss, Schedule, TrainConfig};
+pub use config::{AdaptiveWing, FOREGROUND_THRESHOLD, Loss, Schedule, TrainConfig};
 pub use ema::Ema;
 pub use error::{Result, TrainError};
 pub use fit::{

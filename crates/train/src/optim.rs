@@ -69,16 +69,7 @@ const STEP_KEY: &str = "step";
 impl Adam {
     /// An optimiser for every variable now in `varmap`, with zero moments.
     pub fn new(varmap: &VarMap, cfg: AdamConfig) -> Result<Self> {
-        let mut named: Vec<(String, Var)> = {
-            let data = varmap
-                .data()
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        // HashMap order varies between runs; a fixed order keeps the updates reproducible.
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        let slots = named
+        let slots = sorted_vars(varmap)
             .into_iter()
             .map(|(name, var)| {
                 // Two buffers of their own: the fused step updates them in place.
@@ -266,6 +257,20 @@ impl Adam {
         self.step = step;
         Ok(())
     }
+}
+
+/// Every variable of `varmap` with its name, sorted by name: HashMap order varies between
+/// runs, and a fixed order keeps the updates reproducible.
+pub(crate) fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
+    let mut named: Vec<(String, Var)> = {
+        let data = varmap
+            .data()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
 }
 
 /// `state ← state + (1 − β)·(x − state)`, i.e. `β·state + (1 − β)·x` written so that a

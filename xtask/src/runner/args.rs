@@ -240,16 +240,14 @@ pub fn loss_name(loss: &Loss) -> String {
         Loss::ForegroundMse { weight, threshold } => {
             format!("MSE, targets above {threshold} weighted ×{}", 1.0 + weight)
         }
-        Loss::AdaptiveWing {
-            omega,
-            theta,
-            eps,
-            alpha,
-            weight,
-            threshold,
-        } => format!(
-            "Adaptive Wing (ω {omega}, θ {theta}, ε {eps}, α {alpha}), targets above {threshold} weighted ×{}",
-            1.0 + weight
+        Loss::AdaptiveWing(aw) => format!(
+            "Adaptive Wing (ω {}, θ {}, ε {}, α {}), targets above {} weighted ×{}",
+            aw.omega,
+            aw.theta,
+            aw.eps,
+            aw.alpha,
+            aw.threshold,
+            1.0 + aw.weight
         ),
     }
 }
