@@ -602,6 +602,53 @@ mod tests {
         assert!(err.contains("2×2 pool does not fit"), "{err}");
     }
 
+    /// The forward's workers run at the CPU's widest vector level (`simd`): every level gives
+    /// the baseline's bits, in f32 and f64, for the pooled, ReLU and plain epilogues (forward and
+    /// every gradient), on the im2col and the Winograd paths and on 1 and 2 threads.
+    #[test]
+    fn every_vector_level_gives_the_baseline_bits() {
+        use crate::testutil::bits;
+        let mut rng = ChaCha8Rng::seed_from_u64(37);
+        for (dtype, (n, c, h, w, k, o)) in [
+            (DType::F32, (3, 1, 31, 45, 7, 12)),
+            (DType::F64, (2, 3, 12, 10, 5, 4)),
+            (DType::F32, (2, 16, 18, 18, 3, 16)),
+        ] {
+            let x = Var::from_tensor(&random(&[n, c, h, w], &mut rng).to_dtype(dtype).unwrap())
+                .unwrap();
+            let wt = random(&[o, c, k, k], &mut rng).to_dtype(dtype).unwrap();
+            let wt = Var::from_tensor(&wt).unwrap();
+            let b = Var::from_tensor(&random(&[o], &mut rng).to_dtype(dtype).unwrap()).unwrap();
+            for threads in [1, 2] {
+                let runs = crate::simd::at_each_level(|| {
+                    on_threads(threads, || {
+                        let ys = [
+                            conv2d_relu_pool(&x, &wt, Some(&b), 1, k / 2).unwrap(),
+                            conv2d_relu(&x, &wt, Some(&b), 1, k / 2).unwrap(),
+                            conv2d(&x, &wt, Some(&b), 1, k / 2).unwrap(),
+                        ];
+                        let mut out = Vec::new();
+                        for y in &ys {
+                            let r = y.ones_like().unwrap().affine(0.5, 0.25).unwrap();
+                            let g = weighted_grads(&y.sqr().unwrap(), &r);
+                            out.push(bits(y));
+                            for v in [&x, &wt, &b] {
+                                out.push(bits(g.get(v).unwrap()));
+                            }
+                        }
+                        out
+                    })
+                });
+                for (level, got) in &runs[1..] {
+                    assert!(
+                        got == &runs[0].1,
+                        "{level:?}, {dtype:?} c{c} k{k}, {threads} threads"
+                    );
+                }
+            }
+        }
+    }
+
     /// 3×3 stride-1 convs with 16 or more channels and 256 or more output pixels per image, or
     /// 128 or more channels and 64 or more pixels, run through Winograd F(2×2, 3×3) (a 7×9
     /// output does not), the input gradient through a second one and the kernel gradient of a

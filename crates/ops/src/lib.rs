@@ -42,7 +42,8 @@
 //! max-pooling and (with the `cudnn` feature) the convolutions are fkd's CUDA nodes (`cuda`);
 //! elsewhere (Metal, other dtypes) each op falls back to Candle's own ops and the composed
 //! [`crate::composed::max_pool2d_composed`], so the models run on every device. Every op is checked against Candle's reference op and finite differences
-//! in the tests of its module. `gemm` holds the workspace's only `unsafe` code.
+//! in the tests of its module. `gemm` and [`simd`] (which runs fkd's loops compiled for
+//! AVX2 or AVX-512 where the CPU has them) hold the workspace's only `unsafe` code.
 
 mod bn_layer;
 pub mod composed;
@@ -58,6 +59,7 @@ pub mod precision;
 pub mod profile;
 mod relu;
 mod relu_mask;
+pub mod simd;
 mod storage;
 #[cfg(test)]
 mod testutil;

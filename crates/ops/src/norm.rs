@@ -22,6 +22,7 @@ use rayon::prelude::*;
 
 use crate::bn_layer::{candle_forward_t, check_trainable, norm_dims, update_running};
 use crate::profile;
+use crate::simd;
 use crate::storage::float_kernel;
 use crate::storage::{contiguous, zeros};
 
@@ -83,6 +84,7 @@ impl Affine {
 /// `Σ f(xs[i], ys[i])` over one row, in eight running sums of `T` (so the loop vectorises)
 /// added up in f64: rows are at most a feature map (224² values), and the per-channel totals
 /// over rows are f64.
+#[inline(always)]
 fn row_sum<T: WithDType>(xs: &[T], ys: &[T], f: impl Fn(T, T) -> T) -> f64 {
     let mut acc = [T::zero(); 8];
     let (xc, yc) = (xs.chunks_exact(8), ys.chunks_exact(8));
@@ -107,19 +109,24 @@ pub(super) fn channel_stats<T: WithDType>(
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let m = (n * hw) as f64;
-            let rows = || (0..n).map(|b| &x[(b * c + ch) * hw..][..hw]);
-            let mean = rows().map(|r| row_sum(r, r, |v, _| v)).sum::<f64>() / m;
-            let mt = T::from_f64(mean);
-            let sq = rows()
-                .map(|r| {
-                    row_sum(r, r, |v, _| {
-                        let d = v - mt;
-                        d * d
-                    })
-                })
-                .sum::<f64>();
-            (mean, sq / m)
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let m = (n * hw) as f64;
+                    let rows = || (0..n).map(|b| &x[(b * c + ch) * hw..][..hw]);
+                    let mean = rows().map(|r| row_sum(r, r, |v, _| v)).sum::<f64>() / m;
+                    let mt = T::from_f64(mean);
+                    let sq = rows()
+                        .map(|r| {
+                            row_sum(r, r, |v, _| {
+                                let d = v - mt;
+                                d * d
+                            })
+                        })
+                        .sum::<f64>();
+                    (mean, sq / m)
+                },
+            )
         })
         .collect()
 }
@@ -159,28 +166,33 @@ impl candle_core::CustomOp1 for Stats {
 pub(super) fn normalise<T: WithDType>(x: &[T], residual: Option<&[T]>, a: &Affine) -> Vec<T> {
     let mut y = zeros(x.len());
     y.par_chunks_mut(a.hw).enumerate().for_each(|(bc, dst)| {
-        let (scale, shift) = a.scale_shift(bc % a.c);
-        let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
-        let relu = |out: T| {
-            if !a.relu || out > T::zero() {
-                out
-            } else {
-                T::zero()
-            }
-        };
-        let src = &x[bc * a.hw..][..a.hw];
-        match residual {
-            Some(r) => {
-                for ((d, &v), &r) in dst.iter_mut().zip(src).zip(&r[bc * a.hw..][..a.hw]) {
-                    *d = relu(v * scale + shift + r);
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                let (scale, shift) = a.scale_shift(bc % a.c);
+                let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+                let relu = |out: T| {
+                    if !a.relu || out > T::zero() {
+                        out
+                    } else {
+                        T::zero()
+                    }
+                };
+                let src = &x[bc * a.hw..][..a.hw];
+                match residual {
+                    Some(r) => {
+                        for ((d, &v), &r) in dst.iter_mut().zip(src).zip(&r[bc * a.hw..][..a.hw]) {
+                            *d = relu(v * scale + shift + r);
+                        }
+                    }
+                    None => {
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            *d = relu(v * scale + shift);
+                        }
+                    }
                 }
-            }
-            None => {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = relu(v * scale + shift);
-                }
-            }
-        }
+            },
+        )
     });
     y
 }
@@ -324,6 +336,7 @@ impl CustomOp3 for Node {
 
 /// The upstream gradient `g` as the affine map saw it: zero where the ReLU cut the output
 /// (recomputed from the input `v` with the forward's own `T` arithmetic).
+#[inline(always)]
 fn masked<T: WithDType>(relu: bool, scale: T, shift: T, v: T, g: T) -> T {
     if !relu || v * scale + shift > T::zero() {
         g
@@ -338,19 +351,24 @@ pub(super) fn grad_sums<T: WithDType>(x: &[T], grad: &[T], a: &Affine) -> Vec<f6
     let per: Vec<(f64, f64)> = (0..a.c)
         .into_par_iter()
         .map(|ch| {
-            let (scale, shift) = a.scale_shift(ch);
-            let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
-            let mean = T::from_f64(a.mean[ch]);
-            let (mut sum_gx, mut sum_g) = (0.0, 0.0);
-            for b in 0..a.n {
-                let at = (b * a.c + ch) * a.hw;
-                let (xs, gs) = (&x[at..][..a.hw], &grad[at..][..a.hw]);
-                sum_g += row_sum(xs, gs, |v, g| masked(a.relu, scale, shift, v, g));
-                sum_gx += row_sum(xs, gs, |v, g| {
-                    masked(a.relu, scale, shift, v, g) * (v - mean)
-                });
-            }
-            (sum_gx * a.inv_std[ch], sum_g)
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let (scale, shift) = a.scale_shift(ch);
+                    let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+                    let mean = T::from_f64(a.mean[ch]);
+                    let (mut sum_gx, mut sum_g) = (0.0, 0.0);
+                    for b in 0..a.n {
+                        let at = (b * a.c + ch) * a.hw;
+                        let (xs, gs) = (&x[at..][..a.hw], &grad[at..][..a.hw]);
+                        sum_g += row_sum(xs, gs, |v, g| masked(a.relu, scale, shift, v, g));
+                        sum_gx += row_sum(xs, gs, |v, g| {
+                            masked(a.relu, scale, shift, v, g) * (v - mean)
+                        });
+                    }
+                    (sum_gx * a.inv_std[ch], sum_g)
+                },
+            )
         })
         .collect();
     let mut out: Vec<f64> = per.iter().map(|p| p.0).collect();
@@ -401,26 +419,31 @@ pub(super) fn grad_input<T: WithDType>(x: &[T], grad: &[T], s: &GradInput) -> Ve
     let m = (a.n * a.hw) as f64;
     let mut dx = zeros(x.len());
     dx.par_chunks_mut(a.hw).enumerate().for_each(|(bc, dst)| {
-        let ch = bc % a.c;
-        let (scale, shift) = a.scale_shift(ch);
-        let k = a.gamma[ch] * a.inv_std[ch];
-        let (ca, cb, cc) = if a.batch_stats {
-            let b = -k / m * a.inv_std[ch] * s.sum_gx[ch];
-            (k, b, -k / m * s.sum_g[ch] - b * a.mean[ch])
-        } else {
-            (k, 0.0, 0.0)
-        };
-        let (ca, cb, cc) = (T::from_f64(ca), T::from_f64(cb), T::from_f64(cc));
-        let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
-        let at = bc * a.hw;
-        for ((d, &v), &g) in dst
-            .iter_mut()
-            .zip(&x[at..][..a.hw])
-            .zip(&grad[at..][..a.hw])
-        {
-            let g = masked(a.relu, scale, shift, v, g);
-            *d = ca * g + cb * v + cc;
-        }
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                let ch = bc % a.c;
+                let (scale, shift) = a.scale_shift(ch);
+                let k = a.gamma[ch] * a.inv_std[ch];
+                let (ca, cb, cc) = if a.batch_stats {
+                    let b = -k / m * a.inv_std[ch] * s.sum_gx[ch];
+                    (k, b, -k / m * s.sum_g[ch] - b * a.mean[ch])
+                } else {
+                    (k, 0.0, 0.0)
+                };
+                let (ca, cb, cc) = (T::from_f64(ca), T::from_f64(cb), T::from_f64(cc));
+                let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+                let at = bc * a.hw;
+                for ((d, &v), &g) in dst
+                    .iter_mut()
+                    .zip(&x[at..][..a.hw])
+                    .zip(&grad[at..][..a.hw])
+                {
+                    let g = masked(a.relu, scale, shift, v, g);
+                    *d = ca * g + cb * v + cc;
+                }
+            },
+        )
     });
     dx
 }
@@ -569,6 +592,48 @@ mod tests {
                 "{ctx}: ∂x"
             );
             assert_affine_grads_match(&vm_a, &vm_b, &ga, &gb, &ctx);
+        }
+    }
+
+    /// The norm's loops run at the CPU's widest vector level (`simd`): every level gives the
+    /// baseline's bits, in training (statistics, normalising and both backward passes) and in
+    /// inference mode, with and without the ReLU and the residual.
+    #[test]
+    fn every_vector_level_gives_the_baseline_bits() {
+        use crate::testutil::bits;
+        let mut rng = ChaCha8Rng::seed_from_u64(41);
+        let shape = [3, 5, 7, 9];
+        let x = Var::from_tensor(&random_in(&shape, &mut rng, -2.0, 2.0)).unwrap();
+        let res = Var::from_tensor(&random_in(&shape, &mut rng, -1.0, 1.0)).unwrap();
+        let r = random_in(&shape, &mut rng, -1.0, 1.0);
+        let runs = crate::simd::at_each_level(|| {
+            // A fresh layer per level: training updates the running statistics.
+            let [(vm, bn), _] = twin_layers(shape[1], &mut ChaCha8Rng::seed_from_u64(43));
+            let mut vars: Vec<(String, Var)> =
+                vm.data().lock().unwrap().clone().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut out = Vec::new();
+            for train in [true, false] {
+                for y in [
+                    batch_norm2d(&bn, &x, train, true).unwrap(),
+                    batch_norm2d(&bn, &x, train, false).unwrap(),
+                    batch_norm2d_add_relu(&bn, &x, &res, train).unwrap(),
+                ] {
+                    let g = weighted_grads(&y, &r);
+                    out.push(bits(&y));
+                    out.push(bits(g.get(&x).unwrap()));
+                    for (_, v) in &vars {
+                        if let Some(gv) = g.get(v) {
+                            out.push(bits(gv));
+                        }
+                        out.push(bits(v.as_tensor()));
+                    }
+                }
+            }
+            out
+        });
+        for (level, got) in &runs[1..] {
+            assert!(got == &runs[0].1, "{level:?}");
         }
     }
 

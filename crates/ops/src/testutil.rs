@@ -44,6 +44,19 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         .unwrap()
 }
 
+/// A tensor's values as f64 bit patterns (exact for f32 and f64), to compare results bit for
+/// bit.
+pub fn bits(t: &Tensor) -> Vec<u64> {
+    let v: Vec<f64> = t
+        .to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    v.into_iter().map(f64::to_bits).collect()
+}
+
 /// The gradients of `sum(y · r)`: a loss whose gradient with respect to `y` is `r`, so every
 /// output position is weighted differently.
 pub fn weighted_grads(y: &Tensor, r: &Tensor) -> GradStore {

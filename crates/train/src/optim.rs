@@ -297,6 +297,7 @@ mod fused {
     use candle_core::{
         CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Tensor, Var, WithDType,
     };
+    use fkd_models::ops::simd;
     use rayon::prelude::*;
 
     /// Elements per parallel task.
@@ -340,6 +341,7 @@ mod fused {
     macro_rules! real {
         ($t:ty, $variant:ident) => {
             impl Real for $t {
+                #[inline(always)]
                 fn sqrt(self) -> Self {
                     <$t>::sqrt(self)
                 }
@@ -373,10 +375,16 @@ mod fused {
     }
 
     /// Runs `f(dst chunk, offset)` over `dst` in parallel chunks of [`GRAIN`] elements.
+    /// Each chunk runs at the CPU's widest vector level (`fkd_ops::simd`): give `f`
+    /// `#[inline(always)]` so that its loop is compiled for it.
+    #[inline(always)]
     fn chunked<T: Send>(dst: &mut [T], f: impl Fn(&mut [T], usize) + Sync) {
-        dst.par_chunks_mut(GRAIN)
-            .enumerate()
-            .for_each(|(i, d)| f(d, i * GRAIN));
+        dst.par_chunks_mut(GRAIN).enumerate().for_each(|(i, d)| {
+            simd::dispatch(
+                #[inline(always)]
+                || f(d, i * GRAIN),
+            )
+        });
     }
 
     /// One moment in place, with (moment, g): `m ← β₁·m + (1 − β₁)·g` for the first,
@@ -404,15 +412,24 @@ mod fused {
                 g.len()
             );
         }
-        chunked(state, |d, at| {
-            for (m, &g) in d.iter_mut().zip(&g[at..]) {
-                *m = if square {
-                    *m * b + g * g * c
+        chunked(
+            state,
+            #[inline(always)]
+            |d, at| {
+                // Locals and one branch outside the loop, so that it vectorises (LLVM
+                // reloads captured values after every store it cannot prove apart).
+                let (b, c, g) = (b, c, &g[at..][..d.len()]);
+                if square {
+                    for (m, &g) in d.iter_mut().zip(g) {
+                        *m = *m * b + g * g * c;
+                    }
                 } else {
-                    *m * b + g * c
-                };
-            }
-        });
+                    for (m, &g) in d.iter_mut().zip(g) {
+                        *m = *m * b + g * c;
+                    }
+                }
+            },
+        );
         Ok(())
     }
 
@@ -471,16 +488,24 @@ mod fused {
         if theta.len() != m.len() || theta.len() != v.len() {
             candle_core::bail!("fused Adam: moments and weights differ in size");
         }
-        chunked(theta, |d, at| {
-            for ((o, &m), &v) in d.iter_mut().zip(&m[at..]).zip(&v[at..]) {
-                let update = m / (v.sqrt() + eps) * step;
-                *o = if h.decay == 1.0 {
-                    *o - update
+        chunked(
+            theta,
+            #[inline(always)]
+            |d, at| {
+                // As in `moment`: locals, and the branch outside the loop.
+                let (decay, step, eps) = (decay, step, eps);
+                let (m, v) = (&m[at..][..d.len()], &v[at..][..d.len()]);
+                if h.decay == 1.0 {
+                    for ((o, &m), &v) in d.iter_mut().zip(m).zip(v) {
+                        *o -= m / (v.sqrt() + eps) * step;
+                    }
                 } else {
-                    *o * decay - update
-                };
-            }
-        });
+                    for ((o, &m), &v) in d.iter_mut().zip(m).zip(v) {
+                        *o = *o * decay - m / (v.sqrt() + eps) * step;
+                    }
+                }
+            },
+        );
         Ok(())
     }
 
@@ -557,11 +582,16 @@ mod fused {
         if state.len() != x.len() {
             candle_core::bail!("fkd-ema: {} averages for {} values", state.len(), x.len());
         }
-        chunked(state, |d, at| {
-            for (s, &x) in d.iter_mut().zip(&x[at..]) {
-                *s = *s + c * (x - *s);
-            }
-        });
+        chunked(
+            state,
+            #[inline(always)]
+            |d, at| {
+                let (c, x) = (c, &x[at..][..d.len()]);
+                for (s, &x) in d.iter_mut().zip(x) {
+                    *s = *s + c * (x - *s);
+                }
+            },
+        );
         Ok(())
     }
 
@@ -715,6 +745,67 @@ mod tests {
 
     /// The fused CPU kernels and the tensor-op path take the same steps (f32 rounding aside),
     /// with and without weight decay, over tensors larger than one parallel task.
+    /// The fused kernels' loops run at the CPU's widest vector level (`fkd_ops::simd`): every
+    /// level gives the baseline's bits, with and without weight decay, and so does the weight
+    /// average's blend.
+    #[test]
+    fn every_vector_level_gives_the_baseline_bits() {
+        let n = 70_001;
+        let init: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let runs = fkd_models::ops::simd::at_each_level(|| {
+            let mut out = Vec::new();
+            for weight_decay in [0.0, 0.1] {
+                let (varmap, theta) = one_param_of(&init);
+                let cfg = AdamConfig {
+                    weight_decay,
+                    ..CFG
+                };
+                let mut opt = Adam::new(&varmap, cfg).unwrap();
+                for step in 0..3 {
+                    let c: Vec<f32> = (0..n)
+                        .map(|i| (((i + step * 13) * 29 % 97) as f32 - 48.0) / 10.0)
+                        .collect();
+                    let c = Tensor::new(c.as_slice(), &Device::Cpu).unwrap();
+                    opt.backward_step(&(&theta * &c).unwrap().sum_all().unwrap())
+                        .unwrap();
+                }
+                out.push(theta.to_vec1::<f32>().unwrap());
+                let avg = Var::from_tensor(&theta.affine(0.5, 0.1).unwrap()).unwrap();
+                blend(&avg, &theta, 0.9).unwrap();
+                out.push(avg.as_tensor().to_vec1::<f32>().unwrap());
+            }
+            out
+        });
+        let bits = |v: &[Vec<f32>]| -> Vec<Vec<u32>> {
+            v.iter()
+                .map(|x| x.iter().map(|f| f.to_bits()).collect())
+                .collect()
+        };
+        for (level, got) in &runs[1..] {
+            assert!(bits(got) == bits(&runs[0].1), "{level:?}");
+        }
+    }
+
+    /// A var map with one f32 vector `theta` holding `init`.
+    fn one_param_of(init: &[f32]) -> (VarMap, Tensor) {
+        let varmap = VarMap::new();
+        let theta = varmap
+            .get(
+                init.len(),
+                "theta",
+                Init::Const(0.0),
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap();
+        let mut vm = varmap.clone();
+        vm.set_one("theta", Tensor::new(init, &Device::Cpu).unwrap())
+            .unwrap();
+        (varmap, theta)
+    }
+
     #[test]
     fn fused_kernels_match_the_tensor_ops() {
         for weight_decay in [0.0, 0.1] {

@@ -10,6 +10,7 @@ use crate::conv::im2col::*;
 use crate::conv::plan::*;
 use crate::conv::winograd;
 use crate::gemm::{Float, Mat, MatMut, matmul};
+use crate::simd;
 use crate::storage::zeros;
 
 /// In a pooled node's argmax record: the window's maximum is not positive, so the ReLU passes
@@ -74,31 +75,16 @@ pub(crate) fn forward<T: Float>(
     };
     // Bias and epilogue of image `bi`'s product row `row` (output channel `oc`) into `dst`
     // (and `args`), which start at the block's first output row in that channel's plane.
-    let finish = |s: &Scratch<T>,
-                  blk: &Block,
-                  bi: usize,
-                  row: usize,
-                  oc: usize,
-                  dst: &mut [T],
-                  args: &mut [u8]| {
-        let span = blk.span(g);
-        let src = &s.prod[row * blk.cols(g) + bi * span..][..span];
-        let b = bias.map_or(T::zero(), |b| b[oc]);
-        match epilogue {
-            Epilogue::ReluPool => pool_rows(src, b, g.wo, blk, dst, args),
-            Epilogue::Relu => {
-                for (d, &s) in dst[..span].iter_mut().zip(src) {
-                    let v = s + b;
-                    *d = if v > T::zero() { v } else { T::zero() };
-                }
-            }
-            Epilogue::None => {
-                for (d, &s) in dst[..span].iter_mut().zip(src) {
-                    *d = s + b;
-                }
-            }
-        }
-    };
+    // (A macro, not a closure, so that it is inlined into the workers' `simd::dispatch`.)
+    macro_rules! finish {
+        ($s:expr, $blk:expr, $bi:expr, $row:expr, $oc:expr, $dst:expr, $args:expr) => {{
+            let (s, blk): (&Scratch<T>, &Block) = ($s, $blk);
+            let span = blk.span(g);
+            let src = &s.prod[$row * blk.cols(g) + $bi * span..][..span];
+            let b = bias.map_or(T::zero(), |b| b[$oc]);
+            epilogue_rows(epilogue, src, b, g, blk, $dst, $args);
+        }};
+    }
     let threads = plan.gemm_threads;
     if threads > 1 && o >= CHANNEL_SPLIT_MIN * threads && o >= g.n * l {
         // Fewer units than threads, and more weights than columns (the deep layers of a
@@ -123,29 +109,34 @@ pub(crate) fn forward<T: Float>(
             .zip(ys)
             .zip(arg_parts)
             .for_each(|((&(o0, o1), mut ys), mut args)| {
-                let (w, n_oc) = (&w[o0 * k..o1 * k], o1 - o0);
-                let u = if use_wino {
-                    winograd::weights(w, n_oc, g.c)
-                } else {
-                    Vec::new()
-                };
-                let mut s = Scratch::default();
-                for blk in &blocks {
-                    product(blk, &mut s, w, &u, n_oc, 1);
-                    let (lo, _) = range(blk);
-                    for bi in 0..blk.nb {
-                        let image = blk.b0 + bi;
-                        for row in 0..n_oc {
-                            let at = row * plane + lo;
-                            let args = if pool {
-                                &mut args[image][at..]
-                            } else {
-                                &mut [][..]
-                            };
-                            finish(&s, blk, bi, row, o0 + row, &mut ys[image][at..], args);
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        let (w, n_oc) = (&w[o0 * k..o1 * k], o1 - o0);
+                        let u = if use_wino {
+                            winograd::weights(w, n_oc, g.c)
+                        } else {
+                            Vec::new()
+                        };
+                        let mut s = Scratch::default();
+                        for blk in &blocks {
+                            product(blk, &mut s, w, &u, n_oc, 1);
+                            let (lo, _) = range(blk);
+                            for bi in 0..blk.nb {
+                                let image = blk.b0 + bi;
+                                for row in 0..n_oc {
+                                    let at = row * plane + lo;
+                                    let args = if pool {
+                                        &mut args[image][at..]
+                                    } else {
+                                        &mut [][..]
+                                    };
+                                    finish!(&s, blk, bi, row, o0 + row, &mut ys[image][at..], args);
+                                }
+                            }
                         }
-                    }
-                }
+                    },
+                )
             });
         return (y, argmax);
     }
@@ -168,10 +159,15 @@ pub(crate) fn forward<T: Float>(
         blocks.par_iter().zip(ys).zip(arg_parts).for_each_init(
             Scratch::default,
             |s, ((blk, mut ys), mut args)| {
-                product(blk, s, w, &u, o, 1);
-                for (oc, (dst, args)) in ys.iter_mut().zip(args.iter_mut()).enumerate() {
-                    finish(s, blk, 0, oc, oc, dst, args);
-                }
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        product(blk, s, w, &u, o, 1);
+                        for (oc, (dst, args)) in ys.iter_mut().zip(args.iter_mut()).enumerate() {
+                            finish!(s, blk, 0, oc, oc, dst, args);
+                        }
+                    },
+                )
             },
         );
         return (y, argmax);
@@ -183,21 +179,55 @@ pub(crate) fn forward<T: Float>(
         .zip(parts)
         .zip(arg_parts)
         .for_each(|((grp, ys), args)| {
-            let mut s = Scratch::default();
-            for blk in &grp.blocks {
-                product(blk, &mut s, w, &u, o, threads);
-                let (lo, _) = range(blk);
-                for bi in 0..blk.nb {
-                    let image = blk.b0 + bi - grp.b0;
-                    for oc in 0..o {
-                        let at = (image * o + oc) * plane + lo;
-                        let args = if pool { &mut args[at..] } else { &mut [][..] };
-                        finish(&s, blk, bi, oc, oc, &mut ys[at..], args);
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let mut s = Scratch::default();
+                    for blk in &grp.blocks {
+                        product(blk, &mut s, w, &u, o, threads);
+                        let (lo, _) = range(blk);
+                        for bi in 0..blk.nb {
+                            let image = blk.b0 + bi - grp.b0;
+                            for oc in 0..o {
+                                let at = (image * o + oc) * plane + lo;
+                                let args = if pool { &mut args[at..] } else { &mut [][..] };
+                                finish!(&s, blk, bi, oc, oc, &mut ys[at..], args);
+                            }
+                        }
                     }
-                }
-            }
+                },
+            )
         });
     (y, argmax)
+}
+
+/// The bias and `epilogue` of one output channel's block rows `src` into `dst` (and `args`),
+/// which start at the block's first output row in that channel's plane. Inlined into the
+/// forward's workers, which run at the CPU's widest vector level.
+#[inline(always)]
+fn epilogue_rows<T: Float>(
+    epilogue: Epilogue,
+    src: &[T],
+    b: T,
+    g: &Geometry,
+    blk: &Block,
+    dst: &mut [T],
+    args: &mut [u8],
+) {
+    match epilogue {
+        Epilogue::ReluPool => pool_rows(src, b, g.wo, blk, dst, args),
+        Epilogue::Relu => {
+            for (d, &s) in dst[..src.len()].iter_mut().zip(src) {
+                let v = s + b;
+                *d = if v > T::zero() { v } else { T::zero() };
+            }
+        }
+        Epilogue::None => {
+            for (d, &s) in dst[..src.len()].iter_mut().zip(src) {
+                *d = s + b;
+            }
+        }
+    }
 }
 
 /// The fewest output channels per thread for the forward to split a few images' channels
@@ -278,7 +308,9 @@ fn cut_rows<'a, U>(
 /// `b` still to add) into the pooled plane's rows from `blk.oy0 / 2` on (`out`, and its argmax
 /// record `args`, start there). Exactly
 /// `max_pool2d(relu(·))`: the first maximum of the ReLU'd window, row-major, takes the
-/// gradient, and none is passed when that maximum is 0.
+/// gradient, and none is passed when that maximum is 0. Inlined into the forward's workers,
+/// which run at the CPU's widest vector level (its selects need AVX2 or AVX-512 to vectorise).
+#[inline(always)]
 pub(crate) fn pool_rows<T: Float>(
     src: &[T],
     b: T,
@@ -296,18 +328,17 @@ pub(crate) fn pool_rows<T: Float>(
         let (top, bottom) = (&src[r * wo..][..wo], &src[(r + 1) * wo..][..wo]);
         let at = r / 2 * wo2;
         let (out, args) = (&mut out[at..][..wo2], &mut args[at..][..wo2]);
-        for px in 0..wo2 {
-            let c = 2 * px;
-            let window = [top[c], top[c + 1], bottom[c], bottom[c + 1]];
-            let (mut best, mut max) = (0, relu(window[0]));
-            for (i, &v) in window.iter().enumerate().skip(1) {
-                let v = relu(v);
-                if v > max {
-                    (best, max) = (i as u8, v);
-                }
-            }
-            out[px] = max;
-            args[px] = if max > T::zero() { best } else { NO_GRAD };
+        // Branch-free (selects, which compile to blends or conditional moves): the first
+        // maximum of each pair, then of the two pairs, is the window's first maximum, as
+        // `v > max` scanning in row-major order finds it (ReLU'd values are never NaN).
+        let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+        for ((o, a), (t, u)) in out.iter_mut().zip(args.iter_mut()).zip(pairs) {
+            let (v0, v1, v2, v3) = (relu(t[0]), relu(t[1]), relu(u[0]), relu(u[1]));
+            let (m01, i01) = if v1 > v0 { (v1, 1u8) } else { (v0, 0u8) };
+            let (m23, i23) = if v3 > v2 { (v3, 3u8) } else { (v2, 2u8) };
+            let (max, best) = if m23 > m01 { (m23, i23) } else { (m01, i01) };
+            *o = max;
+            *a = if max > T::zero() { best } else { NO_GRAD };
         }
     }
 }
