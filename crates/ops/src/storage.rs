@@ -102,6 +102,62 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::{PARALLEL_ZEROS, valid_range, zeros};
 
+    /// The patched Candle copies a transposed matrix in tiles (`third_party/candle-core`,
+    /// FKD-PATCH.md): `t().contiguous()` equals a plain loop for sizes around the 16×16 tile,
+    /// for a transposed view with an offset (a narrowed matrix), in f32 and f64, and so does
+    /// a Linear layer's weight gradient, which arrives as such a view.
+    #[test]
+    fn transposed_copies_match_a_plain_loop() {
+        use candle_core::{DType, Device, Tensor};
+        for (r, c) in [(1, 5), (3, 1), (16, 16), (17, 33), (40, 7), (5, 100)] {
+            for dtype in [DType::F32, DType::F64] {
+                let n = r * (c + 2);
+                let base = Tensor::arange(0u32, n as u32, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+                    .reshape((r, c + 2))
+                    .unwrap();
+                // A (c × r) view with an offset and a row stride of c + 2.
+                let view = base.narrow(1, 1, c).unwrap().t().unwrap();
+                let got: Vec<Vec<f64>> = view
+                    .contiguous()
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec2()
+                    .unwrap();
+                let want: Vec<Vec<f64>> = (0..c)
+                    .map(|i| (0..r).map(|j| (j * (c + 2) + 1 + i) as f64).collect())
+                    .collect();
+                assert_eq!(got, want, "{r}×{c} {dtype:?}");
+            }
+        }
+        let x = candle_core::Var::from_tensor(
+            &Tensor::arange(0f32, 12.0, &Device::Cpu)
+                .unwrap()
+                .reshape((3, 4))
+                .unwrap(),
+        )
+        .unwrap();
+        let w = candle_core::Var::from_tensor(
+            &Tensor::arange(0f32, 20.0, &Device::Cpu)
+                .unwrap()
+                .reshape((5, 4))
+                .unwrap(),
+        )
+        .unwrap();
+        let y = x.matmul(&w.t().unwrap()).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let gw = g.get(&w).unwrap();
+        assert!(gw.is_contiguous());
+        // ∂(Σ x·wᵀ)/∂w[o][i] = Σ_b x[b][i] = 12 + 3i.
+        let want: Vec<Vec<f32>> = (0..5)
+            .map(|_| (0..4).map(|i| 12.0 + 3.0 * i as f32).collect())
+            .collect();
+        assert_eq!(gw.to_vec2::<f32>().unwrap(), want);
+    }
+
     /// Both ways of zeroing give `n` zeros, also on reused (dirty) memory.
     #[test]
     fn zeros_are_zeros_on_either_side_of_the_parallel_bound() {

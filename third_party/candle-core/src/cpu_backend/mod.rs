@@ -972,6 +972,23 @@ fn copy2d_<T: Copy>(
     }
 }
 
+/// fkd: `dst[i·cols + j] = src[i + j·cs]`, in 16×16 tiles so that both sides stay in cache.
+fn copy_transposed<T: Copy>(src: &[T], dst: &mut [T], rows: usize, cols: usize, cs: usize) {
+    const TILE: usize = 16;
+    for i0 in (0..rows).step_by(TILE) {
+        let i1 = (i0 + TILE).min(rows);
+        for j0 in (0..cols).step_by(TILE) {
+            let j1 = (j0 + TILE).min(cols);
+            for i in i0..i1 {
+                let row = &mut dst[i * cols + j0..i * cols + j1];
+                for (d, j) in row.iter_mut().zip(j0..j1) {
+                    *d = src[i + j * cs];
+                }
+            }
+        }
+    }
+}
+
 fn copy_strided_src_<T: Copy>(src: &[T], dst: &mut [T], dst_offset: usize, src_l: &Layout) {
     match src_l.strided_blocks() {
         crate::StridedBlocks::SingleBlock { start_offset, len } => dst
@@ -996,6 +1013,14 @@ fn copy_strided_src_<T: Copy>(src: &[T], dst: &mut [T], dst_offset: usize, src_l
             block_start_index,
             block_len: 1,
         } => {
+            // fkd: a transposed matrix (a Linear weight's gradient, `t()` of a matmul's) is
+            // copied tile by tile instead of one strided index at a time.
+            if let ([rows, cols], [1, cs]) = (src_l.dims(), src_l.stride()) {
+                let (rows, cols, cs) = (*rows, *cols, *cs);
+                let dst = &mut dst[dst_offset..dst_offset + rows * cols];
+                copy_transposed(&src[src_l.start_offset()..], dst, rows, cols, cs);
+                return;
+            }
             let n = block_start_index.len();
             let dst = &mut dst[dst_offset..dst_offset + n];
             for (dst_elem, src_index) in dst.iter_mut().zip(block_start_index) {
