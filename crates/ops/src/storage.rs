@@ -133,20 +133,11 @@ mod tests {
                 assert_eq!(got, want, "{r}×{c} {dtype:?}");
             }
         }
-        let x = candle_core::Var::from_tensor(
-            &Tensor::arange(0f32, 12.0, &Device::Cpu)
-                .unwrap()
-                .reshape((3, 4))
-                .unwrap(),
-        )
-        .unwrap();
-        let w = candle_core::Var::from_tensor(
-            &Tensor::arange(0f32, 20.0, &Device::Cpu)
-                .unwrap()
-                .reshape((5, 4))
-                .unwrap(),
-        )
-        .unwrap();
+        let counting = |rows: usize, cols: usize| {
+            let t = Tensor::arange(0f32, (rows * cols) as f32, &Device::Cpu).unwrap();
+            candle_core::Var::from_tensor(&t.reshape((rows, cols)).unwrap()).unwrap()
+        };
+        let (x, w) = (counting(3, 4), counting(5, 4));
         let y = x.matmul(&w.t().unwrap()).unwrap();
         let g = y.sum_all().unwrap().backward().unwrap();
         let gw = g.get(&w).unwrap();
