@@ -133,6 +133,16 @@ mod tests {
                 assert_eq!(got, want, "{r}×{c} {dtype:?}");
             }
         }
+        // Into a destination at an offset: the second half of a concatenation.
+        let m = Tensor::arange(0f32, 12.0, &Device::Cpu)
+            .unwrap()
+            .reshape((3, 4))
+            .unwrap();
+        let both = Tensor::cat(&[&m.t().unwrap(), &m.t().unwrap()], 0).unwrap();
+        let want: Vec<Vec<f32>> = (0..8)
+            .map(|i| (0..3).map(|j| (j * 4 + i % 4) as f32).collect())
+            .collect();
+        assert_eq!(both.to_vec2::<f32>().unwrap(), want);
         let counting = |rows: usize, cols: usize| {
             let t = Tensor::arange(0f32, (rows * cols) as f32, &Device::Cpu).unwrap();
             candle_core::Var::from_tensor(&t.reshape((rows, cols)).unwrap()).unwrap()

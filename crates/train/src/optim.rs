@@ -743,8 +743,6 @@ mod tests {
         }
     }
 
-    /// The fused CPU kernels and the tensor-op path take the same steps (f32 rounding aside),
-    /// with and without weight decay, over tensors larger than one parallel task.
     /// The fused kernels' loops run at the CPU's widest vector level (`fkd_ops::simd`): every
     /// level gives the baseline's bits, with and without weight decay, and so does the weight
     /// average's blend.
@@ -806,6 +804,8 @@ mod tests {
         (varmap, theta)
     }
 
+    /// The fused CPU kernels and the tensor-op path take the same steps (f32 rounding aside),
+    /// with and without weight decay, over tensors larger than one parallel task.
     #[test]
     fn fused_kernels_match_the_tensor_ops() {
         for weight_decay in [0.0, 0.1] {

@@ -1017,6 +1017,9 @@ fn copy_strided_src_<T: Copy>(src: &[T], dst: &mut [T], dst_offset: usize, src_l
             // copied tile by tile instead of one strided index at a time.
             if let ([rows, cols], [1, cs]) = (src_l.dims(), src_l.stride()) {
                 let (rows, cols, cs) = (*rows, *cols, *cs);
+                if rows * cols == 0 {
+                    return;
+                }
                 let dst = &mut dst[dst_offset..dst_offset + rows * cols];
                 copy_transposed(&src[src_l.start_offset()..], dst, rows, cols, cs);
                 return;
