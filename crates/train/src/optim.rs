@@ -813,21 +813,11 @@ mod tests {
             let init: Vec<f32> = (0..n)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
                 .collect();
-            let make = || {
-                let varmap = VarMap::new();
-                let theta = varmap
-                    .get(n, "theta", Init::Const(0.0), DType::F32, &Device::Cpu)
-                    .unwrap();
-                let mut vm = varmap.clone();
-                vm.set_one("theta", Tensor::new(init.as_slice(), &Device::Cpu).unwrap())
-                    .unwrap();
-                (varmap, theta)
-            };
             let cfg = AdamConfig {
                 weight_decay,
                 ..CFG
             };
-            let ((vm_a, theta_a), (vm_b, theta_b)) = (make(), make());
+            let ((vm_a, theta_a), (vm_b, theta_b)) = (one_param_of(&init), one_param_of(&init));
             let mut fused = Adam::new(&vm_a, cfg).unwrap();
             let mut plain = Adam::new(&vm_b, cfg).unwrap();
             plain.fused = false;
