@@ -34,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         flip_test: false,
         heatmap: None,
         select: None,
+        annotation_offset: None,
     };
     let device = Device::Cpu;
     let vars = VarMap::new();

@@ -93,6 +93,7 @@ impl Part for ImmPart {
             flip_test: false,
             heatmap: None,
             select: self.select.clone(),
+            annotation_offset: None,
         }
     }
 

@@ -267,6 +267,19 @@ fn annotated(xml: &Path, policy: LoadPolicy) -> anyhow::Result<DataSet> {
             set.len()
         );
     }
+    // Pre-cropped faces (`labels_X.xml` with `manifest_X.csv` beside it): each face's crop
+    // scale, so offsets of the annotation scale with it (see `Sample::photo_scale`).
+    let manifest = xml
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("labels_"))
+        .and_then(|n| n.strip_suffix(".xml"))
+        .map(|stem| xml.with_file_name(format!("manifest_{stem}.csv")))
+        .filter(|m| m.is_file());
+    if let Some(m) = manifest {
+        let matched = set.attach_manifest(&m)?;
+        tracing::debug!("{}: crop scales of {matched} faces", m.display());
+    }
     Ok(set)
 }
 
@@ -424,6 +437,7 @@ impl Part for Part3 {
             flip_test: false,
             heatmap: None,
             select: None,
+            annotation_offset: None,
         }
     }
 

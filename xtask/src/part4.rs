@@ -474,6 +474,7 @@ impl Part for Part4 {
                 head: self.integral.then(|| "integral".into()),
             }),
             select: None,
+            annotation_offset: None,
         }
     }
 
@@ -687,6 +688,10 @@ mod tests {
         let xml = root.join("ibug_300w_cropped/labels_300w_valid.xml");
         let mut set =
             fkd_data::dataset::DataSet::dlib_xml(&xml, Layout::IBUG68, LoadPolicy::Strict).unwrap();
+        // With the crops' scales and an annotation offset, which both paths add at the
+        // face's photo scale.
+        set.attach_manifest(&root.join("ibug_300w_cropped/manifest_300w_valid.csv"))
+            .unwrap();
         set.samples.truncate(30);
         let part3 = Part3::data_only(None, None, 64);
         let part4 = Part4::new(
@@ -699,30 +704,33 @@ mod tests {
         )
         .unwrap();
         let device = Device::Cpu;
-        let check = |card: ModelCard, loader_path: &dyn Fn(&Net) -> fkd_landmarker::Evaluation| {
-            let card = ModelCard {
-                flip_test: true,
-                ..card
+        let check =
+            |card: ModelCard,
+             loader_path: &dyn Fn(&Net, &ModelCard) -> fkd_landmarker::Evaluation| {
+                let card = ModelCard {
+                    flip_test: true,
+                    annotation_offset: Some([1.25, -0.5]),
+                    ..card
+                };
+                let vm = VarMap::new();
+                let net = Net::build(
+                    &card,
+                    fkd_models::seeded_var_builder(&vm, 7, DType::F32, &device),
+                )
+                .unwrap();
+                let old = loader_path(&net, &card);
+                let lm = Landmarker::new(card, net, vm, device.clone());
+                let new = fkd_landmarker::evaluate(&lm, &set.samples).unwrap();
+                assert_eq!(old.summary, new.summary);
+                assert_eq!(old.nmes, new.nmes);
             };
-            let vm = VarMap::new();
-            let net = Net::build(
-                &card,
-                fkd_models::seeded_var_builder(&vm, 7, DType::F32, &device),
-            )
-            .unwrap();
-            let old = loader_path(&net);
-            let lm = Landmarker::new(card, net, vm, device.clone());
-            let new = fkd_landmarker::evaluate(&lm, &set.samples).unwrap();
-            assert_eq!(old.summary, new.summary);
-            assert_eq!(old.nmes, new.nmes);
-        };
-        check(part3.card(), &|net| {
+        check(part3.card(), &|net, card| {
             let loader = Loader::new(set.samples.clone(), part3.step(None), 16);
-            runner::evaluate(&part3.card(), net, &loader, true).unwrap()
+            runner::evaluate(card, net, &loader, true).unwrap()
         });
-        check(part4.card(), &|net| {
+        check(part4.card(), &|net, card| {
             let loader = Loader::new(set.samples.clone(), part4.step(None), 16);
-            runner::evaluate(&part4.card(), net, &loader, true).unwrap()
+            runner::evaluate(card, net, &loader, true).unwrap()
         });
     }
 }

@@ -399,6 +399,7 @@ mod tests {
             bbox: None,
             person: None,
             id: "synthetic".into(),
+            photo_scale: 1.0,
         }
     }
 
@@ -646,6 +647,7 @@ mod tests {
             bbox: None,
             person: Some(1),
             id: "01-1m".into(),
+            photo_scale: 1.0,
         };
         let plain = AugmentedResize::new(SMALL, None, None)
             .prepare(&s, &mut rng(0))

@@ -275,6 +275,7 @@ mod tests {
                 bbox: None,
                 person: None,
                 id: i.to_string(),
+                photo_scale: 1.0,
             })
             .collect()
     }

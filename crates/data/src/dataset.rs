@@ -44,6 +44,12 @@ pub struct Sample {
     pub person: Option<u32>,
     /// A short name for reports: `01-1m` for IMM, `afw/123.jpg#0` for XML faces.
     pub id: String,
+    /// Pixels of this image per pixel of the photo its points were annotated on, horizontally:
+    /// below 1 for a face cut out of a larger photo and scaled down (a crop manifest's
+    /// `scale_x`, see [`DataSet::attach_manifest`]), else 1. An offset that belongs to the
+    /// annotation rather than to the image (a model card's annotation offset) is given in the
+    /// annotated photo's pixels and scales by it.
+    pub photo_scale: f32,
 }
 
 impl Sample {
@@ -120,6 +126,27 @@ impl DataSet {
             samples,
             skipped,
         })
+    }
+
+    /// Reads a crop manifest (`manifest_*.csv`, [`crate::boxes::read_manifest`]) and sets each
+    /// sample's [`Sample::photo_scale`] from the row of its image (rows name files relative to
+    /// the manifest's folder). A sample whose image has no row keeps its scale: it is a photo,
+    /// not a crop. Returns how many samples matched a row.
+    pub fn attach_manifest(&mut self, manifest: &Path) -> Result<usize> {
+        let base = manifest.parent().unwrap_or(Path::new("."));
+        let scales: std::collections::HashMap<PathBuf, f32> =
+            crate::boxes::read_manifest(manifest)?
+                .into_iter()
+                .map(|row| (base.join(&row.file), row.scale_x))
+                .collect();
+        let mut matched = 0;
+        for s in &mut self.samples {
+            if let Some(&scale) = scales.get(&s.image) {
+                s.photo_scale = scale;
+                matched += 1;
+            }
+        }
+        Ok(matched)
     }
 
     /// Number of faces.
@@ -201,6 +228,7 @@ fn imm_sample(asf: &Path) -> Result<Sample> {
         bbox: None,
         person,
         id: stem,
+        photo_scale: 1.0,
     })
 }
 
@@ -312,6 +340,7 @@ fn xml_faces(xml: &Path, base: &Path, entry: &XmlImage) -> Vec<Result<Sample>> {
                 bbox: Some(b.bbox),
                 person: None,
                 id: format!("{}#{k}", entry.file),
+                photo_scale: 1.0,
             })
         })
         .collect()
@@ -378,6 +407,7 @@ mod tests {
             bbox: None,
             person,
             id: image.into(),
+            photo_scale: 1.0,
         }
     }
 

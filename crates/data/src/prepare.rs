@@ -154,6 +154,7 @@ mod tests {
             bbox: None,
             person: None,
             id: "0".into(),
+            photo_scale: 1.0,
         };
         let pts = [NormPoint::new(0.1, 0.2), NormPoint::new(0.3, 0.4)];
         assert_eq!(norm_target(&s, &pts, Some(&[1])).unwrap(), vec![0.3, 0.4]);

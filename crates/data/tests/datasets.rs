@@ -138,6 +138,30 @@ fn xml_sets_load_with_68_points() {
     let (t, v) = train.split_seeded(0.1, 0);
     assert_eq!(t.len() + v.len(), 2012);
     assert_eq!(v.len(), 201);
+    // The crops' manifest gives each face the scale of its crop; the photos' faces keep 1.
+    assert!(valid.samples.iter().all(|s| s.photo_scale == 1.0));
+    let mut valid = valid;
+    let matched = valid
+        .attach_manifest(&dir.join("manifest_300w_valid.csv"))
+        .unwrap();
+    assert_eq!(matched, 224);
+    let first = &valid.samples[0];
+    assert!(first.image.ends_with("lfpw/testset/image_0001.jpg"));
+    assert!(
+        (first.photo_scale - 0.614625).abs() < 1e-6,
+        "{}",
+        first.photo_scale
+    );
+    assert!(
+        valid
+            .samples
+            .iter()
+            .all(|s| s.photo_scale > 0.1 && s.photo_scale <= 1.0)
+    );
+    let err = valid
+        .attach_manifest(&dir.join("no_such_manifest.csv"))
+        .unwrap_err();
+    assert!(err.to_string().contains("no_such_manifest.csv"), "{err}");
     // Several faces per image in dlib's example files.
     let dlib = DataSet::dlib_xml(
         &root.join("dlib_faces/training_with_face_landmarks.xml"),

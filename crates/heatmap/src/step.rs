@@ -90,6 +90,7 @@ mod tests {
             bbox: None,
             person: None,
             id: "face".into(),
+            photo_scale: 1.0,
         };
         let p = step
             .prepare(&sample, &mut ChaCha8Rng::seed_from_u64(0))

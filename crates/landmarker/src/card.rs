@@ -8,7 +8,7 @@
 //! have defaults, so every card ever written still loads.
 
 use crate::error::{LandmarkerError, Result};
-use fkd_core::{ImageSize, Layout, NormPoint, PixelPoint};
+use fkd_core::{Affine, ImageSize, Layout, NormPoint, PixelPoint};
 use fkd_heatmap::Decoder;
 use fkd_train::Prediction;
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,15 @@ pub struct ModelCard {
     /// written before this field: Part 1's single point is IMM's nose tip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub select: Option<Vec<usize>>,
+    /// Where the training annotations sit, on average, from the points the model predicts,
+    /// in the pixels of the photos they were annotated on (`[dx, dy]`), added to every
+    /// prediction. Flips in training and the flip test mirror points about the image's
+    /// centre, so a model trained with them predicts mirror-symmetric positions and cannot
+    /// learn a horizontal offset of its annotations from that symmetry (300-W's 1-based
+    /// coordinates are half a pixel of it); the runner measures it on the training faces
+    /// after training ([`ModelCard::measure_offset`]). Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_offset: Option<[f32; 2]>,
 }
 
 /// How a heatmap net's outputs are read.
@@ -290,14 +299,68 @@ impl ModelCard {
     }
 
     /// The points of `p` in the source photo's pixels: decoded, merged with the mirror
-    /// image's when the flip test ran, mapped through the sample's `to_source`.
+    /// image's when the flip test ran, mapped through the sample's `to_source`. The
+    /// [annotation offset](ModelCard::annotation_offset) is not added: `to_source` holds it
+    /// where the caller knows the photo ([`ModelCard::offset_map`]).
     pub fn source_points(&self, p: &Prediction) -> Result<Vec<PixelPoint>> {
+        self.points_through(p, &p.to_source)
+    }
+
+    /// [`ModelCard::source_points`] mapped through `to_source` instead of the prediction's.
+    pub(crate) fn points_through(
+        &self,
+        p: &Prediction,
+        to_source: &Affine,
+    ) -> Result<Vec<PixelPoint>> {
         let mut pts = self.decode(&p.output, p.input);
         if let Some(flipped) = &p.flipped {
             let f = self.decode(flipped, p.input);
             pts = fkd_train::merge_flipped(&pts, &f, p.input.width as f32, self.layout().mirror)?;
         }
-        Ok(pts.into_iter().map(|q| p.to_source.apply(q)).collect())
+        Ok(pts.into_iter().map(|q| to_source.apply(q)).collect())
+    }
+
+    /// The [annotation offset](ModelCard::annotation_offset) as a move of the points of an
+    /// image with `photo_scale` pixels per pixel of the annotated photo
+    /// ([`fkd_data::dataset::Sample::photo_scale`]; 1 for a photo itself).
+    pub fn offset_map(&self, photo_scale: f32) -> Affine {
+        let [dx, dy] = self.annotation_offset.unwrap_or_default();
+        let s = f64::from(photo_scale);
+        Affine::translation(f64::from(dx) * s, f64::from(dy) * s)
+    }
+
+    /// The horizontal [annotation offset](ModelCard::annotation_offset) of `truth` from the
+    /// model's `predicted` points (without an offset), in the annotated photos' pixels: the
+    /// median over faces of the mean `truth.x − predicted.x`, each face's divided by its
+    /// photo scale. The vertical offset is 0: without vertical flips a model learns it. `None`
+    /// for no faces or no finite point.
+    pub fn measure_offset(
+        faces: impl IntoIterator<Item = (f32, Vec<PixelPoint>, Vec<PixelPoint>)>,
+    ) -> Option<[f32; 2]> {
+        let mut dx: Vec<f32> = faces
+            .into_iter()
+            .filter_map(|(photo_scale, truth, predicted)| {
+                let d: Vec<f32> = truth
+                    .iter()
+                    .zip(&predicted)
+                    .map(|(t, p)| t.x - p.x)
+                    .filter(|d| d.is_finite())
+                    .collect();
+                let mean = d.iter().sum::<f32>() / d.len() as f32;
+                (!d.is_empty() && photo_scale > 0.0).then_some(mean / photo_scale)
+            })
+            .collect();
+        if dx.is_empty() {
+            return None;
+        }
+        dx.sort_by(f32::total_cmp);
+        let n = dx.len();
+        let median = if n % 2 == 1 {
+            dx[n / 2]
+        } else {
+            0.5 * (dx[n / 2 - 1] + dx[n / 2])
+        };
+        Some([median, 0.0])
     }
 }
 
@@ -316,6 +379,7 @@ mod tests {
             flip_test: false,
             heatmap: None,
             select: None,
+            annotation_offset: None,
         }
     }
 
@@ -326,6 +390,41 @@ mod tests {
         assert!(!card.whole_face());
         let pts: Vec<PixelPoint> = (0..58).map(|i| PixelPoint::new(i as f32, 0.0)).collect();
         assert_eq!(card.truth(&pts), vec![PixelPoint::new(52.0, 0.0)]);
+    }
+
+    /// The offset is the median face's mean horizontal gap in the annotated photo's pixels
+    /// (a crop at half scale counts its gap twice), NaN points ignored; nothing to measure
+    /// gives `None`.
+    #[test]
+    fn offset_is_the_median_faces_gap_in_photo_pixels() {
+        let face = |dx: f32, scale: f32| {
+            let truth = vec![PixelPoint::new(10.0, 5.0), PixelPoint::new(20.0, 7.0)];
+            let mut predicted: Vec<PixelPoint> = truth
+                .iter()
+                .map(|p| PixelPoint::new(p.x - dx * scale, p.y + 3.0))
+                .collect();
+            predicted.push(PixelPoint::new(f32::NAN, 0.0));
+            let mut truth = truth;
+            truth.push(PixelPoint::new(1.0, 1.0));
+            (scale, truth, predicted)
+        };
+        let faces = vec![
+            face(1.0, 1.0),
+            face(1.5, 0.5),
+            face(9.0, 1.0),
+            face(-2.0, 0.25),
+        ];
+        let [dx, dy] = ModelCard::measure_offset(faces).unwrap();
+        assert!((dx - 1.25).abs() < 1e-5, "{dx}");
+        assert_eq!(dy, 0.0);
+        assert_eq!(ModelCard::measure_offset(Vec::new()), None);
+        let card = ModelCard {
+            annotation_offset: Some([2.0, -1.0]),
+            ..part1()
+        };
+        let q = card.offset_map(0.5).apply(PixelPoint::new(3.0, 4.0));
+        assert_eq!(q, PixelPoint::new(4.0, 3.5));
+        assert!(part1().offset_map(0.5).is_identity());
     }
 
     #[test]

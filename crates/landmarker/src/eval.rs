@@ -28,7 +28,8 @@ pub fn evaluate(landmarker: &Landmarker, samples: &[Sample]) -> Result<Evaluatio
 }
 
 /// Scores raw predictions ([`fkd_train::predict`]'s, over a loader of `samples`) of the model
-/// `card` describes: each is decoded and mapped back to its photo, then scored.
+/// `card` describes: each is decoded and mapped back to its photo (with the card's annotation
+/// offset at the sample's photo scale), then scored.
 pub fn score_predictions(
     card: &ModelCard,
     samples: &[Sample],
@@ -40,7 +41,9 @@ pub fn score_predictions(
             what: format!("prediction {}", p.index),
             reason: format!("there are only {} samples", samples.len()),
         })?;
-        ordered.push((s.clone(), card.source_points(p)?));
+        // The offset composed into the map, as `Landmarker::input` does: the same numbers.
+        let to_source = card.offset_map(s.photo_scale).compose(&p.to_source);
+        ordered.push((s.clone(), card.points_through(p, &to_source)?));
     }
     let (samples, points): (Vec<Sample>, Vec<_>) = ordered.into_iter().unzip();
     score_points(card, &samples, points)

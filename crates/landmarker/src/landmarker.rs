@@ -275,8 +275,29 @@ impl Landmarker {
     }
 
     /// The network input for one face of `image`: the crop around `face` (models that crop),
-    /// or the whole photo resized (whole-photo models, which ignore `face`).
+    /// or the whole photo resized (whole-photo models, which ignore `face`). Its map back to
+    /// the photo ends with the card's annotation offset.
     pub fn input(&self, image: &GrayImage, face: Option<FaceBox>) -> Result<NetInput> {
+        self.input_scaled(image, face, 1.0)
+    }
+
+    /// [`Landmarker::input`] for an image of `photo_scale` pixels per pixel of the photo its
+    /// faces were annotated on (a pre-cropped face: see `Sample::photo_scale`).
+    fn input_scaled(
+        &self,
+        image: &GrayImage,
+        face: Option<FaceBox>,
+        photo_scale: f32,
+    ) -> Result<NetInput> {
+        let mut net_input = self.plain_input(image, face)?;
+        net_input.to_source = self
+            .card
+            .offset_map(photo_scale)
+            .compose(&net_input.to_source);
+        Ok(net_input)
+    }
+
+    fn plain_input(&self, image: &GrayImage, face: Option<FaceBox>) -> Result<NetInput> {
         let input = self.card.input_size();
         match (self.card.enlarge, face) {
             (Some(enlarge), Some(bbox)) => {
@@ -383,7 +404,7 @@ impl Landmarker {
         } else {
             None
         };
-        self.input(&load_gray(&s.image)?, bbox)
+        self.input_scaled(&load_gray(&s.image)?, bbox, s.photo_scale)
     }
 
     /// The points for prepared network inputs (all of the card's input size), in order, in

@@ -19,6 +19,7 @@
 //! # let card = ModelCard {
 //! #     part: "part3".into(), arch: "resnet18".into(), input: [64, 64], points: 68,
 //! #     enlarge: Some(1.25), flip_test: true, heatmap: None, select: None,
+//! #     annotation_offset: None,
 //! # };
 //! # Landmarker::seeded(card, 0, &Device::Cpu)?.save(&checkpoint)?;
 //!
@@ -44,6 +45,7 @@
 //! # let card = ModelCard {
 //! #     part: "part3".into(), arch: "resnet18".into(), input: [64, 64], points: 68,
 //! #     enlarge: Some(1.25), flip_test: true, heatmap: None, select: None,
+//! #     annotation_offset: None,
 //! # };
 //! # let landmarker = Landmarker::seeded(card, 0, &Device::Cpu)?;
 //! // `Detector::load("DATA/models/yunet/yunet_n.pth", &Device::Cpu)?` with the published

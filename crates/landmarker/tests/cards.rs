@@ -240,11 +240,35 @@ fn batches_photos_and_samples_agree() {
         bbox: Some(boxes_b[0]),
         person: None,
         id: "b#0".into(),
+        photo_scale: 1.0,
     };
-    let from_samples = lm.predict_samples(&[sample.clone(), sample]).unwrap();
+    let from_samples = lm
+        .predict_samples(&[sample.clone(), sample.clone()])
+        .unwrap();
     let direct = lm.predict(&decoded, &boxes_b).unwrap();
     near(&from_samples[0], &direct[0].points);
     near(&from_samples[1], &direct[0].points);
+
+    // An annotation offset moves every point by itself on a photo, and by itself times the
+    // photo scale on a face cut from a larger photo.
+    let offset_card = ModelCard {
+        annotation_offset: Some([1.5, -0.25]),
+        ..self::card(CARDS[2].1)
+    };
+    let shifted = Landmarker::seeded(offset_card, 5, &Device::Cpu).unwrap();
+    let moved = |pts: &[PixelPoint], s: f32| -> Vec<PixelPoint> {
+        pts.iter()
+            .map(|p| PixelPoint::new(p.x + 1.5 * s, p.y - 0.25 * s))
+            .collect()
+    };
+    let photo_points = shifted.predict(&decoded, &boxes_b).unwrap();
+    near(&photo_points[0].points, &moved(&direct[0].points, 1.0));
+    let crop = fkd_data::dataset::Sample {
+        photo_scale: 0.5,
+        ..sample
+    };
+    let crop_points = shifted.predict_samples(&[crop]).unwrap();
+    near(&crop_points[0], &moved(&direct[0].points, 0.5));
 
     match lm.predict(&a, &[]) {
         Err(LandmarkerError::Input { reason, .. }) => {

@@ -59,6 +59,7 @@ fn samples(range: std::ops::Range<usize>) -> Vec<Sample> {
             bbox: None,
             person: None,
             id: i.to_string(),
+            photo_scale: 1.0,
         })
         .collect()
 }

@@ -83,6 +83,7 @@ pub fn run<P: Part>(part: &P, args: &RunArgs) -> anyhow::Result<PathBuf> {
             &loaders.valid,
             loaders.test.as_ref(),
             loaders.stats.as_ref().map(|l| l as &dyn Batches),
+            loaders.offset.as_ref(),
             &set,
             lr,
             args,
@@ -287,6 +288,7 @@ mod tests {
                 bbox: None,
                 person: None,
                 id: format!("{name}/{}.jpg#{}", i / 2, i % 2),
+                photo_scale: 1.0,
             })
             .collect();
         DataSet {

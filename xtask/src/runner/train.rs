@@ -4,7 +4,7 @@
 use super::args::{RunArgs, SelectBy, Settings};
 use super::part::{Part, Split};
 use crate::progress::Bar;
-use anyhow::bail;
+use anyhow::{Context, bail};
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use fkd_augment::Augmenter;
@@ -93,6 +93,51 @@ pub(super) fn spread(samples: &[Sample], n: usize) -> Vec<Sample> {
     samples.iter().step_by(step).cloned().collect()
 }
 
+/// Training faces the annotation offset of a model trained with flips is measured on.
+pub(super) const OFFSET_FACES: usize = 512;
+
+/// `card` with its [annotation offset](ModelCard::annotation_offset) measured by `net` on
+/// `faces` (unaugmented training faces, predicted as the model is scored: with the flip test
+/// when `flip`), also written into the card in `dir`. The faces are the training set's, so
+/// the validation faces play no part in it.
+fn with_offset<S: Prepare>(
+    card: ModelCard,
+    net: &Net,
+    faces: &Loader<S>,
+    flip: bool,
+    dir: &Path,
+) -> anyhow::Result<ModelCard> {
+    let predictions = if flip {
+        fkd_train::predict_flip(net, faces)?
+    } else {
+        fkd_train::predict(net, faces)?
+    };
+    let samples = faces.samples();
+    let mut rows = Vec::with_capacity(predictions.len());
+    for p in &predictions {
+        let s = samples
+            .get(p.index)
+            .context("a prediction for a face the loader does not hold")?;
+        rows.push((s.photo_scale, card.truth(&s.points), card.source_points(p)?));
+    }
+    let offset = ModelCard::measure_offset(rows);
+    if let Some([dx, dy]) = offset {
+        tracing::info!(
+            "annotation offset from {} training faces: dx {dx:+.3} px, dy {dy:+.3} px (in the \
+             annotated photos' pixels; added to every prediction)",
+            samples.len()
+        );
+    }
+    let path = dir.join(fkd_landmarker::MODEL_CARD);
+    let mut written = ModelCard::read(&path)?;
+    written.annotation_offset = offset;
+    written.write(&path)?;
+    Ok(ModelCard {
+        annotation_offset: offset,
+        ..card
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn train_one<P: Part, S: Prepare, V: Prepare>(
     part: &P,
@@ -100,6 +145,7 @@ pub(super) fn train_one<P: Part, S: Prepare, V: Prepare>(
     valid: &Loader<V>,
     test: Option<&Loader<V>>,
     bn_stats: Option<&dyn Batches>,
+    offset_faces: Option<&Loader<S>>,
     set: &Settings,
     lr: f64,
     args: &RunArgs,
@@ -165,6 +211,10 @@ pub(super) fn train_one<P: Part, S: Prepare, V: Prepare>(
     if last_path.exists() {
         fkd_train::load_weights(&vm, &last_path)?;
     }
+    let card = match offset_faces {
+        Some(faces) => with_offset(card, &net, faces, set.flip_test, dir)?,
+        None => card,
+    };
     let last = evaluate(&card, &net, valid, set.flip_test)?.summary;
     let test_last = test
         .map(|t| evaluate(&card, &net, t, set.flip_test))
@@ -209,6 +259,9 @@ pub(super) struct Loaders<P: Part> {
     /// `--holdout`'s test faces (the part's validation faces).
     pub(super) test: Option<Loader<P::Step>>,
     pub(super) stats: Option<Loader<P::Step>>,
+    /// Training faces, unaugmented, to measure the annotation offset on (models trained with
+    /// flips that predict whole faces).
+    pub(super) offset: Option<Loader<P::Step>>,
 }
 
 impl<P: Part> Loaders<P> {
@@ -242,11 +295,19 @@ impl<P: Part> Loaders<P> {
             let batch = faces.len().min(BN_STATS_BATCH);
             Loader::new(faces, part.step(None), batch).on(device.clone())
         });
+        // A net that saw mirrored faces predicts mirror-symmetric points, with or without the
+        // flip test.
+        let flipped = set.augment.is_some_and(|a| a.flip_prob > 0.0);
+        let offset = (flipped && part.whole_face()).then(|| {
+            let faces = spread(&split.train.samples, OFFSET_FACES);
+            Loader::new(faces, part.step(None), set.batch.max(16)).on(device.clone())
+        });
         Ok(Self {
             train,
             valid,
             test,
             stats,
+            offset,
         })
     }
 
