@@ -332,11 +332,11 @@ impl ModelCard {
     /// The horizontal [annotation offset](ModelCard::annotation_offset) of `truth` from the
     /// model's `predicted` points (without an offset), in the annotated photos' pixels: the
     /// median over faces of the mean `truth.x − predicted.x`, each face's divided by its
-    /// photo scale. The vertical offset is 0: without vertical flips a model learns it. `None`
-    /// for no faces or no finite point.
+    /// photo scale, with its standard error. (Vertically a model trained without vertical
+    /// flips learns its annotations' offset.) `None` for no face with a finite point.
     pub fn measure_offset(
         faces: impl IntoIterator<Item = (f32, Vec<PixelPoint>, Vec<PixelPoint>)>,
-    ) -> Option<[f32; 2]> {
+    ) -> Option<OffsetEstimate> {
         let mut dx: Vec<f32> = faces
             .into_iter()
             .filter_map(|(photo_scale, truth, predicted)| {
@@ -360,7 +360,38 @@ impl ModelCard {
         } else {
             0.5 * (dx[n / 2 - 1] + dx[n / 2])
         };
-        Some([median, 0.0])
+        let mean = dx.iter().sum::<f32>() / n as f32;
+        let var = dx.iter().map(|d| (d - mean).powi(2)).sum::<f32>() / (n.max(2) - 1) as f32;
+        Some(OffsetEstimate {
+            dx: median,
+            // The median's standard error for roughly normal gaps: √(π/2) σ / √n.
+            standard_error: 1.2533 * var.sqrt() / (n as f32).sqrt(),
+            faces: n,
+        })
+    }
+}
+
+/// An annotation offset measured on faces ([`ModelCard::measure_offset`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OffsetEstimate {
+    /// The median face's horizontal gap, annotation minus prediction, in the annotated
+    /// photos' pixels.
+    pub dx: f32,
+    /// The standard error of that median.
+    pub standard_error: f32,
+    /// How many faces were measured.
+    pub faces: usize,
+}
+
+impl OffsetEstimate {
+    /// How many standard errors from 0 an offset must be to be kept: below it the faces do
+    /// not tell the offset from the prediction errors' noise, and none is better than noise.
+    pub const SIGNIFICANT: f32 = 3.0;
+
+    /// The card's offset (`[dx, 0]`), or `None` when it is within [`Self::SIGNIFICANT`]
+    /// standard errors of 0.
+    pub fn offset(&self) -> Option<[f32; 2]> {
+        (self.dx.abs() >= Self::SIGNIFICANT * self.standard_error).then_some([self.dx, 0.0])
     }
 }
 
@@ -414,9 +445,18 @@ mod tests {
             face(9.0, 1.0),
             face(-2.0, 0.25),
         ];
-        let [dx, dy] = ModelCard::measure_offset(faces).unwrap();
-        assert!((dx - 1.25).abs() < 1e-5, "{dx}");
-        assert_eq!(dy, 0.0);
+        let e = ModelCard::measure_offset(faces).unwrap();
+        assert!((e.dx - 1.25).abs() < 1e-5, "{e:?}");
+        assert_eq!(e.faces, 4);
+        // Gaps -2, 1, 1.5, 9 (σ = √(65.6875 / 3)): the median is within 3 standard errors of 0.
+        let se = 1.2533 * (65.6875f32 / 3.0).sqrt() / 2.0;
+        assert!((e.standard_error - se).abs() < 1e-3, "{e:?}");
+        assert_eq!(e.offset(), None);
+        // Many faces with close gaps tell it clearly.
+        let many = (0..400).map(|k| face(1.0 + 0.01 * (k % 7) as f32, 1.0));
+        let e = ModelCard::measure_offset(many).unwrap();
+        assert!((e.dx - 1.03).abs() < 1e-5, "{e:?}");
+        assert_eq!(e.offset(), Some([e.dx, 0.0]));
         assert_eq!(ModelCard::measure_offset(Vec::new()), None);
         let card = ModelCard {
             annotation_offset: Some([2.0, -1.0]),

@@ -79,7 +79,7 @@ pub mod net;
 pub mod placement;
 
 pub use candle_core::Device;
-pub use card::{Head, HeatmapCard, MODEL_CARD, ModelCard};
+pub use card::{Head, HeatmapCard, MODEL_CARD, ModelCard, OffsetEstimate};
 pub use error::{LandmarkerError, Result};
 pub use eval::{Evaluation, evaluate, score_points, score_predictions};
 pub use fkd_core::{FaceBox, Layout, PixelPoint};

@@ -120,12 +120,20 @@ fn with_offset<S: Prepare>(
             .context("a prediction for a face the loader does not hold")?;
         rows.push((s.photo_scale, card.truth(&s.points), card.source_points(p)?));
     }
-    let offset = ModelCard::measure_offset(rows);
-    if let Some([dx, dy]) = offset {
+    let estimate = ModelCard::measure_offset(rows);
+    let offset = estimate.and_then(|e| e.offset());
+    if let Some(e) = estimate {
         tracing::info!(
-            "annotation offset from {} training faces: dx {dx:+.3} px, dy {dy:+.3} px (in the \
-             annotated photos' pixels; added to every prediction)",
-            samples.len()
+            "annotation offset from {} training faces: dx {:+.3} ± {:.3} px (in the annotated \
+             photos' pixels), {}",
+            e.faces,
+            e.dx,
+            e.standard_error,
+            if offset.is_some() {
+                "added to every prediction"
+            } else {
+                "not told from noise: none added"
+            }
         );
     }
     let path = dir.join(fkd_landmarker::MODEL_CARD);
