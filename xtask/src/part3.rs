@@ -267,8 +267,13 @@ fn annotated(xml: &Path, policy: LoadPolicy) -> anyhow::Result<DataSet> {
             set.len()
         );
     }
-    // Pre-cropped faces (`labels_X.xml` with `manifest_X.csv` beside it): each face's crop
-    // scale, so offsets of the annotation scale with it (see `Sample::photo_scale`).
+    attach_crop_scales(&mut set, xml)?;
+    Ok(set)
+}
+
+/// For pre-cropped faces (`labels_X.xml` with `manifest_X.csv` beside it): each face's crop
+/// scale, so an annotation offset scales with it (see `Sample::photo_scale`).
+fn attach_crop_scales(set: &mut DataSet, xml: &Path) -> anyhow::Result<()> {
     let manifest = xml
         .file_name()
         .and_then(|n| n.to_str())
@@ -280,7 +285,7 @@ fn annotated(xml: &Path, policy: LoadPolicy) -> anyhow::Result<DataSet> {
         let matched = set.attach_manifest(&m)?;
         tracing::debug!("{}: crop scales of {matched} faces", m.display());
     }
-    Ok(set)
+    Ok(())
 }
 
 impl Part for Part3 {
@@ -550,7 +555,8 @@ fn predict_csv(
     device: Option<&str>,
 ) -> anyhow::Result<()> {
     let landmarker = landmarker_68(checkpoint, device)?;
-    let set = DataSet::dlib_xml(xml, Layout::IBUG68, LoadPolicy::Strict)?;
+    let mut set = DataSet::dlib_xml(xml, Layout::IBUG68, LoadPolicy::Strict)?;
+    attach_crop_scales(&mut set, xml)?;
     let faces = landmarker.predict_samples(&set.samples)?;
     fkd_landmarker::write_kaggle_csv(csv, &faces)?;
     println!(
