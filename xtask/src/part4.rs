@@ -50,10 +50,10 @@ pub struct Part4Args {
     /// `--fg-weight`), or the points a soft-argmax reads from them (`integral`, L1 as Part 3).
     #[arg(long, value_enum, default_value_t = Head::Heatmap)]
     pub head: Head,
-    /// Weight the maps' foreground: the squared error of every target pixel above 0.2 of the
-    /// peak counts 1 + W times (Adaptive Wing's weight map uses W = 10); 0 is plain MSE
-    /// [default: 10 for resnet-deconv's maps on 300-W; 0 on IMM, with `--head integral` and
-    /// with `--loss`].
+    /// Train the maps with MSE whose foreground is weighted: the squared error of every target
+    /// pixel above 0.2 of the peak counts 1 + W times (Adaptive Wing's weight map uses
+    /// W = 10); 0 is plain MSE [default: the whole Adaptive Wing loss for resnet-deconv's maps
+    /// on 300-W (`--loss awing`), plain MSE on IMM].
     #[arg(long, value_name = "W")]
     pub fg_weight: Option<f64>,
 }
@@ -67,10 +67,6 @@ pub enum Head {
     Integral,
 }
 
-/// The default foreground weight of the 300-W maps' MSE (`--fg-weight`): Adaptive Wing's
-/// weight map. Picked on held-out training photos (docs/experiments.md): 0.02 points better
-/// there than plain MSE, at no cost.
-pub const FG_WEIGHT: f64 = 10.0;
 
 /// Default channels of resnet-deconv's transposed convs. Simple Baselines uses 256; at a
 /// 128-pixel input its head (≈370 M multiply-adds per face, most of it in the last 256→256
@@ -184,6 +180,9 @@ pub struct Part4 {
     pub integral: bool,
     /// Extra weight of the maps' foreground in the MSE (0: plain MSE).
     pub fg_weight: f64,
+    /// Train the maps with the whole Adaptive Wing loss (300-W's default, picked on held-out
+    /// training photos: docs/experiments.md), unless a loss or a foreground weight is given.
+    pub awing: bool,
     /// Probability of an occluding rectangle per training face (`--occlusion`).
     pub occlusion: f32,
     pub train_xml: Option<PathBuf>,
@@ -236,6 +235,7 @@ impl Part4 {
             deconv_layers,
             integral: false,
             fg_weight: 0.0,
+            awing: false,
             occlusion: 0.0,
             train_xml: None,
             valid_xml: None,
@@ -290,9 +290,12 @@ impl Part4 {
                 }
                 w
             }
-            None if data == DataName::W300 && !p.integral && a.run.loss.is_none() => FG_WEIGHT,
             None => 0.0,
         };
+        p.awing = data == DataName::W300
+            && !p.integral
+            && a.run.loss.is_none()
+            && a.fg_weight.is_none();
         p.occlusion = a.faces.occlusion()?;
         p.train_xml = a.faces.train.clone();
         p.valid_xml = a.faces.valid.clone();
@@ -304,12 +307,14 @@ impl Part4 {
         layout_of(self.data).n_points
     }
 
-    /// Maps are fitted by MSE (Simple Baselines, the write-up), foreground-weighted by
-    /// `--fg-weight` (on 300-W by default, [`FG_WEIGHT`]); the integral head's points by L1, as
-    /// Part 3's regression.
+    /// 300-W's maps are fitted by the Adaptive Wing loss by default; others by MSE (Simple
+    /// Baselines, the write-up), foreground-weighted by `--fg-weight`; the integral head's
+    /// points by L1, as Part 3's regression. (`--loss` replaces this in the run's settings.)
     fn loss(&self) -> Loss {
         if self.integral {
             Loss::L1
+        } else if self.awing {
+            Loss::adaptive_wing()
         } else if self.fg_weight > 0.0 {
             Loss::ForegroundMse {
                 weight: self.fg_weight,
@@ -840,18 +845,21 @@ mod card_tests {
         );
     }
 
-    /// `--fg-weight W` picks the foreground-weighted MSE for heatmaps (300-W's default); a
-    /// negative weight, the integral head or an explicit `--loss` beside it are refused.
+    /// 300-W's maps default to the Adaptive Wing loss; `--fg-weight W` picks the
+    /// foreground-weighted MSE for heatmaps; a negative weight, the integral head or an
+    /// explicit `--loss` beside it are refused.
     #[test]
     fn fg_weight_picks_the_foreground_weighted_mse() {
         let weighted = |weight| Loss::ForegroundMse {
             weight,
             threshold: fkd_train::FOREGROUND_THRESHOLD,
         };
-        // 300-W's maps default to the weighted MSE; IMM, the integral head and an explicit
-        // loss to their own.
-        assert_eq!(parse(&[]).unwrap().loss(), weighted(FG_WEIGHT));
+        // 300-W's maps default to Adaptive Wing; IMM, the integral head and an explicit loss
+        // or weight to their own.
+        assert_eq!(parse(&[]).unwrap().loss(), Loss::adaptive_wing());
+        assert_eq!(parse(&["--fg-weight", "10"]).unwrap().loss(), weighted(10.0));
         assert_eq!(parse(&["--fg-weight", "0"]).unwrap().loss(), Loss::Mse);
+        assert!(!parse(&["--loss", "mse"]).unwrap().awing);
         assert_eq!(parse(&["--fg-weight", "3"]).unwrap().loss(), weighted(3.0));
         assert_eq!(parse(&["--dataset", "imm"]).unwrap().loss(), Loss::Mse);
         assert_eq!(parse(&["--head", "integral"]).unwrap().loss(), Loss::L1);
