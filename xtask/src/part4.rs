@@ -67,7 +67,6 @@ pub enum Head {
     Integral,
 }
 
-
 /// Default channels of resnet-deconv's transposed convs. Simple Baselines uses 256; at a
 /// 128-pixel input its head (≈370 M multiply-adds per face, most of it in the last 256→256
 /// layer at 32×32) costs more than the ResNet-18 trunk (≈600 M), and 128 channels cut it to
@@ -292,10 +291,8 @@ impl Part4 {
             }
             None => 0.0,
         };
-        p.awing = data == DataName::W300
-            && !p.integral
-            && a.run.loss.is_none()
-            && a.fg_weight.is_none();
+        p.awing =
+            data == DataName::W300 && !p.integral && a.run.loss.is_none() && a.fg_weight.is_none();
         p.occlusion = a.faces.occlusion()?;
         p.train_xml = a.faces.train.clone();
         p.valid_xml = a.faces.valid.clone();
@@ -857,7 +854,10 @@ mod card_tests {
         // 300-W's maps default to Adaptive Wing; IMM, the integral head and an explicit loss
         // or weight to their own.
         assert_eq!(parse(&[]).unwrap().loss(), Loss::adaptive_wing());
-        assert_eq!(parse(&["--fg-weight", "10"]).unwrap().loss(), weighted(10.0));
+        assert_eq!(
+            parse(&["--fg-weight", "10"]).unwrap().loss(),
+            weighted(10.0)
+        );
         assert_eq!(parse(&["--fg-weight", "0"]).unwrap().loss(), Loss::Mse);
         assert!(!parse(&["--loss", "mse"]).unwrap().awing);
         assert_eq!(parse(&["--fg-weight", "3"]).unwrap().loss(), weighted(3.0));
