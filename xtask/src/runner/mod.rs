@@ -83,7 +83,7 @@ pub fn run<P: Part>(part: &P, args: &RunArgs) -> anyhow::Result<PathBuf> {
             &loaders.valid,
             loaders.test.as_ref(),
             loaders.stats.as_ref().map(|l| l as &dyn Batches),
-            loaders.offset.as_ref(),
+            loaders.offset_faces(),
             &set,
             lr,
             args,

@@ -18,6 +18,19 @@ use fkd_train::{Batches, FitOptions, History, Prediction, Selector, TrainConfig}
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The net's outputs for every sample of `loader`, with the flip test when `flip`.
+fn predict<S: Prepare>(
+    net: &Net,
+    loader: &Loader<S>,
+    flip: bool,
+) -> anyhow::Result<Vec<Prediction>> {
+    Ok(if flip {
+        fkd_train::predict_flip(net, loader)?
+    } else {
+        fkd_train::predict(net, loader)?
+    })
+}
+
 /// Predicts (with the flip test when asked) and scores every sample of `loader` with the
 /// model `card` describes.
 pub fn evaluate<S: Prepare>(
@@ -26,11 +39,7 @@ pub fn evaluate<S: Prepare>(
     loader: &Loader<S>,
     flip: bool,
 ) -> anyhow::Result<Evaluation> {
-    let predictions = if flip {
-        fkd_train::predict_flip(net, loader)?
-    } else {
-        fkd_train::predict(net, loader)?
-    };
+    let predictions = predict(net, loader, flip)?;
     Ok(fkd_landmarker::score_predictions(
         card,
         loader.samples(),
@@ -107,11 +116,7 @@ fn with_offset<S: Prepare>(
     flip: bool,
     dir: &Path,
 ) -> anyhow::Result<ModelCard> {
-    let predictions = if flip {
-        fkd_train::predict_flip(net, faces)?
-    } else {
-        fkd_train::predict(net, faces)?
-    };
+    let predictions = predict(net, faces, flip)?;
     let samples = faces.samples();
     let mut rows = Vec::with_capacity(predictions.len());
     for p in &predictions {
@@ -267,9 +272,11 @@ pub(super) struct Loaders<P: Part> {
     /// `--holdout`'s test faces (the part's validation faces).
     pub(super) test: Option<Loader<P::Step>>,
     pub(super) stats: Option<Loader<P::Step>>,
-    /// Training faces, unaugmented, to measure the annotation offset on (models trained with
-    /// flips that predict whole faces).
-    pub(super) offset: Option<Loader<P::Step>>,
+    /// Whether the annotation offset is measured (models trained with flips that predict
+    /// whole faces), on [`Loaders::offset_faces`].
+    measure_offset: bool,
+    /// The offset's training faces where `stats` does not hold the same ones.
+    offset: Option<Loader<P::Step>>,
 }
 
 impl<P: Part> Loaders<P> {
@@ -304,9 +311,11 @@ impl<P: Part> Loaders<P> {
             Loader::new(faces, part.step(None), batch).on(device.clone())
         });
         // A net that saw mirrored faces predicts mirror-symmetric points, with or without the
-        // flip test.
+        // flip test. The faces are `spread`'s, as the statistics', so with as many of them the
+        // statistics' loader (and the crops it already holds) serves.
         let flipped = set.augment.is_some_and(|a| a.flip_prob > 0.0);
-        let offset = (flipped && part.whole_face()).then(|| {
+        let measure_offset = flipped && part.whole_face();
+        let offset = (measure_offset && (stats.is_none() || bn_faces != OFFSET_FACES)).then(|| {
             let faces = spread(&split.train.samples, OFFSET_FACES);
             Loader::new(faces, part.step(None), set.batch.max(16)).on(device.clone())
         });
@@ -315,8 +324,17 @@ impl<P: Part> Loaders<P> {
             valid,
             test,
             stats,
+            measure_offset,
             offset,
         })
+    }
+
+    /// The training faces the annotation offset is measured on, if it is.
+    pub(super) fn offset_faces(&self) -> Option<&Loader<P::Step>> {
+        if !self.measure_offset {
+            return None;
+        }
+        self.offset.as_ref().or(self.stats.as_ref())
     }
 
     /// Faces the batch-norm statistics are recomputed from (0: none).
